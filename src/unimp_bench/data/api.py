@@ -1,0 +1,110 @@
+"""The data commands as plain functions (what cli.py calls): prepare, synthetic, stats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from rich.table import Table
+
+from unimp_bench.data import images as image_io
+from unimp_bench.data.contract import open_dataset, paper_dataset_statistics
+from unimp_bench.data.prepare import ImageOptions, build, domain_statistics
+from unimp_bench.data.recipe import load_recipe, with_overrides
+from unimp_bench.errors import UnimpError
+from unimp_bench.fileio import atomic_directory
+from unimp_bench.progress import ProgressReporter
+
+
+def _resolve_new_domain(value: str | None) -> str | None | bool:
+    if value is None:
+        return False  # keep the recipe's choice
+    return None if value.strip().lower() in ("", "none") else value
+
+
+def prepare_amazon_dataset(
+    raw_dir: Path,
+    out: Path,
+    recipe_name: str = "unimp_paper",
+    domains: list[str] | None = None,
+    k_core: int | None = None,
+    new_domain: str | None = None,
+    new_user_fraction: float | None = None,
+    seed: int = 0,
+    images_dir: Path | None = None,
+    download_images: bool = False,
+    image_cache: Path | None = None,
+    download_concurrency: int = 8,
+    download_timeout: float = 10.0,
+    workers: int = 2,
+    overwrite: bool = False,
+    show_progress: bool = False,
+) -> dict:
+    if images_dir is not None and download_images:
+        raise UnimpError("choose either --images or --download-images, not both")
+    recipe = with_overrides(load_recipe(recipe_name), k_core=k_core, new_user_fraction=new_user_fraction, seed=seed)
+    held_out = _resolve_new_domain(new_domain)
+    if held_out is not False:
+        recipe = with_overrides(recipe, new_domain=held_out) if held_out else _without_new_domain(recipe)
+    settings = None
+    if download_images:
+        settings = image_io.DownloadSettings(
+            cache_dir=image_cache or Path.home() / ".cache" / "unimp-bench" / "images",
+            concurrency=download_concurrency,
+            timeout_s=download_timeout,
+        )
+    image_options = ImageOptions(images_dir=images_dir, download=download_images, settings=settings)
+    with ProgressReporter(enabled=show_progress) as progress, atomic_directory(out, overwrite) as staging:
+        return build(raw_dir, staging, recipe, domains, image_options, workers, progress)
+
+
+def _without_new_domain(recipe):
+    import dataclasses
+
+    return dataclasses.replace(recipe, new_domain=None)
+
+
+def prepare_synthetic_dataset(
+    out: Path,
+    users: int = 600,
+    items: int = 240,
+    domains: list[str] | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    show_progress: bool = False,
+) -> dict:
+    from unimp_bench.data.synthetic import SyntheticSpec, write_raw_corpus
+
+    spec = SyntheticSpec(users=users, items=items, domains=tuple(domains or SyntheticSpec().domains), seed=seed)
+    recipe = with_overrides(load_recipe("synthetic"), seed=seed)
+    if recipe.new_domain not in spec.domains:
+        recipe = _without_new_domain(recipe)
+    with ProgressReporter(enabled=show_progress) as progress, atomic_directory(out, overwrite) as staging:
+        raw_dir = staging / "raw"
+        write_raw_corpus(spec, raw_dir)
+        manifest = build(raw_dir, staging, recipe, None, ImageOptions(images_dir=raw_dir / "images"), 1, progress)
+        return manifest
+
+
+def dataset_statistics_table(root: Path, with_paper: bool = False) -> Table:
+    dataset = open_dataset(root)
+    stats = domain_statistics(dataset.scan("items").collect(), dataset.scan("interactions").collect())
+    paper = paper_dataset_statistics() if with_paper else {}
+    table = Table(title=f"{root} (content hash {dataset.manifest['content_hash'][:12]})")
+    for column in ("domain", "users", "items", "interactions", "sparsity"):
+        table.add_column(column, justify="left" if column == "domain" else "right")
+    if with_paper:
+        for column in ("paper users", "paper items", "paper interactions"):
+            table.add_column(column, justify="right")
+    for row in stats.iter_rows(named=True):
+        cells = [row["domain"], f"{row['users']:,}", f"{row['items']:,}", f"{row['interactions']:,}", f"{row['sparsity']:.4%}"]
+        if with_paper:
+            reference = paper.get(row["domain"])
+            cells += [f"{reference[k]:,}" if reference else "-" for k in ("users", "items", "interactions")]
+        table.add_row(*cells)
+    totals = stats.select(pl.col("interactions").sum()).item()
+    users = dataset.scan("users").select(pl.len()).collect().item()
+    items = dataset.scan("items").select(pl.len()).collect().item()
+    sparsity = 1 - totals / (users * items) if users and items else 0.0
+    table.add_row("all", f"{users:,}", f"{items:,}", f"{totals:,}", f"{sparsity:.4%}", *(["", "", ""] if with_paper else []))
+    return table

@@ -1,0 +1,184 @@
+"""Item metadata: find each item's meta line cheaply, then parse and normalize only the items that survive.
+
+Pass A (`index_meta`) reads only the item id of every line with a byte search, so a meta file of millions
+of products costs no JSON parsing; pass B (`read_meta`) parses the chosen lines (json for 2018/2023,
+ast.literal_eval for the Python-literal 2014 lines; never eval) and normalizes the release differences:
+image key variants, price strings, category shapes and HTML entities.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import json
+import math
+import re
+
+import numpy as np
+import polars as pl
+
+from unimp_bench.data.raw_files import RawFile, StreamInfo, iter_line_chunks, split_lines
+from unimp_bench.data.rejects import RejectLog
+
+ITEM_SCHEMA = {
+    "asin": pl.String,
+    "title": pl.String,
+    "brand": pl.String,
+    "price": pl.Float64,
+    "categories": pl.List(pl.String),
+    "description": pl.String,
+    "image_url": pl.String,
+}
+
+_ID_PATTERNS = {
+    "2014": re.compile(rb"""['"]asin['"]\s*:\s*['"]([^'"]*)['"]"""),
+    "2018": re.compile(rb""""asin"\s*:\s*"([^"]*)\""""),
+    "2023": re.compile(rb""""parent_asin"\s*:\s*"([^"]*)\""""),
+}
+_ID_NEEDLES = {"2014": b"'asin': '", "2018": b'"asin": "', "2023": b'"parent_asin": "'}
+_TAG = re.compile(r"<[^>]*>")
+_SPACE = re.compile(r"\s+")
+_PRICE = re.compile(r"^\$?\s*(\d[\d,]*(?:\.\d+)?)(?:\s*-\s*\$?\s*\d[\d,]*(?:\.\d+)?)?$")
+
+
+def _item_id(line: bytes, release: str) -> str | None:
+    needle = _ID_NEEDLES[release]
+    start = line.find(needle)
+    if start >= 0:
+        start += len(needle)
+        end = line.find(line[start - 1 : start], start)
+        if end > start:
+            return line[start:end].decode("utf-8", errors="replace")
+    match = _ID_PATTERNS[release].search(line)
+    return match.group(1).decode("utf-8", errors="replace") if match and match.group(1) else None
+
+
+def index_meta(raw: RawFile, wanted: set[str], rejects: RejectLog) -> tuple[dict[str, int], StreamInfo]:
+    """Pass A: line number of the first meta line of each wanted item id."""
+    info = StreamInfo()
+    first_line_of: dict[str, int] = {}
+    for first_line, chunk in iter_line_chunks(raw.path, info):
+        for offset, line in enumerate(split_lines(chunk)):
+            if not line.strip():
+                continue
+            item = _item_id(line, raw.release)
+            if item is None:
+                rejects.add("meta_without_item_id", raw.path.name, first_line + offset, line[:80].decode("utf-8", "replace"))
+            elif item in wanted:
+                if item in first_line_of:
+                    rejects.add("duplicate_meta_row", raw.path.name, first_line + offset, item)
+                else:
+                    first_line_of[item] = first_line + offset
+    if info.truncated:
+        rejects.add("truncated_gzip_stream", raw.path.name, info.lines + 1, "the gzip stream ends early")
+        if info.partial_tail:
+            rejects.add("truncated_final_line", raw.path.name, info.lines + 1, f"{len(info.partial_tail)} bytes")
+    return first_line_of, info
+
+
+def clean_text(value) -> str | None:
+    """Unescape HTML entities, drop tags, collapse whitespace; None for empty or non-text values."""
+    if isinstance(value, list):
+        value = " ".join(v for v in value if isinstance(v, str))
+    if not isinstance(value, str):
+        return None
+    text = _SPACE.sub(" ", _TAG.sub(" ", html.unescape(value))).strip()
+    return text or None
+
+
+def parse_price(value) -> float | None:
+    """"$12.99" -> 12.99; a range "$5.00 - $10.00" -> its lower bound 5.0; "", text or junk -> None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) and value >= 0 else None
+    if not isinstance(value, str):
+        return None
+    match = _PRICE.match(value.strip())
+    return float(match.group(1).replace(",", "")) if match else None
+
+
+def _categories(record: dict, release: str) -> list[str]:
+    if release == "2014":
+        paths = record.get("categories")
+        raw = paths[0] if isinstance(paths, list) and paths and isinstance(paths[0], list) else []
+    elif release == "2018":
+        raw = record.get("category") or []
+    else:
+        raw = record.get("categories") or []
+        if not raw and isinstance(record.get("main_category"), str):
+            raw = [record["main_category"]]
+    cleaned: list[str] = []
+    for value in raw if isinstance(raw, list) else []:
+        text = clean_text(value) if isinstance(value, str) and "<" not in value else None
+        if text and text not in cleaned:
+            cleaned.append(text)
+    return cleaned
+
+
+def _image_url(record: dict, release: str) -> str | None:
+    if release == "2023":
+        images = [im for im in record.get("images") or [] if isinstance(im, dict)]
+        images.sort(key=lambda im: im.get("variant") != "MAIN")
+        for image in images:
+            for key in ("hi_res", "large", "thumb"):
+                if isinstance(image.get(key), str) and image[key].startswith(("http://", "https://")):
+                    return image[key]
+        return None
+    for key in ("imUrl", "imageURLHighRes", "imageURL", "image"):
+        value = record.get(key)
+        candidates = value if isinstance(value, list) else [value]
+        for url in candidates:
+            if isinstance(url, str) and url.startswith(("http://", "https://")):
+                return url
+    return None
+
+
+def _brand(record: dict, release: str) -> str | None:
+    if release == "2023":
+        details = record.get("details") if isinstance(record.get("details"), dict) else {}
+        return clean_text(record.get("store")) or clean_text(details.get("Brand"))
+    return clean_text(record.get("brand"))
+
+
+def normalize_meta(record: dict, release: str) -> dict:
+    return {
+        "title": clean_text(record.get("title")),
+        "brand": _brand(record, release),
+        "price": parse_price(record.get("price")),
+        "categories": _categories(record, release),
+        "description": clean_text(record.get("description")),
+        "image_url": _image_url(record, release),
+    }
+
+
+def _parse_record(line: bytes, release: str) -> dict:
+    text = line.decode("utf-8")
+    record = ast.literal_eval(text) if release == "2014" else json.loads(text)
+    if not isinstance(record, dict):
+        raise ValueError(f"a meta line holds a {type(record).__name__}, not an object")
+    return record
+
+
+def read_meta(raw: RawFile, line_of: dict[str, int], rejects: RejectLog) -> pl.DataFrame:
+    """Pass B: normalized metadata of the items at the given line numbers."""
+    by_line = {line: item for item, line in line_of.items()}
+    wanted = np.array(sorted(by_line), dtype=np.int64)
+    rows = []
+    info = StreamInfo()
+    position = 0
+    for first_line, chunk in iter_line_chunks(raw.path, info):
+        if position >= len(wanted):
+            break
+        chunk_lines = split_lines(chunk)
+        stop = int(np.searchsorted(wanted, first_line + len(chunk_lines), side="left"))
+        for line_no in wanted[position:stop]:
+            item = by_line[int(line_no)]
+            try:
+                record = _parse_record(chunk_lines[line_no - first_line], raw.release)
+            except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
+                rejects.add("malformed_meta_line", raw.path.name, int(line_no), str(exc).splitlines()[0] if str(exc) else "")
+                continue
+            rows.append({"asin": item, **normalize_meta(record, raw.release)})
+        position = stop
+    return pl.DataFrame(rows, schema=ITEM_SCHEMA) if rows else pl.DataFrame(schema=ITEM_SCHEMA)

@@ -1,0 +1,387 @@
+"""`prepare amazon`: raw review dumps -> the fixed benchmark dataset (DESIGN.md section 3).
+
+Per domain (in parallel worker processes): pass 1 reads the keys of every review, duplicates keep the
+earliest, items without meta leave (recipe), the iterative k-core runs, then pass 2 reads the texts and
+meta of the survivors only. The domains are then combined: user and item ids become seeded random
+permutations, users get their group (new_domain, a seeded new_user share, train), each history is
+ordered by time (ties: raw file order) and split leave-last-out. Everything is written to a staging
+folder that replaces the output only once complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from unimp_bench import __version__
+from unimp_bench.config import to_mapping
+from unimp_bench.data import images as image_io
+from unimp_bench.data.kcore import chronological_positions, drop_duplicate_pairs, k_core, leave_last_out
+from unimp_bench.data.meta import ITEM_SCHEMA, index_meta, read_meta
+from unimp_bench.data.raw_files import RawFile, StreamInfo, discover
+from unimp_bench.data.recipe import Recipe
+from unimp_bench.data.rejects import RejectLog
+from unimp_bench.data.reviews import read_review_keys, read_review_texts
+from unimp_bench.errors import UnimpError
+from unimp_bench.fileio import atomic_directory, write_json_atomic
+from unimp_bench.progress import ProgressReporter
+
+SCHEMA_VERSION = 1
+DATA_FILES = ("items.parquet", "users.parquet", "interactions.parquet")
+
+
+@dataclass(frozen=True)
+class DomainSources:
+    name: str
+    reviews: RawFile
+    meta: RawFile | None
+
+
+@dataclass
+class DomainResult:
+    name: str
+    interactions_path: Path
+    items_path: Path
+    stats: dict
+    sources: list[dict]
+    rejects: dict[str, RejectLog] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    images_dir: Path | None = None
+    download: bool = False
+    settings: image_io.DownloadSettings | None = None
+
+
+def plan_domains(files: list[RawFile], recipe: Recipe, selected: list[str] | None) -> list[DomainSources]:
+    by_domain: dict[str, dict[str, list[RawFile]]] = {}
+    for raw in files:
+        name = recipe.domain_name(raw.stem, raw.release)
+        by_domain.setdefault(name, {"reviews": [], "meta": []})[raw.role].append(raw)
+    plans = []
+    for name in sorted(by_domain):
+        roles = by_domain[name]
+        if not roles["reviews"]:
+            continue
+        for role in ("reviews", "meta"):
+            if len(roles[role]) > 1:
+                listed = ", ".join(str(r.path) for r in roles[role])
+                raise UnimpError(f"domain {name} has several {role} files ({listed}); keep one of them in the raw folder")
+        plans.append(DomainSources(name, roles["reviews"][0], roles["meta"][0] if roles["meta"] else None))
+    if not plans:
+        raise UnimpError(
+            "found no Amazon review files; expected names such as reviews_Beauty_5.json.gz (2014), "
+            "Beauty_5.json.gz (2018) or Beauty.jsonl.gz (2023)"
+        )
+    if selected:
+        known = {p.name.lower(): p for p in plans} | {p.reviews.stem.lower(): p for p in plans}
+        missing = [s for s in selected if s.lower() not in known]
+        if missing:
+            raise UnimpError(
+                f"no review file found for domain(s) {', '.join(missing)}; found: {', '.join(p.name for p in plans)}"
+            )
+        chosen = {known[s.lower()].name for s in selected}
+        plans = [p for p in plans if p.name in chosen]
+    return plans
+
+
+def _source_entry(raw: RawFile, info: StreamInfo, domain: str) -> dict:
+    return {
+        "domain": domain,
+        "role": raw.role,
+        "release": raw.release,
+        "file": raw.path.name,
+        "compression": "gzip" if raw.compressed else "none",
+        "bytes": info.bytes,
+        "sha256": info.sha256,
+        "lines": info.lines + (1 if info.partial_tail else 0),
+        "truncated": info.truncated,
+    }
+
+
+def process_domain(sources: DomainSources, recipe: Recipe, staging: Path) -> DomainResult:
+    """Everything that is per domain: parse, de-duplicate, meta join, k-core, texts and meta of survivors."""
+    review_rejects, meta_rejects = RejectLog(), RejectLog()
+    keys, review_info = read_review_keys(sources.reviews, review_rejects)
+    stats: dict = {"review_lines": review_info.lines + (1 if review_info.partial_tail else 0), "valid_reviews": keys.height}
+    keys = drop_duplicate_pairs(keys.rename({"line": "order"}))
+    stats["duplicate_pairs_removed"] = stats["valid_reviews"] - keys.height
+    source_entries = [_source_entry(sources.reviews, review_info, sources.name)]
+
+    line_of: dict[str, int] = {}
+    if sources.meta is not None:
+        line_of, meta_info = index_meta(sources.meta, set(keys["asin"].unique().to_list()), meta_rejects)
+        source_entries.append(_source_entry(sources.meta, meta_info, sources.name))
+        if recipe.items_without_meta == "drop":
+            before = keys.height
+            keys = keys.filter(pl.col("asin").is_in(list(line_of)))
+            stats["reviews_of_items_without_meta_removed"] = before - keys.height
+    stats["meta_file"] = sources.meta is not None
+
+    keys, rounds = k_core(keys, recipe.k_core)
+    stats["k_core_rounds"] = rounds
+    stats["after_k_core"] = keys.height
+
+    texts = read_review_texts(sources.reviews, keys["order"].sort())
+    interactions = keys.join(texts.rename({"line": "order"}), on="order", how="left").with_columns(
+        pl.lit(sources.name).alias("domain")
+    )
+    surviving_items = keys.select("asin").unique().sort("asin")
+    if sources.meta is not None:
+        meta = read_meta(sources.meta, {a: line_of[a] for a in surviving_items["asin"] if a in line_of}, meta_rejects)
+    else:
+        meta = pl.DataFrame(schema=ITEM_SCHEMA)
+    items = surviving_items.join(meta, on="asin", how="left").with_columns(pl.lit(sources.name).alias("domain"))
+
+    safe = image_io.safe_file_stem(sources.name)
+    interactions_path, items_path = staging / f"{safe}.interactions.arrow", staging / f"{safe}.items.arrow"
+    interactions.write_ipc(interactions_path)
+    items.write_ipc(items_path)
+    return DomainResult(
+        sources.name, interactions_path, items_path, stats, source_entries,
+        {"reviews": review_rejects, "meta": meta_rejects},
+    )
+
+
+def _run_domains(plans: list[DomainSources], recipe: Recipe, work: Path, workers: int, progress) -> list[DomainResult]:
+    task = progress.add("parse, k-core and join per domain", total=len(plans))
+    if workers <= 1 or len(plans) == 1:
+        results = []
+        for plan in plans:
+            results.append(process_domain(plan, recipe, work))
+            progress.advance(task)
+        return results
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(plans)), mp_context=context) as pool:
+        futures = [pool.submit(process_domain, plan, recipe, work) for plan in plans]
+        results = []
+        for future in futures:
+            results.append(future.result())
+            progress.advance(task)
+    return results
+
+
+def _seeded_permutation(n: int, seed: int, stream: int) -> np.ndarray:
+    return np.random.default_rng([seed, stream]).permutation(n).astype(np.int32)
+
+
+def combine(results: list[DomainResult], recipe: Recipe) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Per-domain survivors -> (items, users, interactions) with seeded ids, groups, positions, splits."""
+    domain_rank = {r.name: rank for rank, r in enumerate(sorted(results, key=lambda r: r.name))}
+    interactions = pl.concat([pl.read_ipc(r.interactions_path) for r in results]).with_columns(
+        (pl.col("domain").replace_strict(domain_rank, return_dtype=pl.Int64) * (1 << 40) + pl.col("order")).alias(
+            "order"
+        )
+    )
+    items = pl.concat([pl.read_ipc(r.items_path) for r in results]).sort("domain", "asin")
+    items = items.with_columns(pl.Series("item_idx", _seeded_permutation(items.height, recipe.seed, 2)))
+
+    users = interactions.select("user_id").unique().sort("user_id")
+    users = users.with_columns(pl.Series("user_idx", _seeded_permutation(users.height, recipe.seed, 1)))
+    held_domain_users = set()
+    if recipe.new_domain and recipe.new_domain in domain_rank:
+        held_domain_users = set(interactions.filter(pl.col("domain") == recipe.new_domain)["user_id"].to_list())
+    remaining = users.filter(~pl.col("user_id").is_in(list(held_domain_users)))["user_id"]
+    n_new = int(round(recipe.new_user_fraction * remaining.len()))
+    chosen = remaining.gather(np.sort(_seeded_permutation(remaining.len(), recipe.seed, 3)[:n_new]))
+    users = users.with_columns(
+        pl.when(pl.col("user_id").is_in(list(held_domain_users)))
+        .then(pl.lit("new_domain"))
+        .when(pl.col("user_id").is_in(chosen.to_list()))
+        .then(pl.lit("new_user"))
+        .otherwise(pl.lit("train"))
+        .alias("group")
+    )
+
+    interactions = leave_last_out(chronological_positions(interactions))
+    interactions = (
+        interactions.join(users.select("user_id", "user_idx"), on="user_id")
+        .join(items.select("domain", "asin", "item_idx"), on=["domain", "asin"])
+        .select(
+            "user_idx",
+            "item_idx",
+            "rating",
+            (pl.col("ts_ms") // 1000).alias("timestamp"),
+            "review_text",
+            "summary",
+            "split",
+            "pos",
+        )
+        .sort("user_idx", "pos")
+    )
+    return items, users.select("user_idx", "user_id", "group").sort("user_idx"), interactions
+
+
+def _attach_images(items: pl.DataFrame, out: Path, options: ImageOptions, progress) -> tuple[pl.DataFrame, dict, list]:
+    paths: list[str | None] = [None] * items.height
+    failures: list[dict] = []
+    report: dict = {"source": "none"}
+    images_out = out / "images"
+    if options.images_dir is not None:
+        if not options.images_dir.is_dir():
+            raise UnimpError(f"images folder {options.images_dir} does not exist")
+        local = image_io.index_local_images(options.images_dir)
+        task = progress.add("verify and copy local images", total=items.height)
+        for row, asin in enumerate(items["asin"]):
+            source = local.get(asin) or local.get(image_io.safe_file_stem(asin))
+            if source is None:
+                failures.append({"asin": asin, "reason": "no_local_file"})
+            else:
+                try:
+                    suffix = image_io.verify_image(source.read_bytes())
+                    paths[row] = image_io.place_image(source, images_out, asin, suffix)
+                except ValueError as exc:
+                    failures.append({"asin": asin, "file": source.name, "reason": "not_an_image", "detail": str(exc)})
+            progress.advance(task)
+        report = {"source": "local", "folder": options.images_dir.name}
+    elif options.download:
+        settings = options.settings
+        urls = [u for u in items["image_url"].to_list() if u]
+        task = progress.add("download images", total=len(set(urls)))
+        outcomes = image_io.fetch_all(urls, settings, lambda: progress.advance(task))
+        for row, (asin, url) in enumerate(items.select("asin", "image_url").iter_rows()):
+            if not url:
+                failures.append({"asin": asin, "reason": "no_image_url"})
+                continue
+            outcome = outcomes[url]
+            if outcome.path is None:
+                failures.append({"asin": asin, "url": url, "reason": outcome.reason, "attempts": outcome.attempts})
+            else:
+                paths[row] = image_io.place_image(outcome.path, images_out, asin, outcome.suffix)
+        report = {
+            "source": "download",
+            "from_cache": sum(1 for o in outcomes.values() if o.from_cache),
+            "downloaded": sum(1 for o in outcomes.values() if o.path is not None and not o.from_cache),
+        }
+    if report["source"] != "none":
+        reasons: dict[str, int] = {}
+        for failure in failures:
+            reasons[failure["reason"]] = reasons.get(failure["reason"], 0) + 1
+        report |= {"items": items.height, "with_image": sum(p is not None for p in paths), "failed": reasons}
+    return items.with_columns(pl.Series("image_path", paths, dtype=pl.String)), report, failures
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_hash(out: Path) -> tuple[str, dict[str, str]]:
+    """sha256 over the data files and images (relative path + file hash, in sorted order)."""
+    files = [out / name for name in DATA_FILES]
+    if (out / "images").is_dir():
+        files += sorted((out / "images").iterdir())
+    hashes = {str(p.relative_to(out)): _file_sha256(p) for p in files}
+    combined = hashlib.sha256("".join(f"{name}\0{digest}\n" for name, digest in sorted(hashes.items())).encode())
+    return combined.hexdigest(), {name: hashes[name] for name in DATA_FILES}
+
+
+def domain_statistics(items: pl.DataFrame, interactions: pl.DataFrame) -> pl.DataFrame:
+    """Paper Table 5 columns per domain: users, items, interactions, sparsity."""
+    joined = interactions.select("user_idx", "item_idx").join(items.select("item_idx", "domain"), on="item_idx")
+    per_domain = joined.group_by("domain").agg(
+        pl.col("user_idx").n_unique().alias("users"), pl.len().alias("interactions")
+    )
+    item_counts = items.group_by("domain").agg(pl.len().alias("items"))
+    return (
+        per_domain.join(item_counts, on="domain")
+        .select(
+            "domain",
+            "users",
+            "items",
+            "interactions",
+            (1 - pl.col("interactions") / (pl.col("users") * pl.col("items"))).alias("sparsity"),
+        )
+        .sort("domain")
+    )
+
+
+def write_dataset(
+    out: Path, items: pl.DataFrame, users: pl.DataFrame, interactions: pl.DataFrame
+) -> None:
+    item_columns = ["item_idx", "asin", "domain", "title", "brand", "price", "categories", "description", "image_path", "image_url"]
+    items.select(item_columns).sort("item_idx").write_parquet(out / "items.parquet", compression="zstd")
+    users.write_parquet(out / "users.parquet", compression="zstd")
+    interactions.write_parquet(out / "interactions.parquet", compression="zstd")
+
+
+def build(
+    raw_dir: Path,
+    out: Path,
+    recipe: Recipe,
+    domains: list[str] | None = None,
+    images: ImageOptions = ImageOptions(),
+    workers: int = 2,
+    progress: ProgressReporter | None = None,
+) -> dict:
+    """Build the dataset into the (empty) folder `out` and return its manifest."""
+    progress = progress or ProgressReporter(enabled=False)
+    files, ignored = discover(raw_dir)
+    plans = plan_domains(files, recipe, domains)
+    work = out / ".work"
+    work.mkdir()
+    results = _run_domains(plans, recipe, work, workers, progress)
+    for result in results:
+        if result.stats["after_k_core"] == 0:
+            raise UnimpError(
+                f"no interactions of domain {result.name} survive the {recipe.k_core}-core; "
+                "lower --k-core or add more data"
+            )
+    items, users, interactions = combine(results, recipe)
+    items, image_report, image_failures = _attach_images(items, out, images, progress)
+    write_dataset(out, items, users, interactions)
+    for path in work.iterdir():
+        path.unlink()
+    work.rmdir()
+    if image_failures:
+        lines = "".join(json.dumps(f, sort_keys=True) + "\n" for f in image_failures)
+        (out / "image_failures.jsonl").write_text(lines, encoding="utf-8")
+
+    rejects = {"reviews": RejectLog(), "meta": RejectLog()}
+    for result in results:
+        for scope, log in result.rejects.items():
+            rejects[scope].merge(log)
+    digest, file_hashes = content_hash(out)
+    stats = domain_statistics(items, interactions)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "package_version": __version__,
+        "recipe": to_mapping(recipe),
+        "selected_domains": [p.name for p in plans],
+        "sources": [entry for r in results for entry in r.sources],
+        "ignored_files": ignored,
+        "domains": {
+            row["domain"]: {**row, "pipeline": next(r.stats for r in results if r.name == row["domain"])}
+            for row in stats.to_dicts()
+        },
+        "totals": {
+            "users": users.height,
+            "items": items.height,
+            "interactions": interactions.height,
+            "groups": dict(users.group_by("group").len().sort("group").iter_rows()),
+            "splits": dict(interactions.group_by("split").len().sort("split").iter_rows()),
+        },
+        "rejected": {scope: log.to_json() for scope, log in rejects.items()},
+        "rejected_total": {scope: log.total for scope, log in rejects.items()},
+        "images": image_report,
+        "files": file_hashes,
+        "content_hash": digest,
+    }
+    write_json_atomic(out / "manifest.json", manifest)
+    return manifest
+
+
+def prepare_amazon(raw_dir: Path, out: Path, recipe: Recipe, overwrite: bool = False, **options) -> dict:
+    with atomic_directory(out, overwrite) as staging:
+        return build(raw_dir, staging, recipe, **options)

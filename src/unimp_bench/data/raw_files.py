@@ -1,0 +1,197 @@
+"""Finding raw Amazon files, telling their release apart, and streaming them as chunks of whole lines.
+
+Releases and file names (optionally gzip-compressed, `.gz`):
+  2014  reviews_<Stem>_5.json / reviews_<Stem>.json   meta_<Stem>.json (Python-literal lines)
+  2018  <Stem>_5.json / <Stem>.json                   meta_<Stem>.json (strict JSON lines)
+  2023  <Stem>.jsonl                                  meta_<Stem>.jsonl
+The 2014 and 2018 meta files share a name pattern; their first line tells them apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from unimp_bench.errors import UnimpError
+
+try:  # Intel ISA-L inflates about four times faster than zlib; fall back where it is absent
+    from isal import isal_zlib as _zlib
+except ImportError:  # pragma: no cover
+    import zlib as _zlib
+
+CHUNK_BYTES = 16 << 20
+READ_BYTES = 4 << 20
+SNIFF_BYTES = 1 << 20
+
+# (role, release, pattern); the first match wins, so the more specific names come first.
+_NAME_PATTERNS: list[tuple[str, str, re.Pattern[str]]] = [
+    ("meta", "2023", re.compile(r"^meta_(?P<stem>.+)\.jsonl$")),
+    ("reviews", "2023", re.compile(r"^(?P<stem>.+)\.jsonl$")),
+    ("meta", "2014|2018", re.compile(r"^meta_(?P<stem>.+)\.json$")),
+    ("reviews", "2014", re.compile(r"^reviews_(?P<stem>.+?)(?P<five>_5)?\.json$")),
+    ("reviews", "2018", re.compile(r"^(?P<stem>.+?)(?P<five>_5)?\.json$")),
+]
+
+
+@dataclass(frozen=True)
+class RawFile:
+    path: Path
+    role: str  # "reviews" | "meta"
+    release: str  # "2014" | "2018" | "2023"
+    stem: str  # domain name as written in the file name, e.g. "Clothing_Shoes_and_Jewelry"
+
+    @property
+    def compressed(self) -> bool:
+        return self.path.name.endswith(".gz")
+
+
+def _open_decompressor():
+    return _zlib.decompressobj(16 + _zlib.MAX_WBITS)
+
+
+def read_head(path: Path, limit: int = SNIFF_BYTES) -> bytes:
+    """The first `limit` decompressed bytes of a file (tolerating truncated gzip streams)."""
+    with open(path, "rb") as handle:
+        if not path.name.endswith(".gz"):
+            return handle.read(limit)
+        inflater = _open_decompressor()
+        out = b""
+        while len(out) < limit:
+            block = handle.read(READ_BYTES)
+            if not block:
+                break
+            try:
+                out += inflater.decompress(block, limit - len(out))
+            except _zlib.error:
+                break
+        return out
+
+
+def _first_record(path: Path) -> str | None:
+    head = read_head(path)
+    for raw_line in head.split(b"\n")[:-1] if b"\n" in head else [head]:
+        if raw_line.strip():
+            return raw_line.decode("utf-8", errors="replace").strip()
+    return None
+
+
+def classify(path: Path) -> RawFile | None:
+    """The role and release of a raw file, from its name and first line; None if it is not one."""
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    for role, release, pattern in _NAME_PATTERNS:
+        match = pattern.match(name)
+        if not match:
+            continue
+        first = _first_record(path)
+        if first is None or not first.startswith("{"):
+            return None
+        if release == "2014|2018":
+            release = "2014" if first.startswith("{'") else "2018"
+            return RawFile(path, role, release, match["stem"])
+        try:
+            record = json.loads(first)
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(record, dict):
+            return None
+        if role == "reviews" and "reviewerID" not in record and "user_id" not in record:
+            return None
+        if role == "reviews" and release == "2018" and "user_id" in record:
+            release = "2023"
+        return RawFile(path, role, release, match["stem"])
+    return None
+
+
+def discover(raw_dir: Path) -> tuple[list[RawFile], list[str]]:
+    """Every recognizable raw file under raw_dir (recursively) and the names of the files ignored."""
+    if not raw_dir.exists():
+        raise UnimpError(f"raw folder {raw_dir} does not exist")
+    if not raw_dir.is_dir():
+        raise UnimpError(f"{raw_dir} is not a folder; pass the folder that holds the raw Amazon files")
+    found, ignored = [], []
+    for path in sorted(p for p in raw_dir.rglob("*") if p.is_file()):
+        name = path.name
+        if not (name.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz"))):
+            continue
+        raw = classify(path)
+        if raw is None:
+            ignored.append(str(path.relative_to(raw_dir)))
+        else:
+            found.append(raw)
+    return found, ignored
+
+
+@dataclass
+class StreamInfo:
+    """What was seen while streaming one file: its checksum, size and line count, and damage."""
+
+    sha256: str = ""
+    bytes: int = 0
+    lines: int = 0
+    truncated: bool = False
+    partial_tail: bytes = b""
+
+
+def iter_line_chunks(path: Path, info: StreamInfo, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """Yield (first_line_number, chunk) where each chunk holds whole lines only (1-based numbering).
+
+    A gzip stream that ends early (`truncated`) drops its final partial line into `info.partial_tail`;
+    a plain file's last line without a newline is a whole line. Concatenated gzip members are read in
+    turn. The sha256 covers the file's bytes as stored.
+    """
+    digest = hashlib.sha256()
+    compressed = path.name.endswith(".gz")
+    inflater = _open_decompressor() if compressed else None
+    pending = b""
+    next_line = 1
+    stream_done = False
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(READ_BYTES)
+            if block:
+                digest.update(block)
+                info.bytes += len(block)
+            if inflater is not None:
+                data = b""
+                if block and not stream_done:
+                    try:
+                        data = inflater.decompress(block)
+                        while inflater.eof and inflater.unused_data:  # next gzip member
+                            rest = inflater.unused_data
+                            inflater = _open_decompressor()
+                            data += inflater.decompress(rest)
+                    except _zlib.error:
+                        info.truncated = True
+                        stream_done = True
+                if not block and not inflater.eof:
+                    info.truncated = True
+            else:
+                data = block
+            pending += data
+            if len(pending) >= chunk_bytes or (not block and pending):
+                cut = pending.rfind(b"\n") + 1
+                if not block:
+                    if info.truncated:
+                        info.partial_tail = pending[cut:]
+                    elif cut < len(pending):
+                        cut = len(pending)  # a plain final line without a newline is whole
+                if cut:
+                    chunk, pending = pending[:cut], pending[cut:]
+                    count = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+                    info.lines += count
+                    yield next_line, chunk
+                    next_line += count
+            if not block:
+                break
+    info.sha256 = digest.hexdigest()
+
+
+def split_lines(chunk: bytes) -> list[bytes]:
+    lines = chunk.split(b"\n")
+    if chunk.endswith(b"\n"):
+        lines.pop()
+    return lines

@@ -1,0 +1,52 @@
+"""Atomic writes: a file or a whole folder appears complete under its final name, or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from unimp_bench.errors import UnimpError
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode())
+
+
+@contextlib.contextmanager
+def atomic_directory(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a staging folder beside `out`; on success it replaces `out`, on failure it is removed."""
+    out = out.resolve()
+    if out.exists() and not overwrite:
+        if not out.is_dir() or any(out.iterdir()):
+            raise UnimpError(f"output {out} already exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = out.parent / f".{out.name}.previous-{uuid.uuid4().hex[:8]}"
+    if out.exists():
+        os.replace(out, previous)
+    os.replace(staging, out)
+    shutil.rmtree(previous, ignore_errors=True)

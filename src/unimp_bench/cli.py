@@ -19,8 +19,8 @@ app = typer.Typer(
 )
 prepare_app = typer.Typer(help="Build the benchmark dataset from raw Amazon dumps or the synthetic corpus.", no_args_is_help=True)
 app.add_typer(prepare_app, name="prepare")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def friendly_errors(command):
@@ -117,6 +117,8 @@ def _print_summary(out_dir: Path, manifest: dict) -> None:
     if rejected:
         listed = ", ".join(f"{n} {scope}" for scope, n in rejected.items())
         out.print(f"Rejected input: {listed} (reasons and examples in manifest.json).")
+    for name, dropped in manifest.get("dropped_domains", {}).items():
+        out.print(f"Dropped domain {name}: {dropped['reason']}.")
 
 
 @app.command("stats")

@@ -82,8 +82,8 @@ class DownloadError(Exception):
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if not newurl.lower().startswith(("http://", "https://")):
-            raise DownloadError("redirect_to_non_http_url", retryable=False)
+        if not newurl.lower().startswith(("http://", "https://")):  # e.g. ftp://, which urllib would follow
+            raise DownloadError("bad_redirect", retryable=False)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -108,8 +108,12 @@ def _fetch_once(url: str, settings: DownloadSettings) -> bytes:
                     raise DownloadError("too_large", retryable=False)
                 if time.monotonic() - started > settings.deadline_s:
                     raise DownloadError("deadline_exceeded", retryable=True)
+            if declared and declared.isdigit() and len(body) < int(declared):
+                raise DownloadError("incomplete_body", retryable=True)
             return bytes(body)
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:  # urllib refuses redirects to schemes other than http(s)/ftp
+            raise DownloadError("bad_redirect", retryable=False) from None
         raise DownloadError(f"http_{exc.code}", retryable=exc.code >= 500 or exc.code == 429) from None
     except (TimeoutError, socket.timeout):
         raise DownloadError("timeout", retryable=True) from None

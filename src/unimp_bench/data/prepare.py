@@ -332,12 +332,14 @@ def build(
     work = out / ".work"
     work.mkdir()
     results = _run_domains(plans, recipe, work, workers, progress)
-    for result in results:
-        if result.stats["after_k_core"] == 0:
-            raise UnimpError(
-                f"no interactions of domain {result.name} survive the {recipe.k_core}-core; "
-                "lower --k-core or add more data"
-            )
+    emptied = {r.name: f"no interaction survives the {recipe.k_core}-core" for r in results if not r.stats["after_k_core"]}
+    if len(emptied) == len(results):
+        raise UnimpError(
+            f"no interactions of {', '.join(sorted(emptied))} survive the {recipe.k_core}-core; "
+            "lower --k-core or add more data"
+        )
+    dropped_results = [r for r in results if r.name in emptied]
+    results = [r for r in results if r.name not in emptied]
     items, users, interactions = combine(results, recipe)
     items, image_report, image_failures = _attach_images(items, out, images, progress)
     write_dataset(out, items, users, interactions)
@@ -349,7 +351,7 @@ def build(
         (out / "image_failures.jsonl").write_text(lines, encoding="utf-8")
 
     rejects = {"reviews": RejectLog(), "meta": RejectLog()}
-    for result in results:
+    for result in results + dropped_results:
         for scope, log in result.rejects.items():
             rejects[scope].merge(log)
     digest, file_hashes = content_hash(out)
@@ -359,8 +361,9 @@ def build(
         "package_version": __version__,
         "recipe": to_mapping(recipe),
         "selected_domains": [p.name for p in plans],
-        "sources": [entry for r in results for entry in r.sources],
+        "sources": [entry for r in results + dropped_results for entry in r.sources],
         "ignored_files": ignored,
+        "dropped_domains": {r.name: {"reason": emptied[r.name], "pipeline": r.stats} for r in dropped_results},
         "domains": {
             row["domain"]: {**row, "pipeline": next(r.stats for r in results if r.name == row["domain"])}
             for row in stats.to_dicts()

@@ -172,19 +172,23 @@ def iter_line_chunks(path: Path, info: StreamInfo, chunk_bytes: int = CHUNK_BYTE
             else:
                 data = block
             pending += data
-            if len(pending) >= chunk_bytes or (not block and pending):
-                cut = pending.rfind(b"\n") + 1
-                if not block:
+            while len(pending) >= chunk_bytes or (not block and pending):
+                cut = pending.rfind(b"\n", 0, chunk_bytes) + 1 or pending.find(b"\n", chunk_bytes) + 1
+                if not block and (cut == 0 or len(pending) < chunk_bytes):
+                    cut = pending.rfind(b"\n") + 1
                     if info.truncated:
                         info.partial_tail = pending[cut:]
                     elif cut < len(pending):
                         cut = len(pending)  # a plain final line without a newline is whole
-                if cut:
-                    chunk, pending = pending[:cut], pending[cut:]
-                    count = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-                    info.lines += count
-                    yield next_line, chunk
-                    next_line += count
+                if not cut:
+                    break
+                chunk, pending = pending[:cut], pending[cut:]
+                count = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+                info.lines += count
+                yield next_line, chunk
+                next_line += count
+                if info.partial_tail and pending == info.partial_tail:
+                    pending = b""
             if not block:
                 break
     info.sha256 = digest.hexdigest()

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_RAW = Path(os.environ.get("UNIMP_BENCH_SHARED_DATA", REPO.parent / "shared" / "data")) / "amazon-raw"
+
+os.environ.setdefault("UNIMP_BENCH_NO_PROGRESS", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_raw() -> Path:
+    """The real Amazon files of ../shared/data; skipped in a user's clone, required in CI."""
+    if not SHARED_RAW.is_dir():
+        message = f"real Amazon test files not found at {SHARED_RAW} (set UNIMP_BENCH_SHARED_DATA)"
+        if os.environ.get("UNIMP_BENCH_REQUIRE_SHARED"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return SHARED_RAW
+
+
+def link_raw(tmp_path: Path, *sources: Path) -> Path:
+    """A raw folder holding symlinks to the given files (the real data is never copied)."""
+    raw = tmp_path / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        (raw / source.name).symlink_to(source)
+    return raw
+
+
+def write_lines(path: Path, records: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def review(user: str, item: str, time: int, rating: float = 5.0, text: str = "fine") -> dict:
+    return {"reviewerID": user, "asin": item, "overall": rating, "unixReviewTime": time, "reviewText": text, "summary": "s"}
+
+
+def load_tables(data: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    return (
+        pl.read_parquet(data / "items.parquet"),
+        pl.read_parquet(data / "users.parquet"),
+        pl.read_parquet(data / "interactions.parquet"),
+    )
+
+
+def joined_interactions(data: Path) -> pl.DataFrame:
+    """Interactions with raw user ids, asins and domains (what tests compare against raw files)."""
+    items, users, interactions = load_tables(data)
+    return interactions.join(users, on="user_idx").join(items.select("item_idx", "asin", "domain"), on="item_idx")
+
+
+def load_naive_reference():
+    spec = importlib.util.spec_from_file_location("naive_reference", REPO / "benchmarks" / "naive_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

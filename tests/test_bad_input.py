@@ -1,0 +1,127 @@
+"""Bad input is counted by reason with file and line, valid records still land, nothing crashes."""
+
+import gzip
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import joined_interactions, review, write_lines
+from unimp_bench.cli import app
+from unimp_bench.data.api import prepare_amazon_dataset
+
+GOOD = [review(f"u{u}", f"i{i}", 100 * u + i) for u in range(3) for i in range(3)]
+
+
+def _bad_review_file(path):
+    lines = [json.dumps(r) for r in GOOD[:4]]
+    lines += [
+        '{"reviewerID": "u9", "asin": ',  # malformed JSON
+        json.dumps({"reviewerID": "u9", "asin": "i1", "overall": "five", "unixReviewTime": 5}),  # wrong type
+        json.dumps({"reviewerID": "u9", "overall": 4.0, "unixReviewTime": 5}),  # missing asin
+        json.dumps({"reviewerID": "u9", "asin": "i1", "overall": 9.0, "unixReviewTime": 5}),  # out of range
+        "[1, 2, 3]",  # not an object
+        "",  # blank
+    ]
+    lines += [json.dumps(r) for r in GOOD[4:]]
+    data = "\n".join(lines).encode() + b"\n"
+    data += b'{"reviewerID": "u\xff\xfe", "asin": "i1", "overall": 5.0, "unixReviewTime": 1}\n'  # invalid UTF-8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_every_bad_line_is_counted_and_good_lines_land(tmp_path):
+    _bad_review_file(tmp_path / "raw" / "Toys_5.json")
+    manifest = prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data", k_core=1)
+    rejected = manifest["rejected"]["reviews"]
+    assert {reason: entry["count"] for reason, entry in rejected.items()} == {
+        "malformed_json": 1,
+        "wrong_type:overall": 1,
+        "missing_field:asin": 1,
+        "rating_out_of_range": 1,
+        "not_an_object": 1,
+        "blank_line": 1,
+        "invalid_utf8": 1,
+    }
+    assert rejected["malformed_json"]["examples"][0] == {"file": "Toys_5.json", "line": 5, "detail": rejected["malformed_json"]["examples"][0]["detail"]}
+    assert rejected["invalid_utf8"]["examples"][0]["line"] == 16
+    assert joined_interactions(tmp_path / "data").height == len(GOOD)
+
+
+def test_truncated_gzip_keeps_complete_lines(tmp_path):
+    payload = "".join(json.dumps(r) + "\n" for r in GOOD).encode()
+    packed = gzip.compress(payload)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "Toys_5.json.gz").write_bytes(packed[: len(packed) - 40])  # cut inside the last lines
+    manifest = prepare_amazon_dataset(raw, tmp_path / "data", k_core=1)
+    source = manifest["sources"][0]
+    assert source["truncated"] is True
+    landed = joined_interactions(tmp_path / "data").height
+    partial = manifest["rejected"]["reviews"].get("truncated_final_line", {}).get("count", 0)
+    assert 0 < landed < len(GOOD) and partial in (0, 1)
+    assert manifest["rejected"]["reviews"]["truncated_gzip_stream"]["count"] == 1
+
+
+def test_meta_with_bad_lines_and_quirks(tmp_path):
+    write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
+    write_lines(
+        tmp_path / "raw" / "meta_Toys.json",
+        [
+            {"asin": "i0", "title": "Ben &amp; Jerry&#39;s <b>Toy</b>", "price": "$5.00 - $10.00", "imageURLHighRes": ["https://x/0.jpg"]},
+            {"asin": "i0", "title": "duplicate row"},
+            '{"asin": "i1", "title": broken',
+            {"asin": "i2", "title": "Plain", "price": "", "category": ["Toys", "Toys", "Puzzles"], "image": []},
+            {"title": "no id"},
+        ],
+    )
+    manifest = prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data", k_core=1)
+    meta = manifest["rejected"]["meta"]
+    assert meta["duplicate_meta_row"]["count"] == 1
+    assert meta["malformed_meta_line"]["count"] == 1
+    assert meta["meta_without_item_id"]["count"] == 1
+    import polars as pl
+
+    items = pl.read_parquet(tmp_path / "data" / "items.parquet").sort("asin")
+    first = items.row(0, named=True)
+    assert first["title"] == "Ben & Jerry's Toy" and first["price"] == 5.0 and first["image_url"] == "https://x/0.jpg"
+    third = items.row(2, named=True)
+    assert third["price"] is None and third["categories"] == ["Toys", "Puzzles"] and third["image_url"] is None
+    assert items.row(1, named=True)["title"] is None  # malformed meta line: item kept, attributes null
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["prepare", "amazon", "--raw-dir", "{tmp}/missing", "--out", "{tmp}/o"], "does not exist"),
+        (["prepare", "amazon", "--raw-dir", "{tmp}/empty", "--out", "{tmp}/o"], "found no Amazon review files"),
+        (["prepare", "amazon", "--raw-dir", "{tmp}/raw", "--out", "{tmp}/o", "--domains", "garden"], "no review file found for domain"),
+        (["prepare", "amazon", "--raw-dir", "{tmp}/raw", "--out", "{tmp}/o", "--recipe", "nope"], "unknown recipe"),
+        (["stats", "{tmp}/empty"], "not a prepared dataset"),
+    ],
+)
+def test_user_errors_are_one_sentence_without_traceback(tmp_path, args, phrase):
+    (tmp_path / "empty").mkdir()
+    write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
+    result = CliRunner().invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.exit_code == 1
+    assert phrase in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
+    runner = CliRunner()
+    args = ["prepare", "amazon", "--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "o"), "--k-core", "1"]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]  # no staging left behind
+
+
+def test_failed_run_leaves_no_half_dataset(tmp_path):
+    write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
+    result = CliRunner().invoke(app, ["prepare", "amazon", "--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "5-core" in result.output  # 3 items per user cannot be 5-core
+    assert list(tmp_path.iterdir()) == [tmp_path / "raw"]

@@ -1,0 +1,85 @@
+"""Hand-computed k-core, de-duplication, ordering and split cases through the full prepare pipeline."""
+
+import polars as pl
+import pytest
+
+from conftest import joined_interactions, review, write_lines
+from unimp_bench.data.api import prepare_amazon_dataset
+from unimp_bench.data.kcore import drop_duplicate_pairs, k_core
+
+
+def test_k_core_cascades_until_stable():
+    # k=2. Item c has one interaction -> leaves; then user w keeps only (w, b) -> leaves;
+    # then item b keeps only (v, b) -> leaves; then v has one left (v, a) -> leaves.
+    # What remains: users x, y with items a, d (2 each).
+    pairs = [("x", "a"), ("y", "a"), ("x", "d"), ("y", "d"), ("v", "a"), ("v", "b"), ("w", "b"), ("w", "c")]
+    frame = pl.DataFrame({"user_id": [p[0] for p in pairs], "asin": [p[1] for p in pairs]})
+    kept, rounds = k_core(frame, 2)
+    assert sorted(kept.iter_rows()) == [("x", "a"), ("x", "d"), ("y", "a"), ("y", "d")]
+    assert rounds == 5  # four rounds remove one pair each, the fifth sees it stable
+
+
+def test_k_core_of_one_keeps_everything():
+    frame = pl.DataFrame({"user_id": ["u"], "asin": ["a"]})
+    assert k_core(frame, 1)[0].height == 1
+
+
+def test_duplicates_keep_earliest_and_ties_keep_file_order():
+    frame = pl.DataFrame(
+        {
+            "user_id": ["u", "u", "u", "v", "v"],
+            "asin": ["a", "a", "a", "b", "b"],
+            "ts_ms": [30, 10, 10, 5, 5],
+            "order": [1, 3, 2, 9, 8],
+            "rating": [1.0, 2.0, 3.0, 4.0, 5.0],
+        }
+    )
+    kept = drop_duplicate_pairs(frame).sort("user_id")
+    assert kept["rating"].to_list() == [3.0, 5.0]  # earliest time, then earliest line
+
+
+def test_pipeline_splits_positions_and_tie_order(tmp_path):
+    # Two users, three items each, k=1. User u has two reviews at the same time: file order decides.
+    records = [
+        review("u", "i2", 200),
+        review("u", "i1", 100),
+        review("u", "i3", 200),  # same time as i2 but later in the file -> after i2
+        review("v", "i1", 50),
+        review("v", "i2", 60),
+        review("v", "i1", 70),  # duplicate pair: the earlier (50) review stays
+    ]
+    write_lines(tmp_path / "raw" / "Toys_5.json", records)
+    prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data", k_core=1, new_user_fraction=0.0)
+    frame = joined_interactions(tmp_path / "data").sort("user_id", "pos")
+    u = frame.filter(pl.col("user_id") == "u")
+    assert u["asin"].to_list() == ["i1", "i2", "i3"]
+    assert u["split"].to_list() == ["train", "valid", "test"]
+    assert u["pos"].to_list() == [0, 1, 2]
+    v = frame.filter(pl.col("user_id") == "v")
+    assert v["asin"].to_list() == ["i1", "i2"] and v["timestamp"].to_list() == [50, 60]
+    assert v["split"].to_list() == ["valid", "test"]
+
+
+def test_new_user_and_new_domain_groups(tmp_path):
+    office = [review(f"o{u}", f"p{i}", 10 * i) for u in range(3) for i in range(3)]
+    toys = [review(f"t{u}", f"q{i}", 10 * i) for u in range(20) for i in range(3)]
+    toys += [review("o0", f"q{i}", 100 + i) for i in range(3)]  # an Office user also active in Toys
+    write_lines(tmp_path / "raw" / "Office_Products_5.json", office)
+    write_lines(tmp_path / "raw" / "Toys_and_Games_5.json", toys)
+    manifest = prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data", k_core=3, new_user_fraction=0.1)
+    frame = joined_interactions(tmp_path / "data")
+    groups = dict(frame.select("user_id", "group").unique().iter_rows())
+    assert {u for u, g in groups.items() if g == "new_domain"} == {"o0", "o1", "o2"}
+    assert sum(g == "new_user" for g in groups.values()) == 2  # 10% of the 20 Toys-only users
+    assert set(manifest["domains"]) == {"Office", "Toys"}  # recipe names, not file stems
+    assert manifest["totals"]["groups"] == {"new_domain": 3, "new_user": 2, "train": 18}
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_every_survivor_meets_k_within_its_domain(tmp_path, k):
+    records = [review(f"u{u}", f"i{(u * 7 + j) % 11}", u * 100 + j) for u in range(15) for j in range(u % 5 + 1)]
+    write_lines(tmp_path / "raw" / "Baby_5.json", records)
+    prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data", k_core=k)
+    frame = joined_interactions(tmp_path / "data")
+    assert frame.group_by("user_id").len()["len"].min() >= k
+    assert frame.group_by("asin").len()["len"].min() >= k

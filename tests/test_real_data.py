@@ -1,0 +1,94 @@
+"""Parsers and the whole pipeline against the real Amazon files in ../shared/data (see SOURCES.md)."""
+
+import gzip
+
+import polars as pl
+import pytest
+
+from conftest import joined_interactions, link_raw, load_naive_reference, load_tables
+from unimp_bench.data.api import prepare_amazon_dataset
+from unimp_bench.data.raw_files import StreamInfo, classify, iter_line_chunks
+
+pytestmark = pytest.mark.shared
+
+
+def test_gift_cards_fully_joined_matches_independent_reference(shared_raw, tmp_path):
+    folder = shared_raw / "ncloud50__giftcard"
+    raw = link_raw(tmp_path, folder / "Gift_Cards_5.json.gz", folder / "meta_Gift_Cards.json.gz")
+    manifest = prepare_amazon_dataset(raw, tmp_path / "data")
+    ours = joined_interactions(tmp_path / "data")
+    naive = load_naive_reference().prepare(folder / "Gift_Cards_5.json.gz", folder / "meta_Gift_Cards.json.gz", k=5)
+    assert ours.height == len(naive) > 0
+    expected = set(zip(naive["user_id"], naive["asin"], naive["split"]))
+    assert set(ours.select("user_id", "asin", "split").iter_rows()) == expected
+    review_source = next(s for s in manifest["sources"] if s["role"] == "reviews")
+    assert review_source["lines"] == 2972 and review_source["release"] == "2018"
+    assert review_source["sha256"] == "41e1f0e50d3c1c9d7d949fb6315944c8bde51ea6b7429a29fdd0d02cbc07ef25"
+    items, _, _ = load_tables(tmp_path / "data")
+    assert items["title"].null_count() == 0  # every item joined its meta row
+    assert manifest["rejected_total"] == {"reviews": 0, "meta": 0}
+    egift = items.filter(pl.col("asin") == "B004LLIKVU").row(0, named=True)  # the most reviewed gift card
+    assert egift["title"] == "Amazon eGift Card" and egift["categories"] == ["Gift Cards"]
+    assert egift["image_url"].startswith("https://images-na.ssl-images-amazon.com/")
+
+
+def test_2014_truncated_reviews_and_python_literal_meta(shared_raw, tmp_path):
+    folder = shared_raw / "MishinaZlata__Project_group19"
+    raw = link_raw(tmp_path, folder / "reviews_Digital_Music_5.json.gz", folder / "meta_Digital_Music.json.gz")
+    assert classify(raw / "meta_Digital_Music.json.gz").release == "2014"
+    assert classify(raw / "reviews_Digital_Music_5.json.gz").release == "2014"
+    manifest = prepare_amazon_dataset(raw, tmp_path / "data")
+    reviews = next(s for s in manifest["sources"] if s["role"] == "reviews")
+    assert reviews["truncated"] is True
+    pipeline = manifest["domains"]["Digital_Music"]["pipeline"]
+    assert pipeline["valid_reviews"] == 6908  # every complete line, the partial one rejected
+    assert manifest["rejected"]["reviews"]["truncated_final_line"]["count"] == 1
+    assert manifest["rejected"]["meta"]["truncated_final_line"]["count"] == 1
+    assert pipeline["reviews_of_items_without_meta_removed"] == 0  # all 382 items have a literal meta row
+    items, _, _ = load_tables(tmp_path / "data")
+    enya = items.filter(pl.col("asin") == "5555991584")
+    if enya.height:
+        assert enya["title"][0] == "Memory of Trees" and enya["price"][0] == pytest.approx(9.49)
+        assert enya["image_url"][0].startswith("http://ecx.images-amazon.com/")
+    assert items["image_url"].null_count() < items.height
+
+
+def test_all_beauty_plain_and_gzip_give_identical_output(shared_raw, tmp_path):
+    plain = shared_raw / "OoEthanoO__LSTMSentimentModel" / "All_Beauty_5.json"
+    packed = shared_raw / "sowrabharavishankar__Sentiment-Analysis-on-Amazon-Product-Reviews-" / "All_Beauty_5.json.gz"
+    first = prepare_amazon_dataset(link_raw(tmp_path / "a", plain), tmp_path / "a" / "data")
+    second = prepare_amazon_dataset(link_raw(tmp_path / "b", packed), tmp_path / "b" / "data")
+    assert first["content_hash"] == second["content_hash"]
+    for name in ("items.parquet", "users.parquet", "interactions.parquet"):
+        assert (tmp_path / "a" / "data" / name).read_bytes() == (tmp_path / "b" / "data" / name).read_bytes()
+    assert first["domains"]["All_Beauty"]["pipeline"]["review_lines"] == 5269
+    assert first["domains"]["All_Beauty"]["pipeline"]["meta_file"] is False
+
+
+def test_fashion_and_appliances_in_one_run(shared_raw, tmp_path):
+    raw = link_raw(
+        tmp_path,
+        shared_raw / "OoEthanoO__LSTMSentimentModel" / "AMAZON_FASHION_5.json",
+        shared_raw / "Miggy070498__Amazon-Reviews" / "Appliances_5.json.gz",
+    )
+    manifest = prepare_amazon_dataset(raw, tmp_path / "data")
+    # Appliances_5 holds 2277 reviews but only 183 distinct (user, item) pairs: nothing is 5-core.
+    assert set(manifest["dropped_domains"]) == {"Appliances"}
+    assert manifest["dropped_domains"]["Appliances"]["pipeline"]["duplicate_pairs_removed"] == 2277 - 183
+    assert set(manifest["domains"]) == {"AMAZON_FASHION"}
+
+
+def test_line_chunks_survive_truncated_gzip(shared_raw):
+    path = shared_raw / "MishinaZlata__Project_group19" / "reviews_Digital_Music_5.json.gz"
+    info = StreamInfo()
+    chunks = list(iter_line_chunks(path, info, chunk_bytes=1 << 20))
+    assert len(chunks) > 1 and info.truncated and info.lines == 6908
+    assert sum(c.count(b"\n") for _, c in chunks) == 6908
+    with pytest.raises(EOFError):
+        with gzip.open(path) as handle:
+            handle.read()
+
+
+def test_s3rec_sequences_are_not_mistaken_for_reviews(shared_raw, tmp_path):
+    folder = shared_raw / "aHuiWang__CIKM2020-S3Rec" / "data"
+    assert classify(folder / "Beauty_item2attributes.json") is None

@@ -13,24 +13,18 @@ from pathlib import Path
 import pandas as pd
 
 
-def read_reviews(path: Path) -> pd.DataFrame:
+def _read_json_lines(path: Path) -> pd.DataFrame:
     opener = gzip.open if path.name.endswith(".gz") else open
-    rows = []
     with opener(path, "rt", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            record = json.loads(line)
-            rows.append(
-                {
-                    "user_id": record["reviewerID"],
-                    "asin": record["asin"],
-                    "rating": float(record["overall"]),
-                    "timestamp": int(record["unixReviewTime"]),
-                    "review_text": record.get("reviewText"),
-                    "summary": record.get("summary"),
-                    "line": line_no,
-                }
-            )
-    return pd.DataFrame(rows)
+        return pd.DataFrame([json.loads(line) for line in handle])
+
+
+def read_reviews(path: Path) -> pd.DataFrame:
+    frame = _read_json_lines(path)
+    frame["line"] = range(1, len(frame) + 1)
+    return frame.rename(
+        columns={"reviewerID": "user_id", "overall": "rating", "unixReviewTime": "timestamp", "reviewText": "review_text"}
+    )
 
 
 def k_core_loops(pairs: list[tuple[str, str]], k: int) -> list[tuple[str, str]]:
@@ -49,11 +43,10 @@ def k_core_loops(pairs: list[tuple[str, str]], k: int) -> list[tuple[str, str]]:
 def prepare(review_path: Path, meta_path: Path | None, k: int = 5) -> pd.DataFrame:
     frame = read_reviews(review_path)
     frame = frame.sort_values(["timestamp", "line"], kind="stable").drop_duplicates(["user_id", "asin"], keep="first")
+    meta = None
     if meta_path is not None:
-        opener = gzip.open if meta_path.name.endswith(".gz") else open
-        with opener(meta_path, "rt", encoding="utf-8") as handle:
-            with_meta = {json.loads(line)["asin"] for line in handle}
-        frame = frame[frame["asin"].isin(with_meta)]
+        meta = _read_json_lines(meta_path).drop_duplicates("asin")
+        frame = frame[frame["asin"].isin(set(meta["asin"]))]
     kept = set(k_core_loops(list(zip(frame["user_id"], frame["asin"])), k))
     frame = frame[[(u, i) in kept for u, i in zip(frame["user_id"], frame["asin"])]]
     frame = frame.sort_values(["user_id", "timestamp", "line"], kind="stable").copy()
@@ -62,4 +55,6 @@ def prepare(review_path: Path, meta_path: Path | None, k: int = 5) -> pd.DataFra
         n = len(history)
         splits += ["train"] * max(0, n - 2) + (["valid"] if n >= 2 else []) + ["test"]
     frame["split"] = splits
+    if meta is not None:
+        frame = frame.merge(meta[["asin", "title", "brand", "price"]], on="asin", how="left")
     return frame

@@ -1,13 +1,15 @@
 """Parsers and the whole pipeline against the real Amazon files in ../shared/data (see SOURCES.md)."""
 
 import gzip
+import json
 
 import polars as pl
 import pytest
 
 from conftest import joined_interactions, link_raw, load_naive_reference, load_tables
 from unimp_bench.data.api import prepare_amazon_dataset
-from unimp_bench.data.raw_files import StreamInfo, classify, iter_line_chunks
+from unimp_bench.data import raw_files
+from unimp_bench.data.raw_files import StreamInfo, classify
 
 pytestmark = pytest.mark.shared
 
@@ -78,12 +80,17 @@ def test_fashion_and_appliances_in_one_run(shared_raw, tmp_path):
     assert set(manifest["domains"]) == {"AMAZON_FASHION"}
 
 
-def test_line_chunks_survive_truncated_gzip(shared_raw):
+def test_line_chunks_survive_truncated_gzip(shared_raw, monkeypatch):
+    monkeypatch.setattr(raw_files, "READ_BYTES", 64 << 10)
     path = shared_raw / "MishinaZlata__Project_group19" / "reviews_Digital_Music_5.json.gz"
     info = StreamInfo()
-    chunks = list(iter_line_chunks(path, info, chunk_bytes=1 << 20))
+    chunks = list(raw_files.iter_line_chunks(path, info, chunk_bytes=1 << 20))
     assert len(chunks) > 1 and info.truncated and info.lines == 6908
-    assert sum(c.count(b"\n") for _, c in chunks) == 6908
+    assert all(chunk.endswith(b"\n") for _, chunk in chunks)
+    numbers = [first for first, _ in chunks]
+    assert numbers == [1 + sum(c.count(b"\n") for _, c in chunks[:i]) for i in range(len(chunks))]
+    assert json.loads(chunks[-1][1].splitlines()[-1])["asin"]  # the last whole line parses
+    assert info.partial_tail and not info.partial_tail.endswith(b"}")
     with pytest.raises(EOFError):
         with gzip.open(path) as handle:
             handle.read()

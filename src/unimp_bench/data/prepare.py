@@ -143,8 +143,8 @@ def process_domain(sources: DomainSources, recipe: Recipe, staging: Path) -> Dom
 
     safe = image_io.safe_file_stem(sources.name)
     interactions_path, items_path = staging / f"{safe}.interactions.arrow", staging / f"{safe}.items.arrow"
-    interactions.write_ipc(interactions_path)
-    items.write_ipc(items_path)
+    interactions.write_ipc(interactions_path, compression="uncompressed")
+    items.write_ipc(items_path, compression="uncompressed")
     return DomainResult(
         sources.name, interactions_path, items_path, stats, source_entries,
         {"reviews": review_rejects, "meta": meta_rejects},
@@ -201,21 +201,26 @@ def combine(results: list[DomainResult], recipe: Recipe) -> tuple[pl.DataFrame, 
         .alias("group")
     )
 
-    interactions = leave_last_out(chronological_positions(interactions))
-    interactions = (
-        interactions.join(users.select("user_id", "user_idx"), on="user_id")
+    # Order, positions and splits are computed on narrow integer keys; the review texts move once, at the end.
+    keys = (
+        interactions.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("row"), "user_id", "domain", "asin", "ts_ms", "order")
+        .join(users.select("user_id", "user_idx"), on="user_id")
         .join(items.select("domain", "asin", "item_idx"), on=["domain", "asin"])
-        .select(
-            "user_idx",
-            "item_idx",
-            "rating",
-            (pl.col("ts_ms") // 1000).alias("timestamp"),
-            "review_text",
-            "summary",
-            "split",
-            "pos",
-        )
-        .sort("user_idx", "pos")
+        .select("row", pl.col("user_idx").alias("user_id"), "item_idx", "ts_ms", "order")
+    )
+    keys = leave_last_out(chronological_positions(keys)).sort("user_id", "pos")
+    rows = keys["row"]
+    interactions = pl.DataFrame(
+        [
+            keys["user_id"].alias("user_idx"),
+            keys["item_idx"],
+            interactions["rating"].gather(rows),
+            (keys["ts_ms"] // 1000).alias("timestamp"),
+            interactions["review_text"].gather(rows),
+            interactions["summary"].gather(rows),
+            keys["split"],
+            keys["pos"],
+        ]
     )
     return items, users.select("user_idx", "user_id", "group").sort("user_idx"), interactions
 

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from unimp_bench.errors import UnimpError
 
@@ -24,7 +28,7 @@ except ImportError:  # pragma: no cover
     import zlib as _zlib
 
 CHUNK_BYTES = 16 << 20
-READ_BYTES = 4 << 20
+READ_BYTES = 1 << 20
 SNIFF_BYTES = 1 << 20
 
 # (role, release, pattern); the first match wins, so the more specific names come first.
@@ -136,62 +140,118 @@ class StreamInfo:
     partial_tail: bytes = b""
 
 
-def iter_line_chunks(path: Path, info: StreamInfo, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+def iter_line_chunks(
+    path: Path, info: StreamInfo, chunk_bytes: int = CHUNK_BYTES, checksum: bool = True
+) -> Iterator[tuple[int, bytes]]:
     """Yield (first_line_number, chunk) where each chunk holds whole lines only (1-based numbering).
 
-    A gzip stream that ends early (`truncated`) drops its final partial line into `info.partial_tail`;
+    Reading and inflating run in a background thread (they release the GIL), one or two chunks ahead
+    of the caller's parsing.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    finished = object()
+
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            for item in _line_chunks(path, info, chunk_bytes, checksum):
+                put(item)
+                if stop.is_set():
+                    return
+            put(finished)
+        except BaseException as exc:  # handed to the caller's thread
+            put(exc)
+
+    producer = threading.Thread(target=produce, name=f"read {path.name}", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is finished:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        producer.join()
+
+
+def _line_chunks(path: Path, info: StreamInfo, chunk_bytes: int, checksum: bool) -> Iterator[tuple[int, bytes]]:
+    """The body of iter_line_chunks, run in its reader thread.
+
+    A gzip stream that ends early (`truncated`) leaves its final partial line in `info.partial_tail`;
     a plain file's last line without a newline is a whole line. Concatenated gzip members are read in
-    turn. The sha256 covers the file's bytes as stored.
+    turn. The sha256 covers the file's bytes as stored. Each decompressed byte is copied about twice.
     """
     digest = hashlib.sha256()
-    compressed = path.name.endswith(".gz")
-    inflater = _open_decompressor() if compressed else None
-    pending = b""
+    inflater = _open_decompressor() if path.name.endswith(".gz") else None
+    pieces: list[bytes] = []  # decompressed bytes not yet yielded; only the last may lack a newline
+    pending = 0
     next_line = 1
-    stream_done = False
+
+    def emit(chunk: bytes) -> tuple[int, bytes]:
+        nonlocal next_line
+        count = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        info.lines += count
+        first, next_line = next_line, next_line + count
+        return first, chunk
+
     with open(path, "rb") as handle:
-        while True:
-            block = handle.read(READ_BYTES)
-            if block:
+        while block := handle.read(READ_BYTES):
+            if checksum:
                 digest.update(block)
-                info.bytes += len(block)
+            info.bytes += len(block)
+            data = block
             if inflater is not None:
                 data = b""
-                if block and not stream_done:
+                if not info.truncated:
                     try:
                         data = inflater.decompress(block)
                         while inflater.eof and inflater.unused_data:  # next gzip member
                             rest = inflater.unused_data
                             inflater = _open_decompressor()
                             data += inflater.decompress(rest)
-                    except _zlib.error:
+                    except _zlib.error:  # corrupt data: keep what came before, like a truncation
                         info.truncated = True
-                        stream_done = True
-                if not block and not inflater.eof:
-                    info.truncated = True
-            else:
-                data = block
-            pending += data
-            while len(pending) >= chunk_bytes or (not block and pending):
-                cut = pending.rfind(b"\n", 0, chunk_bytes) + 1 or pending.find(b"\n", chunk_bytes) + 1
-                if not block and (cut == 0 or len(pending) < chunk_bytes):
-                    cut = pending.rfind(b"\n") + 1
-                    if info.truncated:
-                        info.partial_tail = pending[cut:]
-                    elif cut < len(pending):
-                        cut = len(pending)  # a plain final line without a newline is whole
-                if not cut:
-                    break
-                chunk, pending = pending[:cut], pending[cut:]
-                count = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-                info.lines += count
-                yield next_line, chunk
-                next_line += count
-                if info.partial_tail and pending == info.partial_tail:
-                    pending = b""
-            if not block:
-                break
-    info.sha256 = digest.hexdigest()
+            if not data:
+                continue
+            pieces.append(data)
+            pending += len(data)
+            if pending >= chunk_bytes:
+                cut = data.rfind(b"\n") + 1
+                if cut:
+                    yield emit(b"".join([*pieces[:-1], data[:cut]]))
+                    pieces = [data[cut:]] if cut < len(data) else []
+                    pending = len(data) - cut
+    if inflater is not None and not inflater.eof:
+        info.truncated = True
+    tail = b"".join(pieces)
+    if tail:
+        cut = tail.rfind(b"\n") + 1
+        if info.truncated:
+            info.partial_tail = tail[cut:]
+            tail = tail[:cut]
+        if tail:
+            yield emit(tail)
+    info.sha256 = digest.hexdigest() if checksum else ""
+
+
+def line_offsets(chunk: bytes) -> np.ndarray:
+    """Start offset of every line of a chunk, plus the chunk's length as a final sentinel."""
+    newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+    starts = np.concatenate([[0], newlines + 1])
+    if chunk.endswith(b"\n"):
+        return starts
+    return np.concatenate([starts, [len(chunk) + 1]])
 
 
 def split_lines(chunk: bytes) -> list[bytes]:

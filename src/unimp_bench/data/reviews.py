@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from unimp_bench.data.raw_files import RawFile, StreamInfo, iter_line_chunks, split_lines
+from unimp_bench.data.raw_files import RawFile, StreamInfo, iter_line_chunks, line_offsets, split_lines
 from unimp_bench.data.rejects import RejectLog
 
 
@@ -176,15 +176,13 @@ def read_review_keys(raw: RawFile, rejects: RejectLog) -> tuple[pl.DataFrame, St
                 parsed = None
             if parsed is not None and parsed.height == n_lines:
                 frame = _normalize_keys(parsed, fields, first_line)
-        if frame is None:
-            frame = _keys_line_by_line(chunk, first_line, fields, rejects, raw.path.name)
-        checked = frame.with_columns(_reason_expr(fields).alias("reason"))
-        parts.append(_record_rejects(checked, rejects, raw.path.name).drop("reason"))
+        parts.append(frame if frame is not None else _keys_line_by_line(chunk, first_line, fields, rejects, raw.path.name))
     if info.truncated:
         rejects.add("truncated_gzip_stream", raw.path.name, info.lines + 1, "the gzip stream ends early")
         if info.partial_tail:
             rejects.add("truncated_final_line", raw.path.name, info.lines + 1, f"{len(info.partial_tail)} bytes")
     keys = pl.concat(parts) if parts else pl.DataFrame(schema=_RAW_KEY_SCHEMA)
+    keys = _record_rejects(keys.with_columns(_reason_expr(fields).alias("reason")), rejects, raw.path.name)
     keys = keys.select("user_id", "asin", pl.col("rating_raw").cast(pl.Float32).alias("rating"), "ts_ms", "line")
     return keys, info
 
@@ -211,15 +209,16 @@ def read_review_texts(raw: RawFile, lines: pl.Series) -> pl.DataFrame:
     position = 0
     parts = []
     info = StreamInfo()
-    for first_line, chunk in iter_line_chunks(raw.path, info):
+    for first_line, chunk in iter_line_chunks(raw.path, info, checksum=False):
         if position >= len(wanted):
             break
-        chunk_lines = split_lines(chunk)
-        stop = int(np.searchsorted(wanted, first_line + len(chunk_lines), side="left"))
+        starts = line_offsets(chunk)
+        stop = int(np.searchsorted(wanted, first_line + len(starts) - 1, side="left"))
         if stop == position:
             continue
         picked = wanted[position:stop]
-        selected = [chunk_lines[number - first_line] for number in picked]
+        index = picked - first_line
+        selected = [chunk[a:b] for a, b in zip(starts[index].tolist(), (starts[index + 1] - 1).tolist())]
         position = stop
         try:
             parsed = pl.read_ndjson(b"\n".join(selected), schema=schema)

@@ -1,0 +1,185 @@
+"""Throughput and peak memory of `prepare amazon` against the naive reference, on one generated corpus.
+
+Generates (once, cached under bench-out/) a large raw corpus in the 2018 format: seven paper domains,
+gzip reviews + meta, review lines of realistic length (~450 bytes). Core users buy 5+ items; "drive-by"
+users review once or twice and never survive the 5-core, like most users of the full Amazon dumps.
+Each method runs in its own child process (peak RSS measured by the OS), in the same benchmark run:
+
+  ours        unimp-bench prepare (2 worker processes)
+  ours_2x     ours on the same corpus plus as many again drive-by reviews that the k-core removes:
+              its peak memory should stay close to `ours` (memory follows the surviving data)
+  naive       benchmarks/naive_reference.py: json.loads per line into pandas, Python loops for k-core
+
+Prints one JSON line per figure. Usage: python benchmarks/prepare.py [--reviews 1000000] [--skip-naive]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+from isal import igzip
+
+REPO = Path(__file__).resolve().parents[1]
+DOMAINS = ["Baby", "Beauty", "Clothing_Shoes_and_Jewelry", "Grocery_and_Gourmet_Food", "Sports_and_Outdoors",
+           "Toys_and_Games", "Office_Products"]
+WORDS = ("good great love quality price fits small large soft color perfect works nice cheap broke returned "
+         "happy recommend again daughter son gift product size material easy use well made comfortable").split()
+
+
+def _texts(rng: np.random.Generator, n: int, low: int, high: int) -> list[str]:
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(low, high)))) for _ in range(n)]
+
+
+def _review_lines(rng, users: np.ndarray, items: np.ndarray, times: np.ndarray, texts, summaries) -> bytes:
+    ratings = rng.integers(1, 6, size=len(users))
+    text_pick = rng.integers(0, len(texts), size=len(users))
+    lines = [
+        f'{{"overall": {r}.0, "verified": true, "reviewTime": "01 1, 2016", "reviewerID": "A{u:012d}", '
+        f'"asin": "B{i:09d}", "reviewerName": "Customer", "reviewText": "{texts[t]}", '
+        f'"summary": "{summaries[t % len(summaries)]}", "unixReviewTime": {s}}}\n'
+        for u, i, s, r, t in zip(users.tolist(), items.tolist(), times.tolist(), ratings.tolist(), text_pick.tolist())
+    ]
+    return "".join(lines).encode()
+
+
+def _gzip(payload: bytes) -> bytes:
+    """gzip at zlib's default level 6, as the published dumps are (their inflate speed matches)."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return packer.compress(payload) + packer.flush()
+
+
+def generate(folder: Path, reviews: int, drive_by_share: float, extra_drive_by: int, seed: int = 0) -> None:
+    """Write <Domain>.json.gz and meta_<Domain>.json.gz for the seven domains."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    texts, summaries = _texts(rng, 20000, 40, 110), _texts(rng, 500, 2, 6)
+    per_domain = reviews // len(DOMAINS)
+    for d, domain in enumerate(DOMAINS):
+        n_items = max(50, per_domain // 25)
+        core = int(per_domain * (1 - drive_by_share))
+        # core users: 5..30 purchases, items drawn with a popularity skew
+        lengths = rng.integers(5, 31, size=core // 12 + 1)
+        lengths = lengths[: np.searchsorted(np.cumsum(lengths), core) + 1]
+        users = np.repeat(np.arange(len(lengths)) + d * 10_000_000, lengths)[:core]
+        items = (rng.zipf(1.3, size=len(users)) % n_items) + d * 1_000_000
+        drive = per_domain - len(users)
+        drive_users = rng.integers(5_000_000, 9_000_000, size=drive) + d * 10_000_000
+        drive_items = rng.integers(0, n_items * 3, size=drive) + d * 1_000_000  # many never-core items
+        all_users = np.concatenate([users, drive_users])
+        all_items = np.concatenate([items, drive_items])
+        order = rng.permutation(len(all_users))
+        times = rng.integers(1_100_000_000, 1_540_000_000, size=len(all_users))
+        payload = _review_lines(rng, all_users[order], all_items[order], times, texts, summaries)
+        if extra_drive_by:  # the same corpus plus reviews the k-core removes (own generator: base unchanged)
+            extra_rng = np.random.default_rng([seed, d, 1])
+            n = extra_drive_by // len(DOMAINS)
+            payload += _review_lines(
+                extra_rng,
+                extra_rng.integers(10_000_000, 90_000_000, size=n) + d * 100_000_000,
+                extra_rng.integers(0, n_items * 3, size=n) + d * 1_000_000,
+                extra_rng.integers(1_100_000_000, 1_540_000_000, size=n),
+                texts,
+                summaries,
+            )
+        (folder / f"{domain}.json.gz").write_bytes(_gzip(payload))
+        meta = [
+            json.dumps({
+                "category": [domain, f"Sub {i % 17}"], "description": [texts[i % len(texts)]],
+                "title": f"Product {i} {summaries[i % len(summaries)]}", "also_buy": [], "brand": f"Brand{i % 97}",
+                "price": f"${(i % 500) / 7:.2f}" if i % 5 else "", "asin": f"B{d * 1_000_000 + i:09d}",
+                "image": [f"https://images.example.invalid/{i}.jpg"],
+            })
+            for i in range(n_items * 3)
+        ]
+        (folder / f"meta_{domain}.json.gz").write_bytes(_gzip(("\n".join(meta) + "\n").encode()))
+
+
+def _child(method: str, raw: Path, out: Path) -> None:
+    started = time.perf_counter()
+    if method == "naive":
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import naive_reference
+
+        total = 0
+        for domain in DOMAINS:
+            frame = naive_reference.prepare(raw / f"{domain}.json.gz", raw / f"meta_{domain}.json.gz", k=5)
+            total += len(frame)
+    else:
+        from unimp_bench.data.api import prepare_amazon_dataset
+
+        manifest = prepare_amazon_dataset(raw, out, k_core=5, workers=2, overwrite=True)
+        total = manifest["totals"]["interactions"]
+    print(json.dumps({"seconds": time.perf_counter() - started, "surviving": total}))
+
+
+def _measure(method: str, raw: Path, out: Path) -> dict:
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--child", method, "--raw", str(raw), "--out", str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    stdout = process.stdout.read()
+    if status != 0:
+        raise SystemExit(f"{method} failed with status {status}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_rss_mib"] = usage.ru_maxrss / 1024  # the largest process of the child's tree
+    return result
+
+
+def _raw_reviews(folder: Path) -> int:
+    return sum(igzip.decompress((folder / f"{d}.json.gz").read_bytes()).count(b"\n") for d in DOMAINS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reviews", type=int, default=1_000_000)
+    parser.add_argument("--drive-by-share", type=float, default=0.3)
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--child")
+    parser.add_argument("--raw", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.raw, args.out)
+        return
+    base = REPO / "bench-out" / f"prepare-{args.reviews}-{args.drive_by_share}"
+    corpora = {"base": base / "raw", "2x": base / "raw-2x"}
+    for name, folder in corpora.items():
+        if not (folder / f"meta_{DOMAINS[-1]}.json.gz").exists():
+            started = time.perf_counter()
+            generate(folder, args.reviews, args.drive_by_share, args.reviews if name == "2x" else 0)
+            print(json.dumps({"figure": f"generate_{name}_seconds", "value": round(time.perf_counter() - started, 1)}))
+    counts = {name: _raw_reviews(folder) for name, folder in corpora.items()}
+    runs = {"ours": ("ours", corpora["base"]), "ours_2x": ("ours", corpora["2x"])}
+    if not args.skip_naive:
+        runs["naive"] = ("naive", corpora["base"])
+    results = {}
+    for label, (method, folder) in runs.items():
+        results[label] = _measure(method, folder, base / f"out-{label}")
+        reviews = counts["2x" if label == "ours_2x" else "base"]
+        figures = {
+            "raw_reviews": reviews,
+            "surviving_interactions": results[label]["surviving"],
+            "seconds": round(results[label]["seconds"], 2),
+            "reviews_per_second": round(reviews / results[label]["seconds"]),
+            "peak_rss_mib": round(results[label]["peak_rss_mib"], 1),
+        }
+        for key, value in figures.items():
+            print(json.dumps({"figure": f"{label}.{key}", "value": value}))
+    if "naive" in results:
+        assert results["naive"]["surviving"] == results["ours"]["surviving"], "ours and naive disagree"
+        print(json.dumps({"figure": "speedup_vs_naive", "value": round(results["naive"]["seconds"] / results["ours"]["seconds"], 1)}))
+        print(json.dumps({"figure": "peak_rss_ratio_naive_over_ours", "value": round(results["naive"]["peak_rss_mib"] / results["ours"]["peak_rss_mib"], 2)}))
+    print(json.dumps({"figure": "peak_rss_ratio_2x_raw_over_1x", "value": round(results["ours_2x"]["peak_rss_mib"] / results["ours"]["peak_rss_mib"], 2)}))
+
+
+if __name__ == "__main__":
+    main()

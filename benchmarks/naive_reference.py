@@ -23,7 +23,12 @@ def read_reviews(path: Path) -> pd.DataFrame:
     frame = _read_json_lines(path)
     frame["line"] = range(1, len(frame) + 1)
     return frame.rename(
-        columns={"reviewerID": "user_id", "overall": "rating", "unixReviewTime": "timestamp", "reviewText": "review_text"}
+        columns={
+            "reviewerID": "user_id",
+            "overall": "rating",
+            "unixReviewTime": "timestamp",
+            "reviewText": "review_text",
+        }
     )
 
 
@@ -42,7 +47,9 @@ def k_core_loops(pairs: list[tuple[str, str]], k: int) -> list[tuple[str, str]]:
 
 def prepare(review_path: Path, meta_path: Path | None, k: int = 5) -> pd.DataFrame:
     frame = read_reviews(review_path)
-    frame = frame.sort_values(["timestamp", "line"], kind="stable").drop_duplicates(["user_id", "asin"], keep="first")
+    frame = frame.sort_values(["timestamp", "line"], kind="stable").drop_duplicates(
+        ["user_id", "asin"], keep="first"
+    )
     meta = None
     if meta_path is not None:
         meta = _read_json_lines(meta_path).drop_duplicates("asin")

@@ -28,10 +28,19 @@ import numpy as np
 from isal import igzip
 
 REPO = Path(__file__).resolve().parents[1]
-DOMAINS = ["Baby", "Beauty", "Clothing_Shoes_and_Jewelry", "Grocery_and_Gourmet_Food", "Sports_and_Outdoors",
-           "Toys_and_Games", "Office_Products"]
-WORDS = ("good great love quality price fits small large soft color perfect works nice cheap broke returned "
-         "happy recommend again daughter son gift product size material easy use well made comfortable").split()
+DOMAINS = [
+    "Baby",
+    "Beauty",
+    "Clothing_Shoes_and_Jewelry",
+    "Grocery_and_Gourmet_Food",
+    "Sports_and_Outdoors",
+    "Toys_and_Games",
+    "Office_Products",
+]
+WORDS = (
+    "good great love quality price fits small large soft color perfect works nice cheap broke returned "
+    "happy recommend again daughter son gift product size material easy use well made comfortable"
+).split()
 
 
 def _texts(rng: np.random.Generator, n: int, low: int, high: int) -> list[str]:
@@ -45,7 +54,9 @@ def _review_lines(rng, users: np.ndarray, items: np.ndarray, times: np.ndarray, 
         f'{{"overall": {r}.0, "verified": true, "reviewTime": "01 1, 2016", "reviewerID": "A{u:012d}", '
         f'"asin": "B{i:09d}", "reviewerName": "Customer", "reviewText": "{texts[t]}", '
         f'"summary": "{summaries[t % len(summaries)]}", "unixReviewTime": {s}}}\n'
-        for u, i, s, r, t in zip(users.tolist(), items.tolist(), times.tolist(), ratings.tolist(), text_pick.tolist())
+        for u, i, s, r, t in zip(
+            users.tolist(), items.tolist(), times.tolist(), ratings.tolist(), text_pick.tolist()
+        )
     ]
     return "".join(lines).encode()
 
@@ -91,12 +102,18 @@ def generate(folder: Path, reviews: int, drive_by_share: float, extra_drive_by: 
             )
         (folder / f"{domain}.json.gz").write_bytes(_gzip(payload))
         meta = [
-            json.dumps({
-                "category": [domain, f"Sub {i % 17}"], "description": [texts[i % len(texts)]],
-                "title": f"Product {i} {summaries[i % len(summaries)]}", "also_buy": [], "brand": f"Brand{i % 97}",
-                "price": f"${(i % 500) / 7:.2f}" if i % 5 else "", "asin": f"B{d * 1_000_000 + i:09d}",
-                "image": [f"https://images.example.invalid/{i}.jpg"],
-            })
+            json.dumps(
+                {
+                    "category": [domain, f"Sub {i % 17}"],
+                    "description": [texts[i % len(texts)]],
+                    "title": f"Product {i} {summaries[i % len(summaries)]}",
+                    "also_buy": [],
+                    "brand": f"Brand{i % 97}",
+                    "price": f"${(i % 500) / 7:.2f}" if i % 5 else "",
+                    "asin": f"B{d * 1_000_000 + i:09d}",
+                    "image": [f"https://images.example.invalid/{i}.jpg"],
+                }
+            )
             for i in range(n_items * 3)
         ]
         (folder / f"meta_{domain}.json.gz").write_bytes(_gzip(("\n".join(meta) + "\n").encode()))
@@ -123,7 +140,8 @@ def _child(method: str, raw: Path, out: Path) -> None:
 def _measure(method: str, raw: Path, out: Path) -> dict:
     process = subprocess.Popen(
         [sys.executable, __file__, "--child", method, "--raw", str(raw), "--out", str(out)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     _, status, usage = os.wait4(process.pid, 0)
     stdout = process.stdout.read()
@@ -156,7 +174,11 @@ def main() -> None:
         if not (folder / f"meta_{DOMAINS[-1]}.json.gz").exists():
             started = time.perf_counter()
             generate(folder, args.reviews, args.drive_by_share, args.reviews if name == "2x" else 0)
-            print(json.dumps({"figure": f"generate_{name}_seconds", "value": round(time.perf_counter() - started, 1)}))
+            print(
+                json.dumps(
+                    {"figure": f"generate_{name}_seconds", "value": round(time.perf_counter() - started, 1)}
+                )
+            )
     counts = {name: _raw_reviews(folder) for name, folder in corpora.items()}
     runs = {"ours": ("ours", corpora["base"]), "ours_2x": ("ours", corpora["2x"])}
     if not args.skip_naive:
@@ -176,9 +198,30 @@ def main() -> None:
             print(json.dumps({"figure": f"{label}.{key}", "value": value}))
     if "naive" in results:
         assert results["naive"]["surviving"] == results["ours"]["surviving"], "ours and naive disagree"
-        print(json.dumps({"figure": "speedup_vs_naive", "value": round(results["naive"]["seconds"] / results["ours"]["seconds"], 1)}))
-        print(json.dumps({"figure": "peak_rss_ratio_naive_over_ours", "value": round(results["naive"]["peak_rss_mib"] / results["ours"]["peak_rss_mib"], 2)}))
-    print(json.dumps({"figure": "peak_rss_ratio_2x_raw_over_1x", "value": round(results["ours_2x"]["peak_rss_mib"] / results["ours"]["peak_rss_mib"], 2)}))
+        print(
+            json.dumps(
+                {
+                    "figure": "speedup_vs_naive",
+                    "value": round(results["naive"]["seconds"] / results["ours"]["seconds"], 1),
+                }
+            )
+        )
+        print(
+            json.dumps(
+                {
+                    "figure": "peak_rss_ratio_naive_over_ours",
+                    "value": round(results["naive"]["peak_rss_mib"] / results["ours"]["peak_rss_mib"], 2),
+                }
+            )
+        )
+    print(
+        json.dumps(
+            {
+                "figure": "peak_rss_ratio_2x_raw_over_1x",
+                "value": round(results["ours_2x"]["peak_rss_mib"] / results["ours"]["peak_rss_mib"], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

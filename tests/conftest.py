@@ -36,12 +36,21 @@ def link_raw(tmp_path: Path, *sources: Path) -> Path:
 
 def write_lines(path: Path, records: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), encoding="utf-8"
+    )
     return path
 
 
 def review(user: str, item: str, time: int, rating: float = 5.0, text: str = "fine") -> dict:
-    return {"reviewerID": user, "asin": item, "overall": rating, "unixReviewTime": time, "reviewText": text, "summary": "s"}
+    return {
+        "reviewerID": user,
+        "asin": item,
+        "overall": rating,
+        "unixReviewTime": time,
+        "reviewText": text,
+        "summary": "s",
+    }
 
 
 def load_tables(data: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -55,11 +64,15 @@ def load_tables(data: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
 def joined_interactions(data: Path) -> pl.DataFrame:
     """Interactions with raw user ids, asins and domains (what tests compare against raw files)."""
     items, users, interactions = load_tables(data)
-    return interactions.join(users, on="user_idx").join(items.select("item_idx", "asin", "domain"), on="item_idx")
+    return interactions.join(users, on="user_idx").join(
+        items.select("item_idx", "asin", "domain"), on="item_idx"
+    )
 
 
 def load_naive_reference():
-    spec = importlib.util.spec_from_file_location("naive_reference", REPO / "benchmarks" / "naive_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "naive_reference", REPO / "benchmarks" / "naive_reference.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

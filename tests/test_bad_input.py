@@ -25,7 +25,9 @@ def _bad_review_file(path):
     ]
     lines += [json.dumps(r) for r in GOOD[4:]]
     data = "\n".join(lines).encode() + b"\n"
-    data += b'{"reviewerID": "u\xff\xfe", "asin": "i1", "overall": 5.0, "unixReviewTime": 1}\n'  # invalid UTF-8
+    data += (
+        b'{"reviewerID": "u\xff\xfe", "asin": "i1", "overall": 5.0, "unixReviewTime": 1}\n'  # invalid UTF-8
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
 
@@ -43,7 +45,11 @@ def test_every_bad_line_is_counted_and_good_lines_land(tmp_path):
         "blank_line": 1,
         "invalid_utf8": 1,
     }
-    assert rejected["malformed_json"]["examples"][0] == {"file": "Toys_5.json", "line": 5, "detail": rejected["malformed_json"]["examples"][0]["detail"]}
+    assert rejected["malformed_json"]["examples"][0] == {
+        "file": "Toys_5.json",
+        "line": 5,
+        "detail": rejected["malformed_json"]["examples"][0]["detail"],
+    }
     assert rejected["invalid_utf8"]["examples"][0]["line"] == 16
     assert joined_interactions(tmp_path / "data").height == len(GOOD)
 
@@ -68,10 +74,21 @@ def test_meta_with_bad_lines_and_quirks(tmp_path):
     write_lines(
         tmp_path / "raw" / "meta_Toys.json",
         [
-            {"asin": "i0", "title": "Ben &amp; Jerry&#39;s <b>Toy</b>", "price": "$5.00 - $10.00", "imageURLHighRes": ["https://x/0.jpg"]},
+            {
+                "asin": "i0",
+                "title": "Ben &amp; Jerry&#39;s <b>Toy</b>",
+                "price": "$5.00 - $10.00",
+                "imageURLHighRes": ["https://x/0.jpg"],
+            },
             {"asin": "i0", "title": "duplicate row"},
             '{"asin": "i1", "title": broken',
-            {"asin": "i2", "title": "Plain", "price": "", "category": ["Toys", "Toys", "Puzzles"], "image": []},
+            {
+                "asin": "i2",
+                "title": "Plain",
+                "price": "",
+                "category": ["Toys", "Toys", "Puzzles"],
+                "image": [],
+            },
             {"title": "no id"},
         ],
     )
@@ -84,9 +101,15 @@ def test_meta_with_bad_lines_and_quirks(tmp_path):
 
     items = pl.read_parquet(tmp_path / "data" / "items.parquet").sort("asin")
     first = items.row(0, named=True)
-    assert first["title"] == "Ben & Jerry's Toy" and first["price"] == 5.0 and first["image_url"] == "https://x/0.jpg"
+    assert (
+        first["title"] == "Ben & Jerry's Toy"
+        and first["price"] == 5.0
+        and first["image_url"] == "https://x/0.jpg"
+    )
     third = items.row(2, named=True)
-    assert third["price"] is None and third["categories"] == ["Toys", "Puzzles"] and third["image_url"] is None
+    assert (
+        third["price"] is None and third["categories"] == ["Toys", "Puzzles"] and third["image_url"] is None
+    )
     assert items.row(1, named=True)["title"] is None  # malformed meta line: item kept, attributes null
 
 
@@ -94,9 +117,18 @@ def test_meta_with_bad_lines_and_quirks(tmp_path):
     "args, phrase",
     [
         (["prepare", "amazon", "--raw-dir", "{tmp}/missing", "--out", "{tmp}/o"], "does not exist"),
-        (["prepare", "amazon", "--raw-dir", "{tmp}/empty", "--out", "{tmp}/o"], "found no Amazon review files"),
-        (["prepare", "amazon", "--raw-dir", "{tmp}/raw", "--out", "{tmp}/o", "--domains", "garden"], "no review file found for domain"),
-        (["prepare", "amazon", "--raw-dir", "{tmp}/raw", "--out", "{tmp}/o", "--recipe", "nope"], "unknown recipe"),
+        (
+            ["prepare", "amazon", "--raw-dir", "{tmp}/empty", "--out", "{tmp}/o"],
+            "found no Amazon review files",
+        ),
+        (
+            ["prepare", "amazon", "--raw-dir", "{tmp}/raw", "--out", "{tmp}/o", "--domains", "garden"],
+            "no review file found for domain",
+        ),
+        (
+            ["prepare", "amazon", "--raw-dir", "{tmp}/raw", "--out", "{tmp}/o", "--recipe", "nope"],
+            "unknown recipe",
+        ),
         (["stats", "{tmp}/empty"], "not a prepared dataset"),
     ],
 )
@@ -112,7 +144,16 @@ def test_user_errors_are_one_sentence_without_traceback(tmp_path, args, phrase):
 def test_existing_output_needs_overwrite(tmp_path):
     write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
     runner = CliRunner()
-    args = ["prepare", "amazon", "--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "o"), "--k-core", "1"]
+    args = [
+        "prepare",
+        "amazon",
+        "--raw-dir",
+        str(tmp_path / "raw"),
+        "--out",
+        str(tmp_path / "o"),
+        "--k-core",
+        "1",
+    ]
     assert runner.invoke(app, args).exit_code == 0
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--overwrite" in again.output
@@ -122,6 +163,8 @@ def test_existing_output_needs_overwrite(tmp_path):
 
 def test_failed_run_leaves_no_half_dataset(tmp_path):
     write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
-    result = CliRunner().invoke(app, ["prepare", "amazon", "--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        app, ["prepare", "amazon", "--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1 and "5-core" in result.output  # 3 items per user cannot be 5-core
     assert list(tmp_path.iterdir()) == [tmp_path / "raw"]

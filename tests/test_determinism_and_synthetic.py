@@ -49,10 +49,14 @@ def test_synthetic_preference_is_visible_only_in_images(tmp_path):
     styles = {row["item_idx"]: _image_style(root / row["image_path"]) for row in items.iter_rows(named=True)}
     frame = interactions.with_columns(pl.col("item_idx").replace_strict(styles).alias("style"))
     # Each user's history concentrates on one style, far above the 1/4 of a style-blind user...
-    dominant = frame.group_by("user_idx").agg((pl.col("style").mode().first() == pl.col("style")).mean().alias("share"))
+    dominant = frame.group_by("user_idx").agg(
+        (pl.col("style").mode().first() == pl.col("style")).mean().alias("share")
+    )
     assert dominant["share"].mean() > 0.5
     # ...ratings are higher on the user's style...
-    frame = frame.join(frame.group_by("user_idx").agg(pl.col("style").mode().first().alias("liked")), on="user_idx")
+    frame = frame.join(
+        frame.group_by("user_idx").agg(pl.col("style").mode().first().alias("liked")), on="user_idx"
+    )
     matched = frame.filter(pl.col("style") == pl.col("liked"))["rating"].mean()
     unmatched = frame.filter(pl.col("style") != pl.col("liked"))["rating"].mean()
     assert matched - unmatched > 1.0
@@ -75,13 +79,17 @@ def test_synthetic_sequences_follow_category_transitions(tmp_path):
     frame = interactions.join(category, on="item_idx").sort("user_idx", "pos")
     frame = frame.with_columns(pl.col("category").shift(-1).over("user_idx").alias("next")).drop_nulls("next")
     transitions = frame.group_by("category", "next").len()
-    top_share = transitions.group_by("category").agg((pl.col("len").max() / pl.col("len").sum()).alias("share"))
+    top_share = transitions.group_by("category").agg(
+        (pl.col("len").max() / pl.col("len").sum()).alias("share")
+    )
     assert top_share["share"].mean() > 0.3  # well above the 1/5 of random category order
 
 
 def test_demo_path_through_the_cli(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["prepare", "synthetic", "--out", str(tmp_path / "syn"), "--users", "120", "--items", "60"])
+    result = runner.invoke(
+        app, ["prepare", "synthetic", "--out", str(tmp_path / "syn"), "--users", "120", "--items", "60"]
+    )
     assert result.exit_code == 0, result.output
     assert "content hash" in result.output
     stats = runner.invoke(app, ["stats", str(tmp_path / "syn"), "--with-paper"])

@@ -80,7 +80,9 @@ def server():
 
 
 def _settings(tmp_path, **overrides):
-    values = dict(cache_dir=tmp_path / "cache", timeout_s=0.5, deadline_s=2.0, max_bytes=4000, retries=2, backoff_s=0.01)
+    values = dict(
+        cache_dir=tmp_path / "cache", timeout_s=0.5, deadline_s=2.0, max_bytes=4000, retries=2, backoff_s=0.01
+    )
     return DownloadSettings(**(values | overrides))
 
 
@@ -133,7 +135,9 @@ def test_download_images_end_to_end_reports_failures_and_resumes(server, tmp_pat
     assert len(failures) == 3
     items = pl.read_parquet(tmp_path / "data" / "items.parquet").sort("asin")
     assert items["image_path"].to_list() == ["images/i0.png", None, None, None]
-    assert (tmp_path / "data" / "images" / "i0.png").read_bytes() == _png((len("/good-0.png") * 20 % 255, 10, 10))
+    assert (tmp_path / "data" / "images" / "i0.png").read_bytes() == _png(
+        (len("/good-0.png") * 20 % 255, 10, 10)
+    )
 
     again = prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data2", **options)
     assert _Handler.hits["/good-0.png"] == 1  # served from the cache on the rerun

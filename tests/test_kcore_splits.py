@@ -77,7 +77,9 @@ def test_new_user_and_new_domain_groups(tmp_path):
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_every_survivor_meets_k_within_its_domain(tmp_path, k):
-    records = [review(f"u{u}", f"i{(u * 7 + j) % 11}", u * 100 + j) for u in range(15) for j in range(u % 5 + 1)]
+    records = [
+        review(f"u{u}", f"i{(u * 7 + j) % 11}", u * 100 + j) for u in range(15) for j in range(u % 5 + 1)
+    ]
     write_lines(tmp_path / "raw" / "Baby_5.json", records)
     prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data", k_core=k)
     frame = joined_interactions(tmp_path / "data")

@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from conftest import joined_interactions, link_raw, load_naive_reference, load_tables
-from unimp_bench.data.api import prepare_amazon_dataset
 from unimp_bench.data import raw_files
+from unimp_bench.data.api import prepare_amazon_dataset
 from unimp_bench.data.raw_files import StreamInfo, classify
 
 pytestmark = pytest.mark.shared
@@ -19,7 +19,9 @@ def test_gift_cards_fully_joined_matches_independent_reference(shared_raw, tmp_p
     raw = link_raw(tmp_path, folder / "Gift_Cards_5.json.gz", folder / "meta_Gift_Cards.json.gz")
     manifest = prepare_amazon_dataset(raw, tmp_path / "data")
     ours = joined_interactions(tmp_path / "data")
-    naive = load_naive_reference().prepare(folder / "Gift_Cards_5.json.gz", folder / "meta_Gift_Cards.json.gz", k=5)
+    naive = load_naive_reference().prepare(
+        folder / "Gift_Cards_5.json.gz", folder / "meta_Gift_Cards.json.gz", k=5
+    )
     assert ours.height == len(naive) > 0
     expected = set(zip(naive["user_id"], naive["asin"], naive["split"]))
     assert set(ours.select("user_id", "asin", "split").iter_rows()) == expected
@@ -36,7 +38,9 @@ def test_gift_cards_fully_joined_matches_independent_reference(shared_raw, tmp_p
 
 def test_2014_truncated_reviews_and_python_literal_meta(shared_raw, tmp_path):
     folder = shared_raw / "MishinaZlata__Project_group19"
-    raw = link_raw(tmp_path, folder / "reviews_Digital_Music_5.json.gz", folder / "meta_Digital_Music.json.gz")
+    raw = link_raw(
+        tmp_path, folder / "reviews_Digital_Music_5.json.gz", folder / "meta_Digital_Music.json.gz"
+    )
     assert classify(raw / "meta_Digital_Music.json.gz").release == "2014"
     assert classify(raw / "reviews_Digital_Music_5.json.gz").release == "2014"
     manifest = prepare_amazon_dataset(raw, tmp_path / "data")
@@ -57,7 +61,11 @@ def test_2014_truncated_reviews_and_python_literal_meta(shared_raw, tmp_path):
 
 def test_all_beauty_plain_and_gzip_give_identical_output(shared_raw, tmp_path):
     plain = shared_raw / "OoEthanoO__LSTMSentimentModel" / "All_Beauty_5.json"
-    packed = shared_raw / "sowrabharavishankar__Sentiment-Analysis-on-Amazon-Product-Reviews-" / "All_Beauty_5.json.gz"
+    packed = (
+        shared_raw
+        / "sowrabharavishankar__Sentiment-Analysis-on-Amazon-Product-Reviews-"
+        / "All_Beauty_5.json.gz"
+    )
     first = prepare_amazon_dataset(link_raw(tmp_path / "a", plain), tmp_path / "a" / "data")
     second = prepare_amazon_dataset(link_raw(tmp_path / "b", packed), tmp_path / "b" / "data")
     assert first["content_hash"] == second["content_hash"]

@@ -17,7 +17,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-prepare_app = typer.Typer(help="Build the benchmark dataset from raw Amazon dumps or the synthetic corpus.", no_args_is_help=True)
+prepare_app = typer.Typer(
+    help="Build the benchmark dataset from raw Amazon dumps or the synthetic corpus.", no_args_is_help=True
+)
 app.add_typer(prepare_app, name="prepare")
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -51,15 +53,27 @@ def _show_progress() -> bool:
 @prepare_app.command("amazon")
 @friendly_errors
 def prepare_amazon_command(
-    raw_dir: Path = typer.Option(..., "--raw-dir", help="Folder with raw review (and meta) files, searched recursively."),
+    raw_dir: Path = typer.Option(
+        ..., "--raw-dir", help="Folder with raw review (and meta) files, searched recursively."
+    ),
     out_dir: Path = typer.Option(..., "--out", help="Output dataset folder (written atomically)."),
-    domains: str = typer.Option(None, help="Comma-separated domains to keep, e.g. baby,beauty (default: all found)."),
+    domains: str = typer.Option(
+        None, help="Comma-separated domains to keep, e.g. baby,beauty (default: all found)."
+    ),
     recipe: str = typer.Option("unimp_paper", help="Recipe name from data_recipes/ or a YAML path."),
-    k_core: int = typer.Option(None, "--k-core", help="Minimum interactions per user and per item (recipe: 5)."),
-    new_domain: str = typer.Option(None, help="Domain held out for the new_domain split ('none' to disable)."),
-    new_user_fraction: float = typer.Option(None, help="Share of training-domain users held out as new users."),
+    k_core: int = typer.Option(
+        None, "--k-core", help="Minimum interactions per user and per item (recipe: 5)."
+    ),
+    new_domain: str = typer.Option(
+        None, help="Domain held out for the new_domain split ('none' to disable)."
+    ),
+    new_user_fraction: float = typer.Option(
+        None, help="Share of training-domain users held out as new users."
+    ),
     images: Path = typer.Option(None, "--images", help="Folder of local product images named <asin>.<ext>."),
-    download_images: bool = typer.Option(False, "--download-images", help="Fetch each item's image URL (cached)."),
+    download_images: bool = typer.Option(
+        False, "--download-images", help="Fetch each item's image URL (cached)."
+    ),
     image_cache: Path = typer.Option(
         Path.home() / ".cache" / "unimp-bench" / "images", help="Cache folder for downloaded images."
     ),
@@ -76,10 +90,22 @@ def prepare_amazon_command(
     from unimp_bench.data.api import prepare_amazon_dataset
 
     manifest = prepare_amazon_dataset(
-        raw_dir=raw_dir, out=out_dir, recipe_name=recipe, domains=_split_list(domains), k_core=k_core,
-        new_domain=new_domain, new_user_fraction=new_user_fraction, seed=seed, images_dir=images,
-        download_images=download_images, image_cache=image_cache, download_concurrency=download_concurrency,
-        download_timeout=download_timeout, workers=workers, overwrite=overwrite, show_progress=_show_progress(),
+        raw_dir=raw_dir,
+        out=out_dir,
+        recipe_name=recipe,
+        domains=_split_list(domains),
+        k_core=k_core,
+        new_domain=new_domain,
+        new_user_fraction=new_user_fraction,
+        seed=seed,
+        images_dir=images,
+        download_images=download_images,
+        image_cache=image_cache,
+        download_concurrency=download_concurrency,
+        download_timeout=download_timeout,
+        workers=workers,
+        overwrite=overwrite,
+        show_progress=_show_progress(),
     )
     _print_summary(out_dir, manifest)
 
@@ -101,8 +127,13 @@ def prepare_synthetic_command(
     from unimp_bench.data.api import prepare_synthetic_dataset
 
     manifest = prepare_synthetic_dataset(
-        out=out_dir, users=users, items=items, domains=_split_list(domains) or [], seed=seed,
-        overwrite=overwrite, show_progress=_show_progress(),
+        out=out_dir,
+        users=users,
+        items=items,
+        domains=_split_list(domains) or [],
+        seed=seed,
+        overwrite=overwrite,
+        show_progress=_show_progress(),
     )
     _print_summary(out_dir, manifest)
 
@@ -110,13 +141,19 @@ def prepare_synthetic_command(
 def _print_summary(out_dir: Path, manifest: dict) -> None:
     totals = manifest["totals"]
     out.print(
-        f"Wrote {out_dir}: {totals['users']} users, {totals['items']} items, {totals['interactions']} interactions "
+        f"Wrote {out_dir}: {totals['users']} users, {totals['items']} items, "
+        f"{totals['interactions']} interactions "
         f"in {len(manifest['domains'])} domain(s); content hash {manifest['content_hash'][:16]}."
     )
     rejected = {scope: n for scope, n in manifest["rejected_total"].items() if n}
     if rejected:
         listed = ", ".join(f"{n} {scope}" for scope, n in rejected.items())
         out.print(f"Rejected input: {listed} (reasons and examples in manifest.json).")
+    held_out = manifest["new_domain"]
+    if held_out["domain"] and not held_out["present"]:
+        out.print(
+            f"Held-out domain {held_out['domain']} is not among the prepared domains: no new_domain users."
+        )
     for name, dropped in manifest.get("dropped_domains", {}).items():
         out.print(f"Dropped domain {name}: {dropped['reason']}.")
 
@@ -125,7 +162,9 @@ def _print_summary(out_dir: Path, manifest: dict) -> None:
 @friendly_errors
 def stats_command(
     data: Path = typer.Argument(..., help="A prepared dataset folder."),
-    with_paper: bool = typer.Option(False, "--with-paper", help="Add the paper's Table 5 numbers for comparison."),
+    with_paper: bool = typer.Option(
+        False, "--with-paper", help="Add the paper's Table 5 numbers for comparison."
+    ),
 ):
     """Print users, items, interactions and sparsity per domain (the paper's Table 5 columns).
 

@@ -46,9 +46,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise UnimpError(f"{where} must be a mapping, got {value!r}")
         key_type, value_type = args if args else (Any, Any)
-        return {
-            _coerce(k, key_type, where): _coerce(v, value_type, f"{where}.{k}") for k, v in value.items()
-        }
+        return {_coerce(k, key_type, where): _coerce(v, value_type, f"{where}.{k}") for k, v in value.items()}
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation in (int, float, str, bool):
@@ -64,7 +62,9 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise UnimpError(f"{where} has unknown key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(fields)}")
+        raise UnimpError(
+            f"{where} has unknown key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(fields)}"
+        )
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, field in fields.items():

@@ -27,7 +27,9 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, payload) -> None:
-    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode())
+    write_bytes_atomic(
+        path, (json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
+    )
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import polars as pl
@@ -14,12 +15,6 @@ from unimp_bench.data.recipe import load_recipe, with_overrides
 from unimp_bench.errors import UnimpError
 from unimp_bench.fileio import atomic_directory
 from unimp_bench.progress import ProgressReporter
-
-
-def _resolve_new_domain(value: str | None) -> str | None | bool:
-    if value is None:
-        return False  # keep the recipe's choice
-    return None if value.strip().lower() in ("", "none") else value
 
 
 def prepare_amazon_dataset(
@@ -42,10 +37,12 @@ def prepare_amazon_dataset(
 ) -> dict:
     if images_dir is not None and download_images:
         raise UnimpError("choose either --images or --download-images, not both")
-    recipe = with_overrides(load_recipe(recipe_name), k_core=k_core, new_user_fraction=new_user_fraction, seed=seed)
-    held_out = _resolve_new_domain(new_domain)
-    if held_out is not False:
-        recipe = with_overrides(recipe, new_domain=held_out) if held_out else _without_new_domain(recipe)
+    recipe = with_overrides(
+        load_recipe(recipe_name), k_core=k_core, new_user_fraction=new_user_fraction, seed=seed
+    )
+    if new_domain is not None:  # "none" (or "") switches the held-out domain off
+        held_out = None if new_domain.strip().lower() in ("", "none") else new_domain.strip()
+        recipe = dataclasses.replace(recipe, new_domain=held_out)
     settings = None
     if download_images:
         settings = image_io.DownloadSettings(
@@ -56,12 +53,6 @@ def prepare_amazon_dataset(
     image_options = ImageOptions(images_dir=images_dir, download=download_images, settings=settings)
     with ProgressReporter(enabled=show_progress) as progress, atomic_directory(out, overwrite) as staging:
         return build(raw_dir, staging, recipe, domains, image_options, workers, progress)
-
-
-def _without_new_domain(recipe):
-    import dataclasses
-
-    return dataclasses.replace(recipe, new_domain=None)
 
 
 def prepare_synthetic_dataset(
@@ -75,14 +66,18 @@ def prepare_synthetic_dataset(
 ) -> dict:
     from unimp_bench.data.synthetic import SyntheticSpec, write_raw_corpus
 
-    spec = SyntheticSpec(users=users, items=items, domains=tuple(domains or SyntheticSpec().domains), seed=seed)
+    spec = SyntheticSpec(
+        users=users, items=items, domains=tuple(domains or SyntheticSpec().domains), seed=seed
+    )
     recipe = with_overrides(load_recipe("synthetic"), seed=seed)
     if recipe.new_domain not in spec.domains:
-        recipe = _without_new_domain(recipe)
+        recipe = dataclasses.replace(recipe, new_domain=None)
     with ProgressReporter(enabled=show_progress) as progress, atomic_directory(out, overwrite) as staging:
         raw_dir = staging / "raw"
         write_raw_corpus(spec, raw_dir)
-        manifest = build(raw_dir, staging, recipe, None, ImageOptions(images_dir=raw_dir / "images"), 1, progress)
+        manifest = build(
+            raw_dir, staging, recipe, None, ImageOptions(images_dir=raw_dir / "images"), 1, progress
+        )
         return manifest
 
 
@@ -97,7 +92,13 @@ def dataset_statistics_table(root: Path, with_paper: bool = False) -> Table:
         for column in ("paper users", "paper items", "paper interactions"):
             table.add_column(column, justify="right")
     for row in stats.iter_rows(named=True):
-        cells = [row["domain"], f"{row['users']:,}", f"{row['items']:,}", f"{row['interactions']:,}", f"{row['sparsity']:.4%}"]
+        cells = [
+            row["domain"],
+            f"{row['users']:,}",
+            f"{row['items']:,}",
+            f"{row['interactions']:,}",
+            f"{row['sparsity']:.4%}",
+        ]
         if with_paper:
             reference = paper.get(row["domain"])
             cells += [f"{reference[k]:,}" if reference else "-" for k in ("users", "items", "interactions")]
@@ -106,5 +107,12 @@ def dataset_statistics_table(root: Path, with_paper: bool = False) -> Table:
     users = dataset.scan("users").select(pl.len()).collect().item()
     items = dataset.scan("items").select(pl.len()).collect().item()
     sparsity = 1 - totals / (users * items) if users and items else 0.0
-    table.add_row("all", f"{users:,}", f"{items:,}", f"{totals:,}", f"{sparsity:.4%}", *(["", "", ""] if with_paper else []))
+    table.add_row(
+        "all",
+        f"{users:,}",
+        f"{items:,}",
+        f"{totals:,}",
+        f"{sparsity:.4%}",
+        *(["", "", ""] if with_paper else []),
+    )
     return table

@@ -15,14 +15,27 @@ from unimp_bench.resources import resource_dir
 SCHEMA_VERSION = 1
 COLUMNS = {
     "items.parquet": {
-        "item_idx": pl.Int32, "asin": pl.String, "domain": pl.String, "title": pl.String, "brand": pl.String,
-        "price": pl.Float64, "categories": pl.List(pl.String), "description": pl.String,
-        "image_path": pl.String, "image_url": pl.String,
+        "item_idx": pl.Int32,
+        "asin": pl.String,
+        "domain": pl.String,
+        "title": pl.String,
+        "brand": pl.String,
+        "price": pl.Float64,
+        "categories": pl.List(pl.String),
+        "description": pl.String,
+        "image_path": pl.String,
+        "image_url": pl.String,
     },
     "users.parquet": {"user_idx": pl.Int32, "user_id": pl.String, "group": pl.String},
     "interactions.parquet": {
-        "user_idx": pl.Int32, "item_idx": pl.Int32, "rating": pl.Float32, "timestamp": pl.Int64,
-        "review_text": pl.String, "summary": pl.String, "split": pl.String, "pos": pl.Int32,
+        "user_idx": pl.Int32,
+        "item_idx": pl.Int32,
+        "rating": pl.Float32,
+        "timestamp": pl.Int64,
+        "review_text": pl.String,
+        "summary": pl.String,
+        "split": pl.String,
+        "pos": pl.Int32,
     },
 }
 
@@ -39,24 +52,35 @@ class PreparedDataset:
 def open_dataset(root: Path) -> PreparedDataset:
     manifest_path = root / "manifest.json"
     if not manifest_path.exists():
-        raise UnimpError(f"{root} is not a prepared dataset (no manifest.json); run `unimp-bench prepare` first")
+        raise UnimpError(
+            f"{root} is not a prepared dataset (no manifest.json); run `unimp-bench prepare` first"
+        )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         raise UnimpError(f"{manifest_path} is not valid JSON; prepare the dataset again") from None
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise UnimpError(f"{root} has schema_version {version}, this unimp-bench reads {SCHEMA_VERSION}; prepare it again")
+        raise UnimpError(
+            f"{root} has schema_version {version}, this unimp-bench reads {SCHEMA_VERSION}; prepare it again"
+        )
     for name, columns in COLUMNS.items():
         path = root / name
         if not path.exists():
             raise UnimpError(f"{root} lacks {name}; the dataset is incomplete, prepare it again")
         schema = pl.read_parquet_schema(path)
         if dict(schema) != columns:
-            raise UnimpError(f"{path} does not follow the data contract (columns {list(schema)}); prepare it again")
+            raise UnimpError(
+                f"{path} does not follow the data contract (columns {list(schema)}); prepare it again"
+            )
     return PreparedDataset(root, manifest)
 
 
 def paper_dataset_statistics() -> dict[str, dict[str, int]]:
-    with open(resource_dir("reference") / "unimp_paper_dataset_stats.csv", newline="", encoding="utf-8") as handle:
-        return {row["domain"]: {k: int(v) for k, v in row.items() if k != "domain"} for row in csv.DictReader(handle)}
+    with open(
+        resource_dir("reference") / "unimp_paper_dataset_stats.csv", newline="", encoding="utf-8"
+    ) as handle:
+        return {
+            row["domain"]: {k: int(v) for k, v in row.items() if k != "domain"}
+            for row in csv.DictReader(handle)
+        }

@@ -115,7 +115,7 @@ def _fetch_once(url: str, settings: DownloadSettings) -> bytes:
         if 300 <= exc.code < 400:  # urllib refuses redirects to schemes other than http(s)/ftp
             raise DownloadError("bad_redirect", retryable=False) from None
         raise DownloadError(f"http_{exc.code}", retryable=exc.code >= 500 or exc.code == 429) from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise DownloadError("timeout", retryable=True) from None
     except HTTPException as exc:  # IncompleteRead: the body ended before Content-Length
         raise DownloadError(f"broken_response:{type(exc).__name__}", retryable=True) from None
@@ -143,7 +143,9 @@ class FetchOutcome:
     from_cache: bool
 
 
-def fetch_image(url: str, settings: DownloadSettings, sleep: Callable[[float], None] = time.sleep) -> FetchOutcome:
+def fetch_image(
+    url: str, settings: DownloadSettings, sleep: Callable[[float], None] = time.sleep
+) -> FetchOutcome:
     if not url.lower().startswith(("http://", "https://")):
         return FetchOutcome(url, None, None, "not_http_url", 0, False)
     cached = cache_path(url, settings)

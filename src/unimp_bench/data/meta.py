@@ -69,11 +69,18 @@ def index_meta(raw: RawFile, wanted: set[str], rejects: RejectLog) -> tuple[dict
         for offset in np.flatnonzero(without_id).tolist():
             text = chunk[starts[offset] : starts[offset + 1] - 1]
             if text.strip():
-                rejects.add("meta_without_item_id", raw.path.name, first_line + offset, text[:80].decode("utf-8", "replace"))
+                rejects.add(
+                    "meta_without_item_id",
+                    raw.path.name,
+                    first_line + offset,
+                    text[:80].decode("utf-8", "replace"),
+                )
     if info.truncated:
         rejects.add("truncated_gzip_stream", raw.path.name, info.lines + 1, "the gzip stream ends early")
         if info.partial_tail:
-            rejects.add("truncated_final_line", raw.path.name, info.lines + 1, f"{len(info.partial_tail)} bytes")
+            rejects.add(
+                "truncated_final_line", raw.path.name, info.lines + 1, f"{len(info.partial_tail)} bytes"
+            )
     return first_line_of, info
 
 
@@ -88,7 +95,7 @@ def clean_text(value) -> str | None:
 
 
 def parse_price(value) -> float | None:
-    """"$12.99" -> 12.99; a range "$5.00 - $10.00" -> its lower bound 5.0; "", text or junk -> None."""
+    """ "$12.99" -> 12.99; a range "$5.00 - $10.00" -> its lower bound 5.0; "", text or junk -> None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -178,7 +185,12 @@ def read_meta(raw: RawFile, line_of: dict[str, int], rejects: RejectLog) -> pl.D
             try:
                 record = _parse_record(chunk_lines[line_no - first_line], raw.release)
             except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
-                rejects.add("malformed_meta_line", raw.path.name, int(line_no), str(exc).splitlines()[0] if str(exc) else "")
+                rejects.add(
+                    "malformed_meta_line",
+                    raw.path.name,
+                    int(line_no),
+                    str(exc).splitlines()[0] if str(exc) else "",
+                )
                 continue
             rows.append({"asin": item, **normalize_meta(record, raw.release)})
         position = stop

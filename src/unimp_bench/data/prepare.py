@@ -74,7 +74,9 @@ def plan_domains(files: list[RawFile], recipe: Recipe, selected: list[str] | Non
         for role in ("reviews", "meta"):
             if len(roles[role]) > 1:
                 listed = ", ".join(str(r.path) for r in roles[role])
-                raise UnimpError(f"domain {name} has several {role} files ({listed}); keep one of them in the raw folder")
+                raise UnimpError(
+                    f"domain {name} has several {role} files ({listed}); keep one of them in the raw folder"
+                )
         plans.append(DomainSources(name, roles["reviews"][0], roles["meta"][0] if roles["meta"] else None))
     if not plans:
         raise UnimpError(
@@ -86,7 +88,8 @@ def plan_domains(files: list[RawFile], recipe: Recipe, selected: list[str] | Non
         missing = [s for s in selected if s.lower() not in known]
         if missing:
             raise UnimpError(
-                f"no review file found for domain(s) {', '.join(missing)}; found: {', '.join(p.name for p in plans)}"
+                f"no review file found for domain(s) {', '.join(missing)}; "
+                f"found: {', '.join(p.name for p in plans)}"
             )
         chosen = {known[s.lower()].name for s in selected}
         plans = [p for p in plans if p.name in chosen]
@@ -111,7 +114,10 @@ def process_domain(sources: DomainSources, recipe: Recipe, staging: Path) -> Dom
     """Everything that is per domain: parse, de-duplicate, meta join, k-core, texts and meta of survivors."""
     review_rejects, meta_rejects = RejectLog(), RejectLog()
     keys, review_info = read_review_keys(sources.reviews, review_rejects)
-    stats: dict = {"review_lines": review_info.lines + (1 if review_info.partial_tail else 0), "valid_reviews": keys.height}
+    stats: dict = {
+        "review_lines": review_info.lines + (1 if review_info.partial_tail else 0),
+        "valid_reviews": keys.height,
+    }
     keys = drop_duplicate_pairs(keys.rename({"line": "order"}))
     stats["duplicate_pairs_removed"] = stats["valid_reviews"] - keys.height
     source_entries = [_source_entry(sources.reviews, review_info, sources.name)]
@@ -136,22 +142,32 @@ def process_domain(sources: DomainSources, recipe: Recipe, staging: Path) -> Dom
     )
     surviving_items = keys.select("asin").unique().sort("asin")
     if sources.meta is not None:
-        meta = read_meta(sources.meta, {a: line_of[a] for a in surviving_items["asin"] if a in line_of}, meta_rejects)
+        meta = read_meta(
+            sources.meta, {a: line_of[a] for a in surviving_items["asin"] if a in line_of}, meta_rejects
+        )
     else:
         meta = pl.DataFrame(schema=ITEM_SCHEMA)
-    items = surviving_items.join(meta, on="asin", how="left").with_columns(pl.lit(sources.name).alias("domain"))
+    items = surviving_items.join(meta, on="asin", how="left").with_columns(
+        pl.lit(sources.name).alias("domain")
+    )
 
     safe = image_io.safe_file_stem(sources.name)
     interactions_path, items_path = staging / f"{safe}.interactions.arrow", staging / f"{safe}.items.arrow"
     interactions.write_ipc(interactions_path, compression="uncompressed")
     items.write_ipc(items_path, compression="uncompressed")
     return DomainResult(
-        sources.name, interactions_path, items_path, stats, source_entries,
+        sources.name,
+        interactions_path,
+        items_path,
+        stats,
+        source_entries,
         {"reviews": review_rejects, "meta": meta_rejects},
     )
 
 
-def _run_domains(plans: list[DomainSources], recipe: Recipe, work: Path, workers: int, progress) -> list[DomainResult]:
+def _run_domains(
+    plans: list[DomainSources], recipe: Recipe, work: Path, workers: int, progress
+) -> list[DomainResult]:
     task = progress.add("parse, k-core and join per domain", total=len(plans))
     if workers <= 1 or len(plans) == 1:
         results = []
@@ -177,9 +193,9 @@ def combine(results: list[DomainResult], recipe: Recipe) -> tuple[pl.DataFrame, 
     """Per-domain survivors -> (items, users, interactions) with seeded ids, groups, positions, splits."""
     domain_rank = {r.name: rank for rank, r in enumerate(sorted(results, key=lambda r: r.name))}
     interactions = pl.concat([pl.read_ipc(r.interactions_path) for r in results]).with_columns(
-        (pl.col("domain").replace_strict(domain_rank, return_dtype=pl.Int64) * (1 << 40) + pl.col("order")).alias(
-            "order"
-        )
+        (
+            pl.col("domain").replace_strict(domain_rank, return_dtype=pl.Int64) * (1 << 40) + pl.col("order")
+        ).alias("order")
     )
     items = pl.concat([pl.read_ipc(r.items_path) for r in results]).sort("domain", "asin")
     items = items.with_columns(pl.Series("item_idx", _seeded_permutation(items.height, recipe.seed, 2)))
@@ -188,7 +204,9 @@ def combine(results: list[DomainResult], recipe: Recipe) -> tuple[pl.DataFrame, 
     users = users.with_columns(pl.Series("user_idx", _seeded_permutation(users.height, recipe.seed, 1)))
     held_domain_users = set()
     if recipe.new_domain and recipe.new_domain in domain_rank:
-        held_domain_users = set(interactions.filter(pl.col("domain") == recipe.new_domain)["user_id"].to_list())
+        held_domain_users = set(
+            interactions.filter(pl.col("domain") == recipe.new_domain)["user_id"].to_list()
+        )
     remaining = users.filter(~pl.col("user_id").is_in(list(held_domain_users)))["user_id"]
     n_new = int(round(recipe.new_user_fraction * remaining.len()))
     chosen = remaining.gather(np.sort(_seeded_permutation(remaining.len(), recipe.seed, 3)[:n_new]))
@@ -203,7 +221,9 @@ def combine(results: list[DomainResult], recipe: Recipe) -> tuple[pl.DataFrame, 
 
     # Order, positions and splits are computed on narrow integer keys; the review texts move once, at the end.
     keys = (
-        interactions.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("row"), "user_id", "domain", "asin", "ts_ms", "order")
+        interactions.select(
+            pl.int_range(pl.len(), dtype=pl.Int64).alias("row"), "user_id", "domain", "asin", "ts_ms", "order"
+        )
         .join(users.select("user_id", "user_idx"), on="user_id")
         .join(items.select("domain", "asin", "item_idx"), on=["domain", "asin"])
         .select("row", pl.col("user_idx").alias("user_id"), "item_idx", "ts_ms", "order")
@@ -225,7 +245,9 @@ def combine(results: list[DomainResult], recipe: Recipe) -> tuple[pl.DataFrame, 
     return items, users.select("user_idx", "user_id", "group").sort("user_idx"), interactions
 
 
-def _attach_images(items: pl.DataFrame, out: Path, options: ImageOptions, progress) -> tuple[pl.DataFrame, dict, list]:
+def _attach_images(
+    items: pl.DataFrame, out: Path, options: ImageOptions, progress
+) -> tuple[pl.DataFrame, dict, list]:
     paths: list[str | None] = [None] * items.height
     failures: list[dict] = []
     report: dict = {"source": "none"}
@@ -244,7 +266,9 @@ def _attach_images(items: pl.DataFrame, out: Path, options: ImageOptions, progre
                     suffix = image_io.verify_image(source.read_bytes())
                     paths[row] = image_io.place_image(source, images_out, asin, suffix)
                 except ValueError as exc:
-                    failures.append({"asin": asin, "file": source.name, "reason": "not_an_image", "detail": str(exc)})
+                    failures.append(
+                        {"asin": asin, "file": source.name, "reason": "not_an_image", "detail": str(exc)}
+                    )
             progress.advance(task)
         report = {"source": "local", "folder": options.images_dir.name}
     elif options.download:
@@ -258,7 +282,9 @@ def _attach_images(items: pl.DataFrame, out: Path, options: ImageOptions, progre
                 continue
             outcome = outcomes[url]
             if outcome.path is None:
-                failures.append({"asin": asin, "url": url, "reason": outcome.reason, "attempts": outcome.attempts})
+                failures.append(
+                    {"asin": asin, "url": url, "reason": outcome.reason, "attempts": outcome.attempts}
+                )
             else:
                 paths[row] = image_io.place_image(outcome.path, images_out, asin, outcome.suffix)
         report = {
@@ -288,13 +314,17 @@ def content_hash(out: Path) -> tuple[str, dict[str, str]]:
     if (out / "images").is_dir():
         files += sorted((out / "images").iterdir())
     hashes = {str(p.relative_to(out)): _file_sha256(p) for p in files}
-    combined = hashlib.sha256("".join(f"{name}\0{digest}\n" for name, digest in sorted(hashes.items())).encode())
+    combined = hashlib.sha256(
+        "".join(f"{name}\0{digest}\n" for name, digest in sorted(hashes.items())).encode()
+    )
     return combined.hexdigest(), {name: hashes[name] for name in DATA_FILES}
 
 
 def domain_statistics(items: pl.DataFrame, interactions: pl.DataFrame) -> pl.DataFrame:
     """Paper Table 5 columns per domain: users, items, interactions, sparsity."""
-    joined = interactions.select("user_idx", "item_idx").join(items.select("item_idx", "domain"), on="item_idx")
+    joined = interactions.select("user_idx", "item_idx").join(
+        items.select("item_idx", "domain"), on="item_idx"
+    )
     per_domain = joined.group_by("domain").agg(
         pl.col("user_idx").n_unique().alias("users"), pl.len().alias("interactions")
     )
@@ -312,10 +342,19 @@ def domain_statistics(items: pl.DataFrame, interactions: pl.DataFrame) -> pl.Dat
     )
 
 
-def write_dataset(
-    out: Path, items: pl.DataFrame, users: pl.DataFrame, interactions: pl.DataFrame
-) -> None:
-    item_columns = ["item_idx", "asin", "domain", "title", "brand", "price", "categories", "description", "image_path", "image_url"]
+def write_dataset(out: Path, items: pl.DataFrame, users: pl.DataFrame, interactions: pl.DataFrame) -> None:
+    item_columns = [
+        "item_idx",
+        "asin",
+        "domain",
+        "title",
+        "brand",
+        "price",
+        "categories",
+        "description",
+        "image_path",
+        "image_url",
+    ]
     items.select(item_columns).sort("item_idx").write_parquet(out / "items.parquet", compression="zstd")
     users.write_parquet(out / "users.parquet", compression="zstd")
     interactions.write_parquet(out / "interactions.parquet", compression="zstd")
@@ -337,7 +376,11 @@ def build(
     work = out / ".work"
     work.mkdir()
     results = _run_domains(plans, recipe, work, workers, progress)
-    emptied = {r.name: f"no interaction survives the {recipe.k_core}-core" for r in results if not r.stats["after_k_core"]}
+    emptied = {
+        r.name: f"no interaction survives the {recipe.k_core}-core"
+        for r in results
+        if not r.stats["after_k_core"]
+    }
     if len(emptied) == len(results):
         raise UnimpError(
             f"no interactions of {', '.join(sorted(emptied))} survive the {recipe.k_core}-core; "
@@ -368,10 +411,16 @@ def build(
         "selected_domains": [p.name for p in plans],
         "sources": [entry for r in results + dropped_results for entry in r.sources],
         "ignored_files": ignored,
-        "dropped_domains": {r.name: {"reason": emptied[r.name], "pipeline": r.stats} for r in dropped_results},
+        "dropped_domains": {
+            r.name: {"reason": emptied[r.name], "pipeline": r.stats} for r in dropped_results
+        },
         "domains": {
             row["domain"]: {**row, "pipeline": next(r.stats for r in results if r.name == row["domain"])}
             for row in stats.to_dicts()
+        },
+        "new_domain": {
+            "domain": recipe.new_domain,
+            "present": bool(recipe.new_domain) and recipe.new_domain in {r.name for r in results},
         },
         "totals": {
             "users": users.height,

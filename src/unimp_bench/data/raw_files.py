@@ -185,7 +185,9 @@ def iter_line_chunks(
         producer.join()
 
 
-def _line_chunks(path: Path, info: StreamInfo, chunk_bytes: int, checksum: bool) -> Iterator[tuple[int, bytes]]:
+def _line_chunks(
+    path: Path, info: StreamInfo, chunk_bytes: int, checksum: bool
+) -> Iterator[tuple[int, bytes]]:
     """The body of iter_line_chunks, run in its reader thread.
 
     A gzip stream that ends early (`truncated`) leaves its final partial line in `info.partial_tail`;

@@ -35,7 +35,9 @@ class Recipe:
         for name, stems in self.domains.items():
             unknown = sorted(set(stems) - set(RELEASES))
             if unknown:
-                raise UnimpError(f"domain {name} names unknown release(s) {', '.join(unknown)}; use {RELEASES}")
+                raise UnimpError(
+                    f"domain {name} names unknown release(s) {', '.join(unknown)}; use {RELEASES}"
+                )
 
     def domain_name(self, stem: str, release: str) -> str:
         """The recipe's short name of a file stem, or the stem itself for a domain it does not list."""
@@ -54,7 +56,9 @@ def load_recipe(name_or_path: str) -> Recipe:
     if not path.suffix:
         path = resource_dir("data_recipes") / f"{name_or_path}.yaml"
         if not path.exists():
-            raise UnimpError(f"unknown recipe {name_or_path!r}; known recipes: {', '.join(available_recipes())}")
+            raise UnimpError(
+                f"unknown recipe {name_or_path!r}; known recipes: {', '.join(available_recipes())}"
+            )
     return from_mapping(Recipe, load_yaml(path), f"recipe {path.name}")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -40,13 +39,22 @@ FIELDS = {
 }
 
 _RAW_KEY_SCHEMA = {
-    "user_id": pl.String, "asin": pl.String, "rating_raw": pl.Float64, "ts_ms": pl.Int64, "line": pl.Int64
+    "user_id": pl.String,
+    "asin": pl.String,
+    "rating_raw": pl.Float64,
+    "ts_ms": pl.Int64,
+    "line": pl.Int64,
 }
 TEXT_SCHEMA = {"line": pl.Int64, "review_text": pl.String, "summary": pl.String}
 
 
 def _key_read_schema(fields: ReviewFields) -> dict:
-    schema = {fields.user: pl.String, fields.item: pl.String, fields.rating: pl.Float64, fields.time: pl.Int64}
+    schema = {
+        fields.user: pl.String,
+        fields.item: pl.String,
+        fields.rating: pl.Float64,
+        fields.time: pl.Int64,
+    }
     if fields.item_fallback:
         schema[fields.item_fallback] = pl.String
     return schema
@@ -176,14 +184,22 @@ def read_review_keys(raw: RawFile, rejects: RejectLog) -> tuple[pl.DataFrame, St
                 parsed = None
             if parsed is not None and parsed.height == n_lines:
                 frame = _normalize_keys(parsed, fields, first_line)
-        parts.append(frame if frame is not None else _keys_line_by_line(chunk, first_line, fields, rejects, raw.path.name))
+        parts.append(
+            frame
+            if frame is not None
+            else _keys_line_by_line(chunk, first_line, fields, rejects, raw.path.name)
+        )
     if info.truncated:
         rejects.add("truncated_gzip_stream", raw.path.name, info.lines + 1, "the gzip stream ends early")
         if info.partial_tail:
-            rejects.add("truncated_final_line", raw.path.name, info.lines + 1, f"{len(info.partial_tail)} bytes")
+            rejects.add(
+                "truncated_final_line", raw.path.name, info.lines + 1, f"{len(info.partial_tail)} bytes"
+            )
     keys = pl.concat(parts) if parts else pl.DataFrame(schema=_RAW_KEY_SCHEMA)
     keys = _record_rejects(keys.with_columns(_reason_expr(fields).alias("reason")), rejects, raw.path.name)
-    keys = keys.select("user_id", "asin", pl.col("rating_raw").cast(pl.Float32).alias("rating"), "ts_ms", "line")
+    keys = keys.select(
+        "user_id", "asin", pl.col("rating_raw").cast(pl.Float32).alias("rating"), "ts_ms", "line"
+    )
     return keys, info
 
 

@@ -107,7 +107,9 @@ def render_image(style: int, glyph: int, rng: np.random.Generator, size: int) ->
                 if (k // step + j // step) % 2:
                     draw.rectangle([k, j, k + step - 1, j + step - 1], fill=pattern)
         elif kind == "rings":
-            draw.ellipse([size // 2 - k, size // 2 - k, size // 2 + k, size // 2 + k], outline=pattern, width=2)
+            draw.ellipse(
+                [size // 2 - k, size // 2 - k, size // 2 + k, size // 2 + k], outline=pattern, width=2
+            )
         elif kind == "waves":
             draw.arc([k - step, 0, k + step, size], 0, 180, fill=pattern, width=2)
         else:
@@ -150,7 +152,9 @@ def _make_items(spec: SyntheticSpec, rng: np.random.Generator) -> dict[str, list
     per_domain = spec.items // len(spec.domains)
     catalog: dict[str, list[_Item]] = {}
     for d, domain in enumerate(spec.domains):
-        brands = [f"{domain[:3].title()}{name}" for name in ("Nova", "Terra", "Lumen", "Astra", "Oak", "Vela")]
+        brands = [
+            f"{domain[:3].title()}{name}" for name in ("Nova", "Terra", "Lumen", "Astra", "Oak", "Vela")
+        ]
         base_price = rng.uniform(5, 60, size=len(_categories(domain)))
         items = []
         for i in range(per_domain):
@@ -197,7 +201,9 @@ def write_raw_corpus(spec: SyntheticSpec, raw_dir: Path) -> None:
     for domain, items in catalog.items():
         meta_lines = []
         for item in items:
-            (images_dir / f"{item.asin}.png").write_bytes(render_image(item.style, item.category, rng, spec.image_size))
+            (images_dir / f"{item.asin}.png").write_bytes(
+                render_image(item.style, item.category, rng, spec.image_size)
+            )
             category = _categories(domain)[item.category]
             record = {
                 "category": [domain, category],
@@ -239,7 +245,10 @@ def write_raw_corpus(spec: SyntheticSpec, raw_dir: Path) -> None:
                 if not candidates:
                     continue
                 weights = np.array(
-                    [items[i].popularity * np.exp(spec.style_affinity * (items[i].style == style)) for i in candidates]
+                    [
+                        items[i].popularity * np.exp(spec.style_affinity * (items[i].style == style))
+                        for i in candidates
+                    ]
                 )
                 chosen = candidates[int(rng.choice(len(candidates), p=weights / weights.sum()))]
                 bought.add(chosen)
@@ -265,7 +274,9 @@ def write_raw_corpus(spec: SyntheticSpec, raw_dir: Path) -> None:
                 "unixReviewTime": timestamp,
             }
             reviews[domain].append(json.dumps(record))
-            if rng.random() < 0.01:  # a repeated review of the same item, later: de-duplication keeps the first
+            if (
+                rng.random() < 0.01
+            ):  # a repeated review of the same item, later: de-duplication keeps the first
                 reviews[domain].append(json.dumps(record | {"unixReviewTime": timestamp + 86400}))
     for domain, lines in reviews.items():
         (raw_dir / f"{domain}.json").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -168,3 +168,24 @@ def test_failed_run_leaves_no_half_dataset(tmp_path):
     )
     assert result.exit_code == 1 and "5-core" in result.output  # 3 items per user cannot be 5-core
     assert list(tmp_path.iterdir()) == [tmp_path / "raw"]
+
+
+def test_scattered_bad_lines_in_a_large_file_are_isolated(tmp_path, monkeypatch):
+    from unimp_bench.data import reviews
+
+    calls = []
+    original = reviews._keys_line_by_line
+    monkeypatch.setattr(
+        reviews, "_keys_line_by_line", lambda span, *a: calls.append(span.count(b"\n")) or original(span, *a)
+    )
+    records = [json.dumps(review(f"u{n % 50}", f"i{n % 40}", n)) for n in range(4000)]
+    bad_lines = {137, 1999, 3998}
+    for line in bad_lines:
+        records[line - 1] = '{"reviewerID": broken'
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "Toys_5.json").write_text("\n".join(records) + "\n")
+    manifest = prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data", k_core=1)
+    malformed = manifest["rejected"]["reviews"]["malformed_json"]
+    assert malformed["count"] == 3 and {e["line"] for e in malformed["examples"]} == bad_lines
+    assert manifest["domains"]["Toys"]["pipeline"]["valid_reviews"] == 4000 - 3
+    assert sum(calls) <= 3 * reviews.SMALLEST_FAST_SPAN  # only small spans around bad lines go slow

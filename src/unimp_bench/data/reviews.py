@@ -168,6 +168,34 @@ def _keys_line_by_line(
     return pl.DataFrame(rows, schema=_RAW_KEY_SCHEMA)
 
 
+SMALLEST_FAST_SPAN = 256  # below this many lines a refused span is read line by line
+
+
+def _parse_keys(
+    span: bytes, first_line: int, fields: ReviewFields, schema: dict, rejects: RejectLog, file_name: str
+) -> list[pl.DataFrame]:
+    """Parse a span of whole lines natively; if polars refuses it, halve it until the bad lines are
+    isolated in small spans that go line by line, so one bad line costs little wherever it is."""
+    n_lines = span.count(b"\n") + (0 if span.endswith(b"\n") else 1)
+    if span.isascii() or _is_utf8(span):
+        try:
+            parsed = pl.read_ndjson(span, schema=schema)
+        except Exception:  # polars raises ComputeError for any bad line
+            parsed = None
+        if parsed is not None and parsed.height == n_lines:  # fewer rows: it skipped blank lines
+            return [_normalize_keys(parsed, fields, first_line)]
+    middle = span.find(b"\n", len(span) // 2) + 1
+    if middle in (0, len(span)):
+        middle = span.rfind(b"\n", 0, len(span) // 2) + 1
+    if n_lines <= SMALLEST_FAST_SPAN or middle in (0, len(span)):
+        return [_keys_line_by_line(span, first_line, fields, rejects, file_name)]
+    head, tail = span[:middle], span[middle:]
+    head_lines = head.count(b"\n")
+    return _parse_keys(head, first_line, fields, schema, rejects, file_name) + _parse_keys(
+        tail, first_line + head_lines, fields, schema, rejects, file_name
+    )
+
+
 def read_review_keys(raw: RawFile, rejects: RejectLog) -> tuple[pl.DataFrame, StreamInfo]:
     """Pass 1: user, item, rating, time (ms) and line number of every valid review line."""
     fields = FIELDS[raw.release]
@@ -175,20 +203,7 @@ def read_review_keys(raw: RawFile, rejects: RejectLog) -> tuple[pl.DataFrame, St
     info = StreamInfo()
     parts = []
     for first_line, chunk in iter_line_chunks(raw.path, info):
-        n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-        frame = None
-        if chunk.isascii() or _is_utf8(chunk):
-            try:
-                parsed = pl.read_ndjson(chunk, schema=schema)
-            except Exception:  # polars raises ComputeError for any bad line; recover line by line
-                parsed = None
-            if parsed is not None and parsed.height == n_lines:
-                frame = _normalize_keys(parsed, fields, first_line)
-        parts.append(
-            frame
-            if frame is not None
-            else _keys_line_by_line(chunk, first_line, fields, rejects, raw.path.name)
-        )
+        parts.extend(_parse_keys(chunk, first_line, fields, schema, rejects, raw.path.name))
     if info.truncated:
         rejects.add("truncated_gzip_stream", raw.path.name, info.lines + 1, "the gzip stream ends early")
         if info.partial_tail:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,35 +23,17 @@ import polars as pl
 from unimp_bench import __version__
 from unimp_bench.config import to_mapping
 from unimp_bench.data import images as image_io
-from unimp_bench.data.kcore import chronological_positions, drop_duplicate_pairs, k_core, leave_last_out
-from unimp_bench.data.meta import ITEM_SCHEMA, index_meta, read_meta
-from unimp_bench.data.raw_files import RawFile, StreamInfo, discover
+from unimp_bench.data.contract import SCHEMA_VERSION
+from unimp_bench.data.domain import DomainResult, DomainSources, process_domain
+from unimp_bench.data.kcore import chronological_positions, leave_last_out
+from unimp_bench.data.raw_files import RawFile, discover
 from unimp_bench.data.recipe import Recipe
 from unimp_bench.data.rejects import RejectLog
-from unimp_bench.data.reviews import read_review_keys, read_review_texts
 from unimp_bench.errors import UnimpError
 from unimp_bench.fileio import atomic_directory, write_json_atomic
 from unimp_bench.progress import ProgressReporter
 
-SCHEMA_VERSION = 1
 DATA_FILES = ("items.parquet", "users.parquet", "interactions.parquet")
-
-
-@dataclass(frozen=True)
-class DomainSources:
-    name: str
-    reviews: RawFile
-    meta: RawFile | None
-
-
-@dataclass
-class DomainResult:
-    name: str
-    interactions_path: Path
-    items_path: Path
-    stats: dict
-    sources: list[dict]
-    rejects: dict[str, RejectLog] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -96,93 +78,29 @@ def plan_domains(files: list[RawFile], recipe: Recipe, selected: list[str] | Non
     return plans
 
 
-def _source_entry(raw: RawFile, info: StreamInfo, domain: str) -> dict:
-    return {
-        "domain": domain,
-        "role": raw.role,
-        "release": raw.release,
-        "file": raw.path.name,
-        "compression": "gzip" if raw.compressed else "none",
-        "bytes": info.bytes,
-        "sha256": info.sha256,
-        "lines": info.lines + (1 if info.partial_tail else 0),
-        "truncated": info.truncated,
-    }
-
-
-def process_domain(sources: DomainSources, recipe: Recipe, staging: Path) -> DomainResult:
-    """Everything that is per domain: parse, de-duplicate, meta join, k-core, texts and meta of survivors."""
-    review_rejects, meta_rejects = RejectLog(), RejectLog()
-    keys, review_info = read_review_keys(sources.reviews, review_rejects)
-    stats: dict = {
-        "review_lines": review_info.lines + (1 if review_info.partial_tail else 0),
-        "valid_reviews": keys.height,
-    }
-    keys = drop_duplicate_pairs(keys.rename({"line": "order"}))
-    stats["duplicate_pairs_removed"] = stats["valid_reviews"] - keys.height
-    source_entries = [_source_entry(sources.reviews, review_info, sources.name)]
-
-    line_of: dict[str, int] = {}
-    if sources.meta is not None:
-        line_of, meta_info = index_meta(sources.meta, set(keys["asin"].unique().to_list()), meta_rejects)
-        source_entries.append(_source_entry(sources.meta, meta_info, sources.name))
-        if recipe.items_without_meta == "drop":
-            before = keys.height
-            keys = keys.filter(pl.col("asin").is_in(list(line_of)))
-            stats["reviews_of_items_without_meta_removed"] = before - keys.height
-    stats["meta_file"] = sources.meta is not None
-
-    keys, rounds = k_core(keys, recipe.k_core)
-    stats["k_core_rounds"] = rounds
-    stats["after_k_core"] = keys.height
-
-    texts = read_review_texts(sources.reviews, keys["order"].sort())
-    interactions = keys.join(texts.rename({"line": "order"}), on="order", how="left").with_columns(
-        pl.lit(sources.name).alias("domain")
-    )
-    surviving_items = keys.select("asin").unique().sort("asin")
-    if sources.meta is not None:
-        meta = read_meta(
-            sources.meta, {a: line_of[a] for a in surviving_items["asin"] if a in line_of}, meta_rejects
-        )
-    else:
-        meta = pl.DataFrame(schema=ITEM_SCHEMA)
-    items = surviving_items.join(meta, on="asin", how="left").with_columns(
-        pl.lit(sources.name).alias("domain")
-    )
-
-    safe = image_io.safe_file_stem(sources.name)
-    interactions_path, items_path = staging / f"{safe}.interactions.arrow", staging / f"{safe}.items.arrow"
-    interactions.write_ipc(interactions_path, compression="uncompressed")
-    items.write_ipc(items_path, compression="uncompressed")
-    return DomainResult(
-        sources.name,
-        interactions_path,
-        items_path,
-        stats,
-        source_entries,
-        {"reviews": review_rejects, "meta": meta_rejects},
-    )
+PARALLEL_MIN_BYTES = 32 << 20  # below this much raw review data, starting worker processes costs more
 
 
 def _run_domains(
     plans: list[DomainSources], recipe: Recipe, work: Path, workers: int, progress
 ) -> list[DomainResult]:
+    """process_domain for every plan, in worker processes when it pays; results in plan order."""
     task = progress.add("parse, k-core and join per domain", total=len(plans))
-    if workers <= 1 or len(plans) == 1:
+    sizes = [plan.reviews.path.stat().st_size for plan in plans]
+    if workers <= 1 or len(plans) == 1 or sum(sizes) < PARALLEL_MIN_BYTES:
         results = []
-        for plan in plans:
-            results.append(process_domain(plan, recipe, work))
+        for index, plan in enumerate(plans):
+            results.append(process_domain(plan, recipe, work, index))
             progress.advance(task)
         return results
+    largest_first = sorted(range(len(plans)), key=lambda i: -sizes[i])  # balances the workers' loads
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(plans)), mp_context=context) as pool:
-        futures = [pool.submit(process_domain, plan, recipe, work) for plan in plans]
-        results = []
-        for future in futures:
-            results.append(future.result())
+        futures = {pool.submit(process_domain, plans[i], recipe, work, i): i for i in largest_first}
+        for future in as_completed(futures):
+            future.result()
             progress.advance(task)
-    return results
+    return [future.result() for future in sorted(futures, key=futures.get)]
 
 
 def _seeded_permutation(n: int, seed: int, stream: int) -> np.ndarray:

@@ -1,0 +1,104 @@
+"""The work of one domain, run in a worker process: parse, de-duplicate, meta join, k-core, then texts and
+meta of the survivors only. It imports nothing beyond the readers, so workers start quickly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from unimp_bench.data.kcore import drop_duplicate_pairs, k_core
+from unimp_bench.data.meta import ITEM_SCHEMA, index_meta, read_meta
+from unimp_bench.data.raw_files import RawFile, StreamInfo
+from unimp_bench.data.recipe import Recipe
+from unimp_bench.data.rejects import RejectLog
+from unimp_bench.data.reviews import read_review_keys, read_review_texts
+
+
+@dataclass(frozen=True)
+class DomainSources:
+    name: str
+    reviews: RawFile
+    meta: RawFile | None
+
+
+@dataclass
+class DomainResult:
+    name: str
+    interactions_path: Path
+    items_path: Path
+    stats: dict
+    sources: list[dict]
+    rejects: dict[str, RejectLog] = field(default_factory=dict)
+
+
+def _source_entry(raw: RawFile, info: StreamInfo, domain: str) -> dict:
+    return {
+        "domain": domain,
+        "role": raw.role,
+        "release": raw.release,
+        "file": raw.path.name,
+        "compression": "gzip" if raw.compressed else "none",
+        "bytes": info.bytes,
+        "sha256": info.sha256,
+        "lines": info.lines + (1 if info.partial_tail else 0),
+        "truncated": info.truncated,
+    }
+
+
+def process_domain(sources: DomainSources, recipe: Recipe, staging: Path, index: int) -> DomainResult:
+    """Everything that is per domain: parse, de-duplicate, meta join, k-core, texts and meta of survivors."""
+    review_rejects, meta_rejects = RejectLog(), RejectLog()
+    keys, review_info = read_review_keys(sources.reviews, review_rejects)
+    stats: dict = {
+        "review_lines": review_info.lines + (1 if review_info.partial_tail else 0),
+        "valid_reviews": keys.height,
+    }
+    keys = drop_duplicate_pairs(keys.rename({"line": "order"}))
+    stats["duplicate_pairs_removed"] = stats["valid_reviews"] - keys.height
+    source_entries = [_source_entry(sources.reviews, review_info, sources.name)]
+
+    line_of: dict[str, int] = {}
+    if sources.meta is not None:
+        line_of, meta_info = index_meta(sources.meta, set(keys["asin"].unique().to_list()), meta_rejects)
+        source_entries.append(_source_entry(sources.meta, meta_info, sources.name))
+        if recipe.items_without_meta == "drop":
+            before = keys.height
+            keys = keys.filter(pl.col("asin").is_in(list(line_of)))
+            stats["reviews_of_items_without_meta_removed"] = before - keys.height
+    stats["meta_file"] = sources.meta is not None
+
+    keys, rounds = k_core(keys, recipe.k_core)
+    stats["k_core_rounds"] = rounds
+    stats["after_k_core"] = keys.height
+
+    texts = read_review_texts(sources.reviews, keys["order"].sort())
+    interactions = keys.join(texts.rename({"line": "order"}), on="order", how="left").with_columns(
+        pl.lit(sources.name).alias("domain")
+    )
+    surviving_items = keys.select("asin").unique().sort("asin")
+    if sources.meta is not None:
+        meta = read_meta(
+            sources.meta, {a: line_of[a] for a in surviving_items["asin"] if a in line_of}, meta_rejects
+        )
+    else:
+        meta = pl.DataFrame(schema=ITEM_SCHEMA)
+    items = surviving_items.join(meta, on="asin", how="left").with_columns(
+        pl.lit(sources.name).alias("domain")
+    )
+
+    interactions_path, items_path = (
+        staging / f"{index:03d}.interactions.arrow",
+        staging / f"{index:03d}.items.arrow",
+    )
+    interactions.write_ipc(interactions_path, compression="uncompressed")
+    items.write_ipc(items_path, compression="uncompressed")
+    return DomainResult(
+        sources.name,
+        interactions_path,
+        items_path,
+        stats,
+        source_entries,
+        {"reviews": review_rejects, "meta": meta_rejects},
+    )

@@ -27,16 +27,16 @@ def k_core(frame: pl.DataFrame, k: int) -> tuple[pl.DataFrame, int]:
         frame = kept
 
 
-def chronological_positions(frame: pl.DataFrame) -> pl.DataFrame:
+def chronological_positions(frame: pl.DataFrame, user: str = "user_id") -> pl.DataFrame:
     """0-based position of each interaction in its user's history, ordered by time then raw order."""
-    return frame.sort("user_id", "ts_ms", "order").with_columns(
-        pl.int_range(pl.len(), dtype=pl.Int32).over("user_id").alias("pos")
+    return frame.sort(user, "ts_ms", "order").with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int32).over(user).alias("pos")
     )
 
 
-def leave_last_out(frame: pl.DataFrame) -> pl.DataFrame:
+def leave_last_out(frame: pl.DataFrame, user: str = "user_id") -> pl.DataFrame:
     """Last interaction of each user = test, second last = valid, the rest = train (needs `pos`)."""
-    last = pl.col("pos").max().over("user_id")
+    last = pl.col("pos").max().over(user)
     split = (
         pl.when(pl.col("pos") == last)
         .then(pl.lit("test"))

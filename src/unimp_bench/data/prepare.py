@@ -108,59 +108,70 @@ def _seeded_permutation(n: int, seed: int, stream: int) -> np.ndarray:
 
 
 def combine(results: list[DomainResult], recipe: Recipe) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Per-domain survivors -> (items, users, interactions) with seeded ids, groups, positions, splits."""
+    """Per-domain survivors -> (items, users, interactions) with seeded ids, groups, positions, splits.
+
+    Ids, groups, order and splits are computed on narrow key columns; the review texts are loaded one
+    column at a time and moved once into the final order, so the peak stays near one copy of them.
+    """
     domain_rank = {r.name: rank for rank, r in enumerate(sorted(results, key=lambda r: r.name))}
-    interactions = pl.concat([pl.read_ipc(r.interactions_path) for r in results]).with_columns(
+    key_columns = ["user_id", "asin", "domain", "ts_ms", "order"]
+    keys = pl.concat([pl.read_ipc(r.interactions_path, columns=key_columns) for r in results])
+    keys = keys.with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("row"),
+        # ties in time: domain name, then raw file order
         (
             pl.col("domain").replace_strict(domain_rank, return_dtype=pl.Int64) * (1 << 40) + pl.col("order")
-        ).alias("order")
+        ).alias("order"),
     )
     items = pl.concat([pl.read_ipc(r.items_path) for r in results]).sort("domain", "asin")
     items = items.with_columns(pl.Series("item_idx", _seeded_permutation(items.height, recipe.seed, 2)))
+    users = _assign_users(keys, recipe, recipe.new_domain in domain_rank)
 
-    users = interactions.select("user_id").unique().sort("user_id")
-    users = users.with_columns(pl.Series("user_idx", _seeded_permutation(users.height, recipe.seed, 1)))
-    held_domain_users = set()
-    if recipe.new_domain and recipe.new_domain in domain_rank:
-        held_domain_users = set(
-            interactions.filter(pl.col("domain") == recipe.new_domain)["user_id"].to_list()
-        )
-    remaining = users.filter(~pl.col("user_id").is_in(list(held_domain_users)))["user_id"]
-    n_new = int(round(recipe.new_user_fraction * remaining.len()))
-    chosen = remaining.gather(np.sort(_seeded_permutation(remaining.len(), recipe.seed, 3)[:n_new]))
-    users = users.with_columns(
-        pl.when(pl.col("user_id").is_in(list(held_domain_users)))
-        .then(pl.lit("new_domain"))
-        .when(pl.col("user_id").is_in(chosen.to_list()))
-        .then(pl.lit("new_user"))
-        .otherwise(pl.lit("train"))
-        .alias("group")
+    keys = keys.join(users.select("user_id", "user_idx"), on="user_id").join(
+        items.select("domain", "asin", "item_idx"), on=["domain", "asin"]
     )
-
-    # Order, positions and splits are computed on narrow integer keys; the review texts move once, at the end.
-    keys = (
-        interactions.select(
-            pl.int_range(pl.len(), dtype=pl.Int64).alias("row"), "user_id", "domain", "asin", "ts_ms", "order"
-        )
-        .join(users.select("user_id", "user_idx"), on="user_id")
-        .join(items.select("domain", "asin", "item_idx"), on=["domain", "asin"])
-        .select("row", pl.col("user_idx").alias("user_id"), "item_idx", "ts_ms", "order")
-    )
-    keys = leave_last_out(chronological_positions(keys)).sort("user_id", "pos")
+    keys = leave_last_out(chronological_positions(keys, "user_idx"), "user_idx").sort("user_idx", "pos")
     rows = keys["row"]
+    moved = {}
+    for name in ("rating", "review_text", "summary"):
+        source = pl.concat([pl.read_ipc(r.interactions_path, columns=[name]) for r in results], rechunk=False)
+        moved[name] = source[name].gather(rows)
+        del source
     interactions = pl.DataFrame(
         [
-            keys["user_id"].alias("user_idx"),
+            keys["user_idx"],
             keys["item_idx"],
-            interactions["rating"].gather(rows),
+            moved["rating"],
             (keys["ts_ms"] // 1000).alias("timestamp"),
-            interactions["review_text"].gather(rows),
-            interactions["summary"].gather(rows),
+            moved["review_text"],
+            moved["summary"],
             keys["split"],
             keys["pos"],
         ]
     )
     return items, users.select("user_idx", "user_id", "group").sort("user_idx"), interactions
+
+
+def _assign_users(keys: pl.DataFrame, recipe: Recipe, held_domain_present: bool) -> pl.DataFrame:
+    """Seeded user ids and groups: every user of the held-out domain is new_domain, a seeded share of
+    the others new_user, the rest train."""
+    users = keys.select("user_id").unique().sort("user_id")
+    users = users.with_columns(pl.Series("user_idx", _seeded_permutation(users.height, recipe.seed, 1)))
+    in_held_domain = pl.lit(False)
+    if held_domain_present:
+        held = keys.filter(pl.col("domain") == recipe.new_domain).select("user_id").unique()
+        in_held_domain = pl.col("user_id").is_in(held["user_id"].implode())
+    remaining = users.filter(~in_held_domain)["user_id"]
+    n_new = int(round(recipe.new_user_fraction * remaining.len()))
+    chosen = remaining.gather(np.sort(_seeded_permutation(remaining.len(), recipe.seed, 3)[:n_new]))
+    group = (
+        pl.when(in_held_domain)
+        .then(pl.lit("new_domain"))
+        .when(pl.col("user_id").is_in(chosen.implode()))
+        .then(pl.lit("new_user"))
+        .otherwise(pl.lit("train"))
+    )
+    return users.with_columns(group.alias("group"))
 
 
 def _attach_images(

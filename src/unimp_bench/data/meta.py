@@ -17,7 +17,13 @@ import re
 import numpy as np
 import polars as pl
 
-from unimp_bench.data.raw_files import RawFile, StreamInfo, iter_line_chunks, line_offsets, split_lines
+from unimp_bench.data.raw_files import (
+    RawFile,
+    StreamInfo,
+    iter_line_chunks,
+    iter_selected_lines,
+    line_offsets,
+)
 from unimp_bench.data.rejects import RejectLog
 
 ITEM_SCHEMA = {
@@ -36,7 +42,6 @@ _ID_PATTERNS = {
     "2023": re.compile(rb""""parent_asin"\s*:\s*"([^"]*)\""""),
 }
 _TAG = re.compile(r"<[^>]*>")
-_SPACE = re.compile(r"\s+")
 _PRICE = re.compile(r"^\$?\s*(\d[\d,]*(?:\.\d+)?)(?:\s*-\s*\$?\s*\d[\d,]*(?:\.\d+)?)?$")
 
 
@@ -90,8 +95,11 @@ def clean_text(value) -> str | None:
         value = " ".join(v for v in value if isinstance(v, str))
     if not isinstance(value, str):
         return None
-    text = _SPACE.sub(" ", _TAG.sub(" ", html.unescape(value))).strip()
-    return text or None
+    if "&" in value:
+        value = html.unescape(value)
+    if "<" in value:
+        value = _TAG.sub(" ", value)
+    return " ".join(value.split()) or None
 
 
 def parse_price(value) -> float | None:
@@ -170,28 +178,17 @@ def _parse_record(line: bytes, release: str) -> dict:
 
 def read_meta(raw: RawFile, line_of: dict[str, int], rejects: RejectLog) -> pl.DataFrame:
     """Pass B: normalized metadata of the items at the given line numbers."""
-    by_line = {line: item for item, line in line_of.items()}
-    wanted = np.array(sorted(by_line), dtype=np.int64)
-    rows = []
-    info = StreamInfo()
-    position = 0
-    for first_line, chunk in iter_line_chunks(raw.path, info, checksum=False):
-        if position >= len(wanted):
-            break
-        chunk_lines = split_lines(chunk)
-        stop = int(np.searchsorted(wanted, first_line + len(chunk_lines), side="left"))
-        for line_no in wanted[position:stop]:
-            item = by_line[int(line_no)]
+    item_at = {line: item for item, line in line_of.items()}
+    columns: dict[str, list] = {name: [] for name in ITEM_SCHEMA}
+    for picked, selected in iter_selected_lines(raw.path, np.array(sorted(item_at), dtype=np.int64)):
+        for line_no, line in zip(picked.tolist(), selected):
             try:
-                record = _parse_record(chunk_lines[line_no - first_line], raw.release)
+                record = _parse_record(line, raw.release)
             except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
-                rejects.add(
-                    "malformed_meta_line",
-                    raw.path.name,
-                    int(line_no),
-                    str(exc).splitlines()[0] if str(exc) else "",
-                )
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                rejects.add("malformed_meta_line", raw.path.name, line_no, reason)
                 continue
-            rows.append({"asin": item, **normalize_meta(record, raw.release)})
-        position = stop
-    return pl.DataFrame(rows, schema=ITEM_SCHEMA) if rows else pl.DataFrame(schema=ITEM_SCHEMA)
+            columns["asin"].append(item_at[line_no])
+            for name, value in normalize_meta(record, raw.release).items():
+                columns[name].append(value)
+    return pl.DataFrame(columns, schema=ITEM_SCHEMA)

@@ -256,6 +256,26 @@ def line_offsets(chunk: bytes) -> np.ndarray:
     return np.concatenate([starts, [len(chunk) + 1]])
 
 
+def iter_selected_lines(path: Path, wanted: np.ndarray) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+    """Per chunk, the wanted (sorted, 1-based) line numbers that fall in it and those lines' bytes.
+
+    Stops reading as soon as the last wanted line has been seen.
+    """
+    position = 0
+    for first_line, chunk in iter_line_chunks(path, StreamInfo(), checksum=False):
+        if position >= len(wanted):
+            return
+        starts = line_offsets(chunk)
+        stop = int(np.searchsorted(wanted, first_line + len(starts) - 1, side="left"))
+        if stop == position:
+            continue
+        picked = wanted[position:stop]
+        index = picked - first_line
+        ends = starts[index + 1] - 1
+        yield picked, [chunk[a:b] for a, b in zip(starts[index].tolist(), ends.tolist())]
+        position = stop
+
+
 def split_lines(chunk: bytes) -> list[bytes]:
     lines = chunk.split(b"\n")
     if chunk.endswith(b"\n"):

@@ -13,10 +13,9 @@ import json
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 
-from unimp_bench.data.raw_files import RawFile, StreamInfo, iter_line_chunks, line_offsets, split_lines
+from unimp_bench.data.raw_files import RawFile, StreamInfo, iter_line_chunks, iter_selected_lines, split_lines
 from unimp_bench.data.rejects import RejectLog
 
 
@@ -236,21 +235,8 @@ def read_review_texts(raw: RawFile, lines: pl.Series) -> pl.DataFrame:
     """Pass 2: review text and summary of the given (sorted, 1-based) line numbers only."""
     fields = FIELDS[raw.release]
     schema = {fields.text: pl.String, fields.summary: pl.String}
-    wanted = lines.to_numpy()
-    position = 0
     parts = []
-    info = StreamInfo()
-    for first_line, chunk in iter_line_chunks(raw.path, info, checksum=False):
-        if position >= len(wanted):
-            break
-        starts = line_offsets(chunk)
-        stop = int(np.searchsorted(wanted, first_line + len(starts) - 1, side="left"))
-        if stop == position:
-            continue
-        picked = wanted[position:stop]
-        index = picked - first_line
-        selected = [chunk[a:b] for a, b in zip(starts[index].tolist(), (starts[index + 1] - 1).tolist())]
-        position = stop
+    for picked, selected in iter_selected_lines(raw.path, lines.to_numpy()):
         try:
             parsed = pl.read_ndjson(b"\n".join(selected), schema=schema)
             if parsed.height != len(selected):

@@ -189,3 +189,9 @@ def test_scattered_bad_lines_in_a_large_file_are_isolated(tmp_path, monkeypatch)
     assert malformed["count"] == 3 and {e["line"] for e in malformed["examples"]} == bad_lines
     assert manifest["domains"]["Toys"]["pipeline"]["valid_reviews"] == 4000 - 3
     assert sum(calls) <= 3 * reviews.SMALLEST_FAST_SPAN  # only small spans around bad lines go slow
+
+
+@pytest.mark.parametrize("command", [["prepare", "amazon"], ["prepare", "synthetic"], ["stats"]])
+def test_every_command_has_help_with_an_example(command):
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0 and "Example: unimp-bench" in result.output

@@ -107,3 +107,23 @@ def test_line_chunks_survive_truncated_gzip(shared_raw, monkeypatch):
 def test_s3rec_sequences_are_not_mistaken_for_reviews(shared_raw, tmp_path):
     folder = shared_raw / "aHuiWang__CIKM2020-S3Rec" / "data"
     assert classify(folder / "Beauty_item2attributes.json") is None
+
+
+def test_worker_processes_give_the_same_bytes_as_one_process(shared_raw, tmp_path, monkeypatch):
+    from unimp_bench.data import prepare
+
+    monkeypatch.setattr(prepare, "PARALLEL_MIN_BYTES", 0)  # force worker processes on small files
+    raw = link_raw(
+        tmp_path,
+        shared_raw / "ncloud50__giftcard" / "Gift_Cards_5.json.gz",
+        shared_raw / "ncloud50__giftcard" / "meta_Gift_Cards.json.gz",
+        shared_raw / "OoEthanoO__LSTMSentimentModel" / "All_Beauty_5.json",
+        shared_raw / "OoEthanoO__LSTMSentimentModel" / "AMAZON_FASHION_5.json",
+    )
+    parallel = prepare_amazon_dataset(raw, tmp_path / "parallel", workers=2)
+    single = prepare_amazon_dataset(raw, tmp_path / "single", workers=1)
+    assert parallel["content_hash"] == single["content_hash"]
+    assert (tmp_path / "parallel" / "manifest.json").read_bytes() == (
+        tmp_path / "single" / "manifest.json"
+    ).read_bytes()
+    assert set(parallel["domains"]) == {"Gift_Cards", "All_Beauty", "AMAZON_FASHION"}

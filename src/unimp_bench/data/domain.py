@@ -42,7 +42,7 @@ def _source_entry(raw: RawFile, info: StreamInfo, domain: str) -> dict:
         "compression": "gzip" if raw.compressed else "none",
         "bytes": info.bytes,
         "sha256": info.sha256,
-        "lines": info.lines + (1 if info.partial_tail else 0),
+        "lines": info.all_lines,
         "truncated": info.truncated,
     }
 
@@ -52,7 +52,7 @@ def process_domain(sources: DomainSources, recipe: Recipe, staging: Path, index:
     review_rejects, meta_rejects = RejectLog(), RejectLog()
     keys, review_info = read_review_keys(sources.reviews, review_rejects)
     stats: dict = {
-        "review_lines": review_info.lines + (1 if review_info.partial_tail else 0),
+        "review_lines": review_info.all_lines,
         "valid_reviews": keys.height,
     }
     keys = drop_duplicate_pairs(keys.rename({"line": "order"}))

@@ -139,6 +139,11 @@ class StreamInfo:
     truncated: bool = False
     partial_tail: bytes = b""
 
+    @property
+    def all_lines(self) -> int:
+        """Whole lines plus the partial last line of a truncated stream."""
+        return self.lines + (1 if self.partial_tail else 0)
+
 
 def iter_line_chunks(
     path: Path, info: StreamInfo, chunk_bytes: int = CHUNK_BYTES, checksum: bool = True

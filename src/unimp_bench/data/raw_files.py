@@ -27,8 +27,8 @@ try:  # Intel ISA-L inflates about four times faster than zlib; fall back where 
 except ImportError:  # pragma: no cover
     import zlib as _zlib
 
-CHUNK_BYTES = 16 << 20
-READ_BYTES = 1 << 20
+CHUNK_BYTES = 4 << 20
+READ_BYTES = 256 << 10
 SNIFF_BYTES = 1 << 20
 
 # (role, release, pattern); the first match wins, so the more specific names come first.

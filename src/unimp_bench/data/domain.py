@@ -3,6 +3,7 @@ meta of the survivors only. It imports nothing beyond the readers, so workers st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,11 @@ class DomainSources:
     name: str
     reviews: RawFile
     meta: RawFile | None
+
+    @property
+    def bytes_to_read(self) -> int:
+        """Stored bytes the two passes read at most: reviews and meta, twice each."""
+        return 2 * sum(f.path.stat().st_size for f in (self.reviews, self.meta) if f is not None)
 
 
 @dataclass
@@ -47,10 +53,47 @@ def _source_entry(raw: RawFile, info: StreamInfo, domain: str) -> dict:
     }
 
 
-def process_domain(sources: DomainSources, recipe: Recipe, staging: Path, index: int) -> DomainResult:
-    """Everything that is per domain: parse, de-duplicate, meta join, k-core, texts and meta of survivors."""
+class _ByteMeter:
+    """Turns each pass's position in its file into increments of one running total for `report`."""
+
+    def __init__(self, report: Callable[[int], None] | None):
+        self.report = report
+        self.position = 0
+
+    def next_pass(self) -> Callable[[int], None] | None:
+        if self.report is None:
+            return None
+        self.position = 0
+
+        def seen(position: int) -> None:
+            if position > self.position:
+                self.report(position - self.position)
+                self.position = position
+
+        return seen
+
+
+def process_domain_reporting_to(
+    queue, sources: DomainSources, recipe: Recipe, staging: Path, index: int
+) -> DomainResult:
+    """process_domain in a worker process, sending (index, bytes read) progress messages to `queue`."""
+    return process_domain(sources, recipe, staging, index, lambda n: queue.put((index, n)))
+
+
+def process_domain(
+    sources: DomainSources,
+    recipe: Recipe,
+    staging: Path,
+    index: int,
+    report: Callable[[int], None] | None = None,
+) -> DomainResult:
+    """Everything that is per domain: parse, de-duplicate, meta join, k-core, texts and meta of survivors.
+
+    `report` is told how many more stored bytes were read, as the passes go (for progress bars).
+    """
+    meter = _ByteMeter(report)
     review_rejects, meta_rejects = RejectLog(), RejectLog()
-    keys, review_info = read_review_keys(sources.reviews, review_rejects)
+    keys, review_info = read_review_keys(sources.reviews, review_rejects, meter.next_pass())
     stats: dict = {
         "review_lines": review_info.all_lines,
         "valid_reviews": keys.height,
@@ -61,7 +104,8 @@ def process_domain(sources: DomainSources, recipe: Recipe, staging: Path, index:
 
     line_of: dict[str, int] = {}
     if sources.meta is not None:
-        line_of, meta_info = index_meta(sources.meta, set(keys["asin"].unique().to_list()), meta_rejects)
+        wanted = set(keys["asin"].unique().to_list())
+        line_of, meta_info = index_meta(sources.meta, wanted, meta_rejects, meter.next_pass())
         source_entries.append(_source_entry(sources.meta, meta_info, sources.name))
         if recipe.items_without_meta == "drop":
             before = keys.height
@@ -73,15 +117,14 @@ def process_domain(sources: DomainSources, recipe: Recipe, staging: Path, index:
     stats["k_core_rounds"] = rounds
     stats["after_k_core"] = keys.height
 
-    texts = read_review_texts(sources.reviews, keys["order"].sort())
+    texts = read_review_texts(sources.reviews, keys["order"].sort(), meter.next_pass())
     interactions = keys.join(texts.rename({"line": "order"}), on="order", how="left").with_columns(
         pl.lit(sources.name).alias("domain")
     )
     surviving_items = keys.select("asin").unique().sort("asin")
     if sources.meta is not None:
-        meta = read_meta(
-            sources.meta, {a: line_of[a] for a in surviving_items["asin"] if a in line_of}, meta_rejects
-        )
+        line_of = {a: line_of[a] for a in surviving_items["asin"] if a in line_of}
+        meta = read_meta(sources.meta, line_of, meta_rejects, meter.next_pass())
     else:
         meta = pl.DataFrame(schema=ITEM_SCHEMA)
     items = surviving_items.join(meta, on="asin", how="left").with_columns(

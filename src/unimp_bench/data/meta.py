@@ -13,6 +13,7 @@ import html
 import json
 import math
 import re
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -56,9 +57,11 @@ def _item_ids(chunk: bytes, starts: np.ndarray, release: str) -> tuple[np.ndarra
     return lines[first], [ids[i] for i in first.tolist()]
 
 
-def index_meta(raw: RawFile, wanted: set[str], rejects: RejectLog) -> tuple[dict[str, int], StreamInfo]:
+def index_meta(
+    raw: RawFile, wanted: set[str], rejects: RejectLog, on_bytes: Callable[[int], None] | None = None
+) -> tuple[dict[str, int], StreamInfo]:
     """Pass A: line number of the first meta line of each wanted item id."""
-    info = StreamInfo()
+    info = StreamInfo(on_bytes=on_bytes)
     first_line_of: dict[str, int] = {}
     for first_line, chunk in iter_line_chunks(raw.path, info):
         starts = line_offsets(chunk)
@@ -176,11 +179,14 @@ def _parse_record(line: bytes, release: str) -> dict:
     return record
 
 
-def read_meta(raw: RawFile, line_of: dict[str, int], rejects: RejectLog) -> pl.DataFrame:
+def read_meta(
+    raw: RawFile, line_of: dict[str, int], rejects: RejectLog, on_bytes: Callable[[int], None] | None = None
+) -> pl.DataFrame:
     """Pass B: normalized metadata of the items at the given line numbers."""
     item_at = {line: item for item, line in line_of.items()}
     columns: dict[str, list] = {name: [] for name in ITEM_SCHEMA}
-    for picked, selected in iter_selected_lines(raw.path, np.array(sorted(item_at), dtype=np.int64)):
+    wanted = np.array(sorted(item_at), dtype=np.int64)
+    for picked, selected in iter_selected_lines(raw.path, wanted, on_bytes):
         for line_no, line in zip(picked.tolist(), selected):
             try:
                 record = _parse_record(line, raw.release)

@@ -10,10 +10,11 @@ folder that replaces the output only once complete.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from unimp_bench import __version__
 from unimp_bench.config import to_mapping
 from unimp_bench.data import images as image_io
 from unimp_bench.data.contract import SCHEMA_VERSION
-from unimp_bench.data.domain import DomainResult, DomainSources, process_domain
+from unimp_bench.data.domain import DomainResult, DomainSources, process_domain, process_domain_reporting_to
 from unimp_bench.data.kcore import chronological_positions, leave_last_out
 from unimp_bench.data.raw_files import RawFile, discover
 from unimp_bench.data.recipe import Recipe
@@ -82,24 +83,35 @@ PARALLEL_MIN_BYTES = 32 << 20  # below this much raw review data, starting worke
 
 
 def _run_domains(
-    plans: list[DomainSources], recipe: Recipe, work: Path, workers: int, progress
+    plans: list[DomainSources], recipe: Recipe, work: Path, workers: int, progress: ProgressReporter
 ) -> list[DomainResult]:
-    """process_domain for every plan, in worker processes when it pays; results in plan order."""
-    task = progress.add("parse, k-core and join per domain", total=len(plans))
+    """process_domain for every plan, in worker processes when it pays; results in plan order.
+
+    The progress bar counts the stored bytes the passes have read, across all domains.
+    """
+    task = progress.add("read raw files (2 passes)", total=sum(plan.bytes_to_read for plan in plans))
     sizes = [plan.reviews.path.stat().st_size for plan in plans]
     if workers <= 1 or len(plans) == 1 or sum(sizes) < PARALLEL_MIN_BYTES:
-        results = []
-        for index, plan in enumerate(plans):
-            results.append(process_domain(plan, recipe, work, index))
-            progress.advance(task)
-        return results
+        report = functools.partial(progress.advance, task) if progress.enabled else None
+        return [process_domain(plan, recipe, work, index, report) for index, plan in enumerate(plans)]
     largest_first = sorted(range(len(plans)), key=lambda i: -sizes[i])  # balances the workers' loads
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(plans)), mp_context=context) as pool:
-        futures = {pool.submit(process_domain, plans[i], recipe, work, i): i for i in largest_first}
-        for future in as_completed(futures):
-            future.result()
-            progress.advance(task)
+    with (
+        context.Manager() as manager,
+        ProcessPoolExecutor(min(workers, len(plans)), mp_context=context) as pool,
+    ):
+        messages = manager.Queue()
+        futures = {
+            pool.submit(process_domain_reporting_to, messages, plans[i], recipe, work, i): i
+            for i in largest_first
+        }
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()  # a worker's error surfaces here
+            while not messages.empty():
+                progress.advance(task, messages.get()[1])
     return [future.result() for future in sorted(futures, key=futures.get)]
 
 

@@ -14,7 +14,7 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +138,7 @@ class StreamInfo:
     lines: int = 0
     truncated: bool = False
     partial_tail: bytes = b""
+    on_bytes: Callable[[int], None] | None = None  # told the stored bytes read so far, chunk by chunk
 
     @property
     def all_lines(self) -> int:
@@ -181,9 +182,13 @@ def iter_line_chunks(
         while True:
             item = handoff.get()
             if item is finished:
+                if info.on_bytes:
+                    info.on_bytes(info.bytes)
                 return
             if isinstance(item, BaseException):
                 raise item
+            if info.on_bytes:
+                info.on_bytes(info.bytes)
             yield item
     finally:
         stop.set()
@@ -261,15 +266,17 @@ def line_offsets(chunk: bytes) -> np.ndarray:
     return np.concatenate([starts, [len(chunk) + 1]])
 
 
-def iter_selected_lines(path: Path, wanted: np.ndarray) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+def iter_selected_lines(
+    path: Path, wanted: np.ndarray, on_bytes: Callable[[int], None] | None = None
+) -> Iterator[tuple[np.ndarray, list[bytes]]]:
     """Per chunk, the wanted (sorted, 1-based) line numbers that fall in it and those lines' bytes.
 
     Stops reading as soon as the last wanted line has been seen.
     """
     position = 0
-    for first_line, chunk in iter_line_chunks(path, StreamInfo(), checksum=False):
+    for first_line, chunk in iter_line_chunks(path, StreamInfo(on_bytes=on_bytes), checksum=False):
         if position >= len(wanted):
-            return
+            break
         starts = line_offsets(chunk)
         stop = int(np.searchsorted(wanted, first_line + len(starts) - 1, side="left"))
         if stop == position:
@@ -279,6 +286,8 @@ def iter_selected_lines(path: Path, wanted: np.ndarray) -> Iterator[tuple[np.nda
         ends = starts[index + 1] - 1
         yield picked, [chunk[a:b] for a, b in zip(starts[index].tolist(), ends.tolist())]
         position = stop
+    if on_bytes:
+        on_bytes(path.stat().st_size)  # the rest of the file needs no reading
 
 
 def split_lines(chunk: bytes) -> list[bytes]:

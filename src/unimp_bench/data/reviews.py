@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
@@ -195,11 +196,13 @@ def _parse_keys(
     )
 
 
-def read_review_keys(raw: RawFile, rejects: RejectLog) -> tuple[pl.DataFrame, StreamInfo]:
+def read_review_keys(
+    raw: RawFile, rejects: RejectLog, on_bytes: Callable[[int], None] | None = None
+) -> tuple[pl.DataFrame, StreamInfo]:
     """Pass 1: user, item, rating, time (ms) and line number of every valid review line."""
     fields = FIELDS[raw.release]
     schema = _key_read_schema(fields)
-    info = StreamInfo()
+    info = StreamInfo(on_bytes=on_bytes)
     parts = []
     for first_line, chunk in iter_line_chunks(raw.path, info):
         parts.extend(_parse_keys(chunk, first_line, fields, schema, rejects, raw.path.name))
@@ -231,12 +234,14 @@ def _as_text(value) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def read_review_texts(raw: RawFile, lines: pl.Series) -> pl.DataFrame:
+def read_review_texts(
+    raw: RawFile, lines: pl.Series, on_bytes: Callable[[int], None] | None = None
+) -> pl.DataFrame:
     """Pass 2: review text and summary of the given (sorted, 1-based) line numbers only."""
     fields = FIELDS[raw.release]
     schema = {fields.text: pl.String, fields.summary: pl.String}
     parts = []
-    for picked, selected in iter_selected_lines(raw.path, lines.to_numpy()):
+    for picked, selected in iter_selected_lines(raw.path, lines.to_numpy(), on_bytes):
         try:
             parsed = pl.read_ndjson(b"\n".join(selected), schema=schema)
             if parsed.height != len(selected):

@@ -73,11 +73,23 @@ class _ByteMeter:
         return seen
 
 
-def process_domain_reporting_to(
-    queue, sources: DomainSources, recipe: Recipe, staging: Path, index: int
+_worker_progress = None  # a multiprocessing queue, set once per worker process by init_worker
+
+
+def init_worker(progress_queue) -> None:
+    """Pool initializer: where this worker process sends its (domain index, bytes read) messages."""
+    global _worker_progress
+    _worker_progress = progress_queue
+
+
+def process_domain_in_worker(
+    sources: DomainSources, recipe: Recipe, staging: Path, index: int
 ) -> DomainResult:
-    """process_domain in a worker process, sending (index, bytes read) progress messages to `queue`."""
-    return process_domain(sources, recipe, staging, index, lambda n: queue.put((index, n)))
+    """process_domain in a worker process, reporting progress to the queue given to init_worker."""
+    queue = _worker_progress
+    return process_domain(
+        sources, recipe, staging, index, None if queue is None else lambda n: queue.put((index, n))
+    )
 
 
 def process_domain(

@@ -25,7 +25,13 @@ from unimp_bench import __version__
 from unimp_bench.config import to_mapping
 from unimp_bench.data import images as image_io
 from unimp_bench.data.contract import SCHEMA_VERSION
-from unimp_bench.data.domain import DomainResult, DomainSources, process_domain, process_domain_reporting_to
+from unimp_bench.data.domain import (
+    DomainResult,
+    DomainSources,
+    init_worker,
+    process_domain,
+    process_domain_in_worker,
+)
 from unimp_bench.data.kcore import chronological_positions, leave_last_out
 from unimp_bench.data.raw_files import RawFile, discover
 from unimp_bench.data.recipe import Recipe
@@ -96,15 +102,12 @@ def _run_domains(
         return [process_domain(plan, recipe, work, index, report) for index, plan in enumerate(plans)]
     largest_first = sorted(range(len(plans)), key=lambda i: -sizes[i])  # balances the workers' loads
     context = multiprocessing.get_context("spawn")
-    with (
-        context.Manager() as manager,
-        ProcessPoolExecutor(min(workers, len(plans)), mp_context=context) as pool,
-    ):
-        messages = manager.Queue()
-        futures = {
-            pool.submit(process_domain_reporting_to, messages, plans[i], recipe, work, i): i
-            for i in largest_first
-        }
+    messages = context.Queue()
+    pool = ProcessPoolExecutor(
+        min(workers, len(plans)), mp_context=context, initializer=init_worker, initargs=(messages,)
+    )
+    with pool:
+        futures = {pool.submit(process_domain_in_worker, plans[i], recipe, work, i): i for i in largest_first}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)

@@ -126,6 +126,7 @@ def process_domain(
     stats["meta_file"] = sources.meta is not None
 
     keys, rounds = k_core(keys, recipe.k_core)
+    keys = keys.with_columns(pl.col("user_id", "asin").cast(pl.String))  # survivors only, from here on
     stats["k_core_rounds"] = rounds
     stats["after_k_core"] = keys.height
 

@@ -38,6 +38,13 @@ FIELDS = {
     "2023": ReviewFields("user_id", "parent_asin", "rating", "timestamp", "text", "title", "asin", True),
 }
 
+KEY_SCHEMA = {
+    "user_id": pl.Categorical,
+    "asin": pl.Categorical,
+    "rating": pl.Float32,
+    "ts_ms": pl.Int64,
+    "line": pl.Int64,
+}
 _RAW_KEY_SCHEMA = {
     "user_id": pl.String,
     "asin": pl.String,
@@ -93,12 +100,17 @@ def _reason_expr(fields: ReviewFields) -> pl.Expr:
     )
 
 
-def _record_rejects(checked: pl.DataFrame, rejects: RejectLog, file_name: str) -> pl.DataFrame:
-    bad = checked.filter(pl.col("reason").is_not_null())
-    if bad.height:
-        for reason, lines in bad.group_by("reason", maintain_order=True).agg(pl.col("line")).iter_rows():
-            rejects.add_lines(reason, file_name, lines)
-    return checked.filter(pl.col("reason").is_null())
+def _drop_invalid(
+    part: pl.DataFrame, fields: ReviewFields, rejects: RejectLog, file_name: str
+) -> pl.DataFrame:
+    """The valid rows of a parsed span; the others are counted by reason with their line numbers."""
+    reason = part.select(_reason_expr(fields)).to_series()
+    if reason.null_count() == part.height:
+        return part
+    bad = part.select("line", reason.alias("reason")).filter(pl.col("reason").is_not_null())
+    for why, lines in bad.group_by("reason", maintain_order=True).agg(pl.col("line")).iter_rows():
+        rejects.add_lines(why, file_name, lines)
+    return part.filter(reason.is_null())
 
 
 def _loads_line(raw: bytes, rejects: RejectLog, file_name: str, line_no: int) -> dict | None:
@@ -199,25 +211,32 @@ def _parse_keys(
 def read_review_keys(
     raw: RawFile, rejects: RejectLog, on_bytes: Callable[[int], None] | None = None
 ) -> tuple[pl.DataFrame, StreamInfo]:
-    """Pass 1: user, item, rating, time (ms) and line number of every valid review line."""
+    """Pass 1: user, item (both Categorical), rating, time (ms) and line number of every valid line."""
     fields = FIELDS[raw.release]
     schema = _key_read_schema(fields)
     info = StreamInfo(on_bytes=on_bytes)
     parts = []
     for first_line, chunk in iter_line_chunks(raw.path, info):
-        parts.extend(_parse_keys(chunk, first_line, fields, schema, rejects, raw.path.name))
+        for part in _parse_keys(chunk, first_line, fields, schema, rejects, raw.path.name):
+            valid = _drop_invalid(part, fields, rejects, raw.path.name)
+            # Categorical ids: 4 bytes a row instead of the strings, as pass 1 holds every review's keys.
+            parts.append(
+                valid.select(
+                    pl.col("user_id", "asin").cast(pl.Categorical),
+                    pl.col("rating_raw").cast(pl.Float32).alias("rating"),
+                    "ts_ms",
+                    "line",
+                )
+            )
     if info.truncated:
         rejects.add("truncated_gzip_stream", raw.path.name, info.lines + 1, "the gzip stream ends early")
         if info.partial_tail:
             rejects.add(
                 "truncated_final_line", raw.path.name, info.lines + 1, f"{len(info.partial_tail)} bytes"
             )
-    keys = pl.concat(parts) if parts else pl.DataFrame(schema=_RAW_KEY_SCHEMA)
-    keys = _record_rejects(keys.with_columns(_reason_expr(fields).alias("reason")), rejects, raw.path.name)
-    keys = keys.select(
-        "user_id", "asin", pl.col("rating_raw").cast(pl.Float32).alias("rating"), "ts_ms", "line"
-    )
-    return keys, info
+    if not parts:
+        return pl.DataFrame(schema=KEY_SCHEMA), info
+    return pl.concat(parts), info
 
 
 def _is_utf8(chunk: bytes) -> bool:

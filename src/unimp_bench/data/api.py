@@ -83,7 +83,8 @@ def prepare_synthetic_dataset(
 
 def dataset_statistics_table(root: Path, with_paper: bool = False) -> Table:
     dataset = open_dataset(root)
-    stats = domain_statistics(dataset.scan("items").collect(), dataset.scan("interactions").collect())
+    interactions = dataset.scan("interactions").select("user_idx", "item_idx").collect()
+    stats = domain_statistics(dataset.scan("items").collect(), interactions)
     paper = paper_dataset_statistics() if with_paper else {}
     table = Table(title=f"{root} (content hash {dataset.manifest['content_hash'][:12]})")
     for column in ("domain", "users", "items", "interactions", "sparsity"):

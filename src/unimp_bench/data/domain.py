@@ -148,7 +148,10 @@ def process_domain(
         staging / f"{index:03d}.interactions.arrow",
         staging / f"{index:03d}.items.arrow",
     )
-    interactions.write_ipc(interactions_path, compression="uncompressed")
+    # Plain large_string columns (not string views): write_interactions memory-maps and takes from them.
+    interactions.write_ipc(
+        interactions_path, compression="uncompressed", compat_level=pl.CompatLevel.oldest()
+    )
     items.write_ipc(items_path, compression="uncompressed")
     return DomainResult(
         sources.name,

@@ -123,10 +123,11 @@ def _seeded_permutation(n: int, seed: int, stream: int) -> np.ndarray:
 
 
 def combine(results: list[DomainResult], recipe: Recipe) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Per-domain survivors -> (items, users, interactions) with seeded ids, groups, positions, splits.
+    """Per-domain survivors -> (items, users, placement) with seeded ids, groups, positions, splits.
 
-    Ids, groups, order and splits are computed on narrow key columns; the review texts are loaded one
-    column at a time and moved once into the final order, so the peak stays near one copy of them.
+    Everything is computed on narrow key columns. `placement` says, row by row in the final order
+    (user_idx, pos), which row of the concatenated per-domain files goes there (`row`) with its final
+    keys; write_interactions then moves the review texts once, straight into the output file.
     """
     domain_rank = {r.name: rank for rank, r in enumerate(sorted(results, key=lambda r: r.name))}
     key_columns = ["user_id", "asin", "domain", "ts_ms", "order"]
@@ -145,26 +146,12 @@ def combine(results: list[DomainResult], recipe: Recipe) -> tuple[pl.DataFrame, 
     keys = keys.join(users.select("user_id", "user_idx"), on="user_id").join(
         items.select("domain", "asin", "item_idx"), on=["domain", "asin"]
     )
-    keys = leave_last_out(chronological_positions(keys, "user_idx"), "user_idx").sort("user_idx", "pos")
-    rows = keys["row"]
-    moved = {}
-    for name in ("rating", "review_text", "summary"):
-        source = pl.concat([pl.read_ipc(r.interactions_path, columns=[name]) for r in results], rechunk=False)
-        moved[name] = source[name].gather(rows)
-        del source
-    interactions = pl.DataFrame(
-        [
-            keys["user_idx"],
-            keys["item_idx"],
-            moved["rating"],
-            (keys["ts_ms"] // 1000).alias("timestamp"),
-            moved["review_text"],
-            moved["summary"],
-            keys["split"],
-            keys["pos"],
-        ]
+    placement = (
+        leave_last_out(chronological_positions(keys, "user_idx"), "user_idx")
+        .sort("user_idx", "pos")
+        .select("row", "user_idx", "item_idx", (pl.col("ts_ms") // 1000).alias("timestamp"), "split", "pos")
     )
-    return items, users.select("user_idx", "user_id", "group").sort("user_idx"), interactions
+    return items, users.select("user_idx", "user_id", "group").sort("user_idx"), placement
 
 
 def _assign_users(keys: pl.DataFrame, recipe: Recipe, held_domain_present: bool) -> pl.DataFrame:
@@ -286,7 +273,44 @@ def domain_statistics(items: pl.DataFrame, interactions: pl.DataFrame) -> pl.Dat
     )
 
 
-def write_dataset(out: Path, items: pl.DataFrame, users: pl.DataFrame, interactions: pl.DataFrame) -> None:
+ROW_GROUP = 1 << 16
+
+
+INTERACTION_COLUMNS = [
+    "user_idx",
+    "item_idx",
+    "rating",
+    "timestamp",
+    "review_text",
+    "summary",
+    "split",
+    "pos",
+]
+
+
+def write_interactions(path: Path, placement: pl.DataFrame, results: list[DomainResult]) -> None:
+    """interactions.parquet in the order of `placement`, 64k rows per row group.
+
+    Each row group gathers its ratings and texts from the per-domain files by row number inside one
+    streaming sink, so the texts are held once (the sources) plus the groups in flight, never twice.
+    """
+    sources = pl.concat(
+        [pl.read_ipc(r.interactions_path, columns=["rating", "review_text", "summary"]) for r in results],
+        rechunk=False,
+    ).lazy()
+    groups = []
+    for start in range(0, placement.height, ROW_GROUP):
+        part = placement.slice(start, ROW_GROUP)
+        groups.append(
+            pl.concat([part.lazy(), sources.select(pl.all().gather(part["row"]))], how="horizontal")
+        )
+    frame = pl.concat(groups) if groups else pl.concat([placement.lazy(), sources.clear()], how="horizontal")
+    frame.select(INTERACTION_COLUMNS).sink_parquet(path, compression="zstd", row_group_size=ROW_GROUP)
+
+
+def write_dataset(
+    out: Path, items: pl.DataFrame, users: pl.DataFrame, placement: pl.DataFrame, results: list[DomainResult]
+) -> None:
     item_columns = [
         "item_idx",
         "asin",
@@ -301,8 +325,7 @@ def write_dataset(out: Path, items: pl.DataFrame, users: pl.DataFrame, interacti
     ]
     items.select(item_columns).sort("item_idx").write_parquet(out / "items.parquet", compression="zstd")
     users.write_parquet(out / "users.parquet", compression="zstd")
-    # Row groups of 64k rows keep the writer's buffers small next to the table itself.
-    interactions.write_parquet(out / "interactions.parquet", compression="zstd", row_group_size=1 << 16)
+    write_interactions(out / "interactions.parquet", placement, results)
 
 
 def build(
@@ -333,9 +356,9 @@ def build(
         )
     dropped_results = [r for r in results if r.name in emptied]
     results = [r for r in results if r.name not in emptied]
-    items, users, interactions = combine(results, recipe)
+    items, users, placement = combine(results, recipe)
     items, image_report, image_failures = _attach_images(items, out, images, progress)
-    write_dataset(out, items, users, interactions)
+    write_dataset(out, items, users, placement, results)
     for path in work.iterdir():
         path.unlink()
     work.rmdir()
@@ -348,7 +371,7 @@ def build(
         for scope, log in result.rejects.items():
             rejects[scope].merge(log)
     digest, file_hashes = content_hash(out)
-    stats = domain_statistics(items, interactions)
+    stats = domain_statistics(items, placement)
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "package_version": __version__,
@@ -370,9 +393,9 @@ def build(
         "totals": {
             "users": users.height,
             "items": items.height,
-            "interactions": interactions.height,
+            "interactions": placement.height,
             "groups": dict(users.group_by("group").len().sort("group").iter_rows()),
-            "splits": dict(interactions.group_by("split").len().sort("split").iter_rows()),
+            "splits": dict(placement.group_by("split").len().sort("split").iter_rows()),
         },
         "rejected": {scope: log.to_json() for scope, log in rejects.items()},
         "rejected_total": {scope: log.total for scope, log in rejects.items()},

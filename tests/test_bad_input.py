@@ -195,3 +195,14 @@ def test_scattered_bad_lines_in_a_large_file_are_isolated(tmp_path, monkeypatch)
 def test_every_command_has_help_with_an_example(command):
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Example: unimp-bench" in result.output
+
+
+def test_damaged_first_lines_do_not_hide_a_review_file(tmp_path):
+    lines = ['{"reviewerID": "u0", "asin": ', "[1, 2]", *[json.dumps(r) for r in GOOD]]
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "Toys_5.json").write_text("\n".join(lines) + "\n")
+    manifest = prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data", k_core=1)
+    assert manifest["ignored_files"] == []
+    assert manifest["rejected"]["reviews"]["malformed_json"]["examples"][0]["line"] == 1
+    assert manifest["rejected"]["reviews"]["not_an_object"]["examples"][0]["line"] == 2
+    assert manifest["domains"]["Toys"]["interactions"] == len(GOOD)

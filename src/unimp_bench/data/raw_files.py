@@ -75,38 +75,44 @@ def read_head(path: Path, limit: int = SNIFF_BYTES) -> bytes:
         return out
 
 
-def _first_record(path: Path) -> str | None:
+SNIFF_LINES = 20
+
+
+def _first_records(path: Path) -> list[str]:
+    """Up to SNIFF_LINES non-blank lines from the start of the file (the last one may be cut)."""
     head = read_head(path)
-    for raw_line in head.split(b"\n")[:-1] if b"\n" in head else [head]:
-        if raw_line.strip():
-            return raw_line.decode("utf-8", errors="replace").strip()
-    return None
+    lines = [line.decode("utf-8", errors="replace").strip() for line in head.split(b"\n")]
+    return [line for line in lines if line][:SNIFF_LINES]
 
 
 def classify(path: Path) -> RawFile | None:
-    """The role and release of a raw file, from its name and first line; None if it is not one."""
+    """The role and release of a raw file, from its name and first lines; None if it is not one.
+
+    A few damaged lines at the start do not hide a file: the first line that parses decides.
+    """
     name = path.name[:-3] if path.name.endswith(".gz") else path.name
-    for role, release, pattern in _NAME_PATTERNS:
-        match = pattern.match(name)
-        if not match:
-            continue
-        first = _first_record(path)
-        if first is None or not first.startswith("{"):
-            return None
+    match = next(((role, release, m) for role, release, p in _NAME_PATTERNS if (m := p.match(name))), None)
+    if match is None:
+        return None
+    role, release, found = match
+    for first in _first_records(path):
         if release == "2014|2018":
-            release = "2014" if first.startswith("{'") else "2018"
-            return RawFile(path, role, release, match["stem"])
+            if first.startswith("{'"):
+                return RawFile(path, role, "2014", found["stem"])
+            if first.startswith('{"'):
+                return RawFile(path, role, "2018", found["stem"])
+            continue
         try:
             record = json.loads(first)
         except json.JSONDecodeError:
-            return None
+            continue
         if not isinstance(record, dict):
-            return None
+            continue
         if role == "reviews" and "reviewerID" not in record and "user_id" not in record:
             return None
         if role == "reviews" and release == "2018" and "user_id" in record:
             release = "2023"
-        return RawFile(path, role, release, match["stem"])
+        return RawFile(path, role, release, found["stem"])
     return None
 
 
@@ -119,7 +125,7 @@ def discover(raw_dir: Path) -> tuple[list[RawFile], list[str]]:
     found, ignored = [], []
     for path in sorted(p for p in raw_dir.rglob("*") if p.is_file()):
         name = path.name
-        if not (name.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz"))):
+        if name.startswith(".") or not name.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
             continue
         raw = classify(path)
         if raw is None:

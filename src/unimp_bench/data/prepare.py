@@ -37,7 +37,7 @@ from unimp_bench.data.raw_files import RawFile, discover
 from unimp_bench.data.recipe import Recipe
 from unimp_bench.data.rejects import RejectLog
 from unimp_bench.errors import UnimpError
-from unimp_bench.fileio import atomic_directory, write_json_atomic
+from unimp_bench.fileio import write_json_atomic
 from unimp_bench.progress import ProgressReporter
 
 DATA_FILES = ("items.parquet", "users.parquet", "interactions.parquet")
@@ -405,8 +405,3 @@ def build(
     }
     write_json_atomic(out / "manifest.json", manifest)
     return manifest
-
-
-def prepare_amazon(raw_dir: Path, out: Path, recipe: Recipe, overwrite: bool = False, **options) -> dict:
-    with atomic_directory(out, overwrite) as staging:
-        return build(raw_dir, staging, recipe, **options)

@@ -3,8 +3,9 @@
 Pass 1 (`read_review_keys`) parses user, item, rating and time of every line; the k-core decides which
 lines survive; pass 2 (`read_review_texts`) parses the review text and summary of those lines only, so
 memory follows the surviving data, not the raw size. Chunks go through polars' native NDJSON reader;
-a chunk it refuses (malformed JSON, wrong types, invalid UTF-8, blank lines) is re-read line by line so
-that every bad line is counted by reason and every good line still lands.
+a chunk it refuses (malformed JSON, wrong types, invalid UTF-8, blank lines) is halved until the bad
+lines sit in small spans that are read line by line, so every bad line is counted by reason (with its
+line number) and every good line still lands.
 """
 
 from __future__ import annotations

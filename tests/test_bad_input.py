@@ -206,3 +206,18 @@ def test_damaged_first_lines_do_not_hide_a_review_file(tmp_path):
     assert manifest["rejected"]["reviews"]["malformed_json"]["examples"][0]["line"] == 1
     assert manifest["rejected"]["reviews"]["not_an_object"]["examples"][0]["line"] == 2
     assert manifest["domains"]["Toys"]["interactions"] == len(GOOD)
+
+
+def test_an_unwritable_output_is_one_sentence(tmp_path):
+    write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    args = [
+        "prepare",
+        "amazon",
+        "--raw-dir",
+        str(tmp_path / "raw"),
+        "--out",
+        str(tmp_path / "blocker" / "data"),
+    ]
+    result = CliRunner().invoke(app, [*args, "--k-core", "1"])
+    assert result.exit_code == 1 and "cannot use" in result.output and "Traceback" not in result.output

@@ -35,6 +35,14 @@ def friendly_errors(command):
         except UnimpError as exc:
             err.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except OSError as exc:  # unreadable input, unwritable output, full disk
+            where = f" {exc.filename}" if exc.filename else ""
+            err.print(
+                f"[bold red]Error:[/] cannot use{where}: {exc.strerror or exc}.",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("Interrupted; nothing was written in place of the output.")
             raise typer.Exit(130) from None

@@ -88,7 +88,7 @@ def prepare_amazon_command(
     download_concurrency: int = typer.Option(8, help="Parallel image requests."),
     download_timeout: float = typer.Option(10.0, help="Seconds per connection or read before a retry."),
     seed: int = typer.Option(0, help="Seed of id permutations and the new-user draw."),
-    workers: int = typer.Option(2, help="Worker processes (one domain each)."),
+    workers: int = typer.Option(None, help="Worker processes, one domain each (default: one per CPU core)."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
 ):
     """Turn raw Amazon dumps (2014, 2018 or 2023 releases, plain or gzip) into the benchmark dataset.

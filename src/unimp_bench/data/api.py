@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import polars as pl
@@ -31,7 +32,7 @@ def prepare_amazon_dataset(
     image_cache: Path | None = None,
     download_concurrency: int = 8,
     download_timeout: float = 10.0,
-    workers: int = 2,
+    workers: int | None = None,
     overwrite: bool = False,
     show_progress: bool = False,
 ) -> dict:
@@ -52,7 +53,9 @@ def prepare_amazon_dataset(
         )
     image_options = ImageOptions(images_dir=images_dir, download=download_images, settings=settings)
     with ProgressReporter(enabled=show_progress) as progress, atomic_directory(out, overwrite) as staging:
-        return build(raw_dir, staging, recipe, domains, image_options, workers, progress)
+        return build(
+            raw_dir, staging, recipe, domains, image_options, workers or os.cpu_count() or 1, progress
+        )
 
 
 def prepare_synthetic_dataset(

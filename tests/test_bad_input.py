@@ -13,6 +13,10 @@ from unimp_bench.data.api import prepare_amazon_dataset
 GOOD = [review(f"u{u}", f"i{i}", 100 * u + i) for u in range(3) for i in range(3)]
 
 
+def prepare_args(raw, out, *extra) -> list[str]:
+    return ["prepare", "amazon", "--raw-dir", str(raw), "--out", str(out), *extra]
+
+
 def _bad_review_file(path):
     lines = [json.dumps(r) for r in GOOD[:4]]
     lines += [
@@ -144,16 +148,7 @@ def test_user_errors_are_one_sentence_without_traceback(tmp_path, args, phrase):
 def test_existing_output_needs_overwrite(tmp_path):
     write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
     runner = CliRunner()
-    args = [
-        "prepare",
-        "amazon",
-        "--raw-dir",
-        str(tmp_path / "raw"),
-        "--out",
-        str(tmp_path / "o"),
-        "--k-core",
-        "1",
-    ]
+    args = prepare_args(tmp_path / "raw", tmp_path / "o", "--k-core", "1")
     assert runner.invoke(app, args).exit_code == 0
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--overwrite" in again.output
@@ -163,9 +158,7 @@ def test_existing_output_needs_overwrite(tmp_path):
 
 def test_failed_run_leaves_no_half_dataset(tmp_path):
     write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
-    result = CliRunner().invoke(
-        app, ["prepare", "amazon", "--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "o")]
-    )
+    result = CliRunner().invoke(app, prepare_args(tmp_path / "raw", tmp_path / "o"))
     assert result.exit_code == 1 and "5-core" in result.output  # 3 items per user cannot be 5-core
     assert list(tmp_path.iterdir()) == [tmp_path / "raw"]
 
@@ -211,13 +204,7 @@ def test_damaged_first_lines_do_not_hide_a_review_file(tmp_path):
 def test_an_unwritable_output_is_one_sentence(tmp_path):
     write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
     (tmp_path / "blocker").write_text("a file, not a folder")
-    args = [
-        "prepare",
-        "amazon",
-        "--raw-dir",
-        str(tmp_path / "raw"),
-        "--out",
-        str(tmp_path / "blocker" / "data"),
-    ]
-    result = CliRunner().invoke(app, [*args, "--k-core", "1"])
+    result = CliRunner().invoke(
+        app, prepare_args(tmp_path / "raw", tmp_path / "blocker" / "data", "--k-core", "1")
+    )
     assert result.exit_code == 1 and "cannot use" in result.output and "Traceback" not in result.output

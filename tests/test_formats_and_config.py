@@ -155,3 +155,13 @@ def test_recipes_reject_unknown_keys_and_bad_values(tmp_path):
     bad.write_text("name: x\nversion: 1\nk_core: [\n")
     with pytest.raises(UnimpError, match="not valid YAML"):
         load_recipe(str(bad))
+
+
+def test_files_not_prepared_are_listed(tmp_path):
+    record = {"reviewerID": "a", "asin": "b", "overall": 5, "unixReviewTime": 1}
+    write_lines(tmp_path / "raw" / "Toys_and_Games_5.json", [record])
+    write_lines(tmp_path / "raw" / "Baby_5.json", [record])
+    write_lines(tmp_path / "raw" / "meta_Garden.json", [{"asin": "b", "title": "no reviews for it"}])
+    manifest = prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data", k_core=1, domains=["toys"])
+    assert manifest["selected_domains"] == ["Toys"]
+    assert manifest["unused_files"] == ["Baby_5.json", "meta_Garden.json"]

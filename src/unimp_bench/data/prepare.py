@@ -379,6 +379,11 @@ def build(
         "selected_domains": [p.name for p in plans],
         "sources": [entry for r in results + dropped_results for entry in r.sources],
         "ignored_files": ignored,
+        "unused_files": sorted(
+            str(f.path.relative_to(raw_dir))
+            for f in files
+            if f.path not in {p.reviews.path for p in plans} | {p.meta.path for p in plans if p.meta}
+        ),
         "dropped_domains": {
             r.name: {"reason": emptied[r.name], "pipeline": r.stats} for r in dropped_results
         },

@@ -57,6 +57,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(503, b"busy", "text/plain")
             else:
                 self._send(200, GOOD)
+        elif path == "/drip.png":  # each byte within the read timeout, the whole body past the deadline
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(GOOD)))
+            self.end_headers()
+            try:
+                for byte in GOOD[:12]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:  # the client gave up, as it should
+                pass
         elif path == "/huge.png":
             self._send(200, b"\0" * 5000)
         elif path == "/to-file.png":
@@ -72,6 +84,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server():
     _Handler.hits = {}
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.block_on_close = False  # do not wait for handlers still sleeping after a client gave up
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -96,11 +109,14 @@ def _settings(tmp_path, **overrides):
         ("/corrupt.png", "not_an_image"),
         ("/huge.png", "too_large"),
         ("/to-file.png", "bad_redirect"),
+        ("/drip.png", "deadline_exceeded"),
     ],
 )
 def test_each_failure_has_its_reason(server, tmp_path, path, reason):
-    outcome = fetch_image(server + path, _settings(tmp_path), sleep=lambda s: None)
+    started = time.monotonic()
+    outcome = fetch_image(server + path, _settings(tmp_path, deadline_s=0.7, retries=0), sleep=lambda s: None)
     assert outcome.path is None and outcome.reason == reason
+    assert time.monotonic() - started < 2.0  # the drip would take 2.4 s: the deadline cuts it short
 
 
 def test_retries_are_bounded_and_only_for_transient_failures(server, tmp_path):

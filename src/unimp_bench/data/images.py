@@ -100,7 +100,7 @@ def _fetch_once(url: str, settings: DownloadSettings) -> bytes:
                 raise DownloadError("too_large", retryable=False)
             body = bytearray()
             while True:
-                block = response.read(64 << 10)
+                block = response.read1(64 << 10)  # one receive at most: the deadline is checked between them
                 if not block:
                     break
                 body += block

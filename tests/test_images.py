@@ -80,11 +80,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(404, b"", "text/plain")
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    block_on_close = False  # do not wait for handlers still sleeping after a client gave up
+
+    def handle_error(self, request, client_address):  # a client that gave up breaks the pipe: expected
+        pass
+
+
 @pytest.fixture
 def server():
     _Handler.hits = {}
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.block_on_close = False  # do not wait for handlers still sleeping after a client gave up
+    httpd = _QuietServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"

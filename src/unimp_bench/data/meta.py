@@ -83,12 +83,7 @@ def index_meta(
                     first_line + offset,
                     text[:80].decode("utf-8", "replace"),
                 )
-    if info.truncated:
-        rejects.add("truncated_gzip_stream", raw.path.name, info.lines + 1, "the gzip stream ends early")
-        if info.partial_tail:
-            rejects.add(
-                "truncated_final_line", raw.path.name, info.lines + 1, f"{len(info.partial_tail)} bytes"
-            )
+    info.record_damage(rejects, raw.path.name)
     return first_line_of, info
 
 

@@ -24,7 +24,7 @@ import polars as pl
 from unimp_bench import __version__
 from unimp_bench.config import to_mapping
 from unimp_bench.data import images as image_io
-from unimp_bench.data.contract import SCHEMA_VERSION
+from unimp_bench.data.contract import COLUMNS, SCHEMA_VERSION
 from unimp_bench.data.domain import (
     DomainResult,
     DomainSources,
@@ -40,7 +40,7 @@ from unimp_bench.errors import UnimpError
 from unimp_bench.fileio import write_json_atomic
 from unimp_bench.progress import ProgressReporter
 
-DATA_FILES = ("items.parquet", "users.parquet", "interactions.parquet")
+DATA_FILES = tuple(COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -276,18 +276,6 @@ def domain_statistics(items: pl.DataFrame, interactions: pl.DataFrame) -> pl.Dat
 ROW_GROUP = 1 << 16
 
 
-INTERACTION_COLUMNS = [
-    "user_idx",
-    "item_idx",
-    "rating",
-    "timestamp",
-    "review_text",
-    "summary",
-    "split",
-    "pos",
-]
-
-
 def write_interactions(path: Path, placement: pl.DataFrame, results: list[DomainResult]) -> None:
     """interactions.parquet in the order of `placement`, 64k rows per row group.
 
@@ -305,25 +293,17 @@ def write_interactions(path: Path, placement: pl.DataFrame, results: list[Domain
             pl.concat([part.lazy(), sources.select(pl.all().gather(part["row"]))], how="horizontal")
         )
     frame = pl.concat(groups) if groups else pl.concat([placement.lazy(), sources.clear()], how="horizontal")
-    frame.select(INTERACTION_COLUMNS).sink_parquet(path, compression="zstd", row_group_size=ROW_GROUP)
+    frame.select(list(COLUMNS["interactions.parquet"])).sink_parquet(
+        path, compression="zstd", row_group_size=ROW_GROUP
+    )
 
 
 def write_dataset(
     out: Path, items: pl.DataFrame, users: pl.DataFrame, placement: pl.DataFrame, results: list[DomainResult]
 ) -> None:
-    item_columns = [
-        "item_idx",
-        "asin",
-        "domain",
-        "title",
-        "brand",
-        "price",
-        "categories",
-        "description",
-        "image_path",
-        "image_url",
-    ]
-    items.select(item_columns).sort("item_idx").write_parquet(out / "items.parquet", compression="zstd")
+    items.select(list(COLUMNS["items.parquet"])).sort("item_idx").write_parquet(
+        out / "items.parquet", compression="zstd"
+    )
     users.write_parquet(out / "users.parquet", compression="zstd")
     write_interactions(out / "interactions.parquet", placement, results)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unimp_bench.data.rejects import RejectLog
 from unimp_bench.errors import UnimpError
 
 try:  # Intel ISA-L inflates about four times faster than zlib; fall back where it is absent
@@ -151,6 +152,20 @@ class StreamInfo:
         """Whole lines plus the partial last line of a truncated stream."""
         return self.lines + (1 if self.partial_tail else 0)
 
+    def record_damage(self, rejects: RejectLog, file_name: str) -> None:
+        """Count a stream that ended early, and its partial last line, once the file was read."""
+        if self.truncated:
+            rejects.add("truncated_gzip_stream", file_name, self.lines + 1, "the gzip stream ends early")
+            if self.partial_tail:
+                rejects.add(
+                    "truncated_final_line", file_name, self.lines + 1, f"{len(self.partial_tail)} bytes"
+                )
+
+
+def count_lines(span: bytes) -> int:
+    """Lines in a span of whole lines (the last one may lack its newline)."""
+    return span.count(b"\n") + (0 if span.endswith(b"\n") else 1)
+
 
 def iter_line_chunks(
     path: Path, info: StreamInfo, chunk_bytes: int = CHUNK_BYTES, checksum: bool = True
@@ -218,7 +233,7 @@ def _line_chunks(
 
     def emit(chunk: bytes) -> tuple[int, bytes]:
         nonlocal next_line
-        count = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        count = count_lines(chunk)
         info.lines += count
         first, next_line = next_line, next_line + count
         return first, chunk

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from unimp_bench.data.raw_files import RawFile, StreamInfo, iter_line_chunks, iter_selected_lines, split_lines
+from unimp_bench.data.raw_files import (
+    RawFile,
+    StreamInfo,
+    count_lines,
+    iter_line_chunks,
+    iter_selected_lines,
+    split_lines,
+)
 from unimp_bench.data.rejects import RejectLog
 
 
@@ -195,7 +202,7 @@ def _parse_keys(
 ) -> list[pl.DataFrame]:
     """Parse a span of whole lines natively; if polars refuses it, halve it until the bad lines are
     isolated in small spans that go line by line, so one bad line costs little wherever it is."""
-    n_lines = span.count(b"\n") + (0 if span.endswith(b"\n") else 1)
+    n_lines = count_lines(span)
     if span.isascii() or _is_utf8(span):
         try:
             parsed = pl.read_ndjson(span, schema=schema)
@@ -226,12 +233,7 @@ def read_review_keys(
     for first_line, chunk in iter_line_chunks(raw.path, info):
         for part in _parse_keys(chunk, first_line, fields, schema, rejects, raw.path.name):
             parts.append(_valid_keys(part, fields, rejects, raw.path.name))
-    if info.truncated:
-        rejects.add("truncated_gzip_stream", raw.path.name, info.lines + 1, "the gzip stream ends early")
-        if info.partial_tail:
-            rejects.add(
-                "truncated_final_line", raw.path.name, info.lines + 1, f"{len(info.partial_tail)} bytes"
-            )
+    info.record_damage(rejects, raw.path.name)
     if not parts:
         return pl.DataFrame(schema=KEY_SCHEMA), info
     return pl.concat(parts), info

@@ -1,0 +1,453 @@
+"""Materialize task examples from a prepared dataset: one Parquet file per task and split.
+
+Which interaction an example targets, per split:
+
+- ``train``: every train interaction of a training user that has at least `min_history` items
+  before it (the window slides over the user's training sequence);
+- ``valid`` / ``test``: the training user's valid / test interaction (leave-last-out);
+- ``new_user``: the last interaction of each held-out user;
+- ``new_domain``: the last interaction in the held-out domain of each of that domain's users.
+
+The history is the last `max_history` interactions before the target, whatever their domain.
+Random choices (selection positives and negatives, random instruction paraphrases) come from a
+generator seeded with (seed, task, user), so an example never depends on which other users or
+tasks were built with it. An example that cannot be built is counted under its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from unimp_bench import __version__
+from unimp_bench.config import to_mapping
+from unimp_bench.data.contract import PreparedDataset, open_dataset
+from unimp_bench.errors import UnimpError
+from unimp_bench.fileio import atomic_directory, write_json_atomic
+from unimp_bench.progress import ProgressReporter
+from unimp_bench.prompts import (
+    PromptSettings,
+    Segment,
+    clean_text,
+    flatten_item,
+    history_segment,
+    item_attributes,
+    item_segment,
+    item_token,
+    most_specific_category,
+    rating_token,
+    render,
+)
+from unimp_bench.tasks import SPLITS, Task, registry
+
+EXAMPLES_VERSION = 1
+ROWS_PER_GROUP = 20_000
+MAX_REJECTION_DRAWS = 64
+
+COMMON_SCHEMA = [
+    ("example_id", pa.string()),
+    ("task", pa.string()),
+    ("task_version", pa.int32()),
+    ("split", pa.string()),
+    ("user_idx", pa.int32()),
+    ("target_pos", pa.int32()),
+    ("history", pa.list_(pa.int32())),
+    ("instruction_id", pa.int16()),
+    ("prompt", pa.string()),
+    ("image_items", pa.list_(pa.int32())),
+    ("image_paths", pa.list_(pa.string())),
+    ("history_spans", pa.list_(pa.list_(pa.int32()))),
+    ("target_text", pa.string()),
+]
+TASK_SCHEMA = {
+    "recommendation": [("target_item", pa.int32())],
+    "search": [("target_item", pa.int32()), ("query", pa.string())],
+    "preference": [("target_item", pa.int32()), ("rating", pa.float32())],
+    "explanation": [("target_item", pa.int32()), ("review", pa.string())],
+    "selection": [("candidates", pa.list_(pa.int32())), ("positives", pa.list_(pa.int32()))],
+    "image_generation": [
+        ("target_item", pa.int32()),
+        ("query", pa.string()),
+        ("retrieved", pa.list_(pa.int32())),
+        ("target_image", pa.string()),
+    ],
+}
+
+
+def example_schema(task: Task) -> pa.Schema:
+    return pa.schema(COMMON_SCHEMA + TASK_SCHEMA[task.builder])
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    seed: int = 0
+    instruction: str = "first"  # first | random | the index of one template
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+
+
+class Catalog:
+    """Item facts the builders need, indexed by item_idx."""
+
+    def __init__(self, dataset: PreparedDataset, settings: PromptSettings):
+        items = dataset.scan("items").sort("item_idx").collect()
+        self.count = len(items)
+        self.domain = items["domain"].to_list()
+        self.image_path = items["image_path"].to_list()
+        self.category = [most_specific_category(c) for c in items["categories"].to_list()]
+        self.flat = [flatten_item(row["item_idx"], item_attributes(row, settings)) for row in items.iter_rows(named=True)]
+        domain_codes = items["domain"].cast(pl.Categorical).to_physical().to_numpy()
+        self._domain_code = dict(zip(self.domain, domain_codes))
+        self._domain_items = {
+            code: np.flatnonzero(domain_codes == code).astype(np.int32) for code in np.unique(domain_codes)
+        }
+        self.all_items = np.arange(self.count, dtype=np.int32)
+        self.items = items
+
+    def domain_items(self, item_idx: int) -> np.ndarray:
+        return self._domain_items[self._domain_code[self.domain[item_idx]]]
+
+
+@dataclass
+class UserSequences:
+    """Interactions sorted by (user, pos), with each user's slice given by offsets."""
+
+    user_idx: np.ndarray
+    group: list[str]
+    offsets: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray
+    splits: np.ndarray  # 0 train, 1 valid, 2 test
+    reviews: list[str] | None
+
+    def slice(self, row: int) -> slice:
+        return slice(self.offsets[row], self.offsets[row + 1])
+
+
+SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
+
+
+def load_sequences(dataset: PreparedDataset, with_reviews: bool) -> UserSequences:
+    columns = ["user_idx", "item_idx", "rating", "split", "pos"] + (["review_text"] if with_reviews else [])
+    interactions = (
+        dataset.scan("interactions")
+        .select(columns)
+        .sort("user_idx", "pos")
+        .with_columns(pl.col("split").replace_strict(SPLIT_CODES, return_dtype=pl.Int8))
+        .collect()
+    )
+    users = dataset.scan("users").select("user_idx", "group").sort("user_idx").collect()
+    user_idx = interactions["user_idx"].to_numpy()
+    boundaries = np.flatnonzero(np.diff(user_idx)) + 1
+    starts = np.concatenate([[0], boundaries]) if len(user_idx) else np.zeros(0, dtype=np.int64)
+    present = user_idx[starts] if len(user_idx) else np.zeros(0, dtype=np.int32)
+    group_of = dict(zip(users["user_idx"].to_list(), users["group"].to_list()))
+    return UserSequences(
+        user_idx=present,
+        group=[group_of[int(u)] for u in present],
+        offsets=np.concatenate([starts, [len(user_idx)]]).astype(np.int64),
+        items=interactions["item_idx"].to_numpy(),
+        ratings=interactions["rating"].to_numpy(),
+        splits=interactions["split"].to_numpy(),
+        reviews=interactions["review_text"].to_list() if with_reviews else None,
+    )
+
+
+def target_positions(split: str, group: str, splits: np.ndarray, domains: list[str], held_out: str | None) -> list[int]:
+    """0-based positions within the user's sequence that the split's examples target."""
+    if split in SPLIT_CODES:
+        if group != "train":
+            return []
+        return np.flatnonzero(splits == SPLIT_CODES[split]).tolist()
+    if split == "new_user":
+        return [len(splits) - 1] if group == "new_user" and len(splits) else []
+    if group != "new_domain" or held_out is None:
+        return []
+    in_domain = [p for p, domain in enumerate(domains) if domain == held_out]
+    return in_domain[-1:]
+
+
+class SplitWriter:
+    """Buffers rows of one (task, split) and writes them as Parquet row groups."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.schema = schema
+        self.rows: dict[str, list] = {name: [] for name in schema.names}
+        self.count = 0
+        self.skipped: Counter[str] = Counter()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
+
+    def add(self, row: dict) -> None:
+        for name in self.schema.names:
+            self.rows[name].append(row[name])
+        self.count += 1
+        if len(self.rows["example_id"]) >= ROWS_PER_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows["example_id"]:
+            self.writer.write_table(pa.table(self.rows, schema=self.schema))
+            self.rows = {name: [] for name in self.schema.names}
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ExampleBuilder:
+    def __init__(self, dataset: PreparedDataset, tasks: list[Task], settings: BuildSettings):
+        self.dataset = dataset
+        self.tasks = tasks
+        self.settings = settings
+        self.catalog = Catalog(dataset, settings.prompt)
+        self.sequences = load_sequences(dataset, with_reviews=any(t.builder == "explanation" for t in tasks))
+        held_out = dataset.manifest.get("new_domain") or {}
+        self.held_out_domain = held_out.get("domain") if held_out.get("present") else None
+        self._retriever = None
+
+    def _instruction(self, task: Task, rng: np.random.Generator) -> int:
+        choice = self.settings.instruction
+        if choice == "first":
+            return 0
+        if choice == "random":
+            return int(rng.integers(len(task.instructions)))
+        index = int(choice)
+        if not 0 <= index < len(task.instructions):
+            raise UnimpError(f"task {task.name} has {len(task.instructions)} instruction(s); index {index} does not exist")
+        return index
+
+    def retriever(self):
+        if self._retriever is None:
+            from unimp_bench.baselines.bm25 import BM25Ranker, BM25Settings, item_documents
+
+            self._retriever = BM25Ranker(item_documents(self.catalog.items, BM25Settings().fields))
+        return self._retriever
+
+    def _negatives(self, rng, pool: np.ndarray, seen: set[int], count: int) -> list[int] | None:
+        chosen: list[int] = []
+        taken = set(seen)
+        for _ in range(MAX_REJECTION_DRAWS * count):
+            if len(chosen) == count:
+                return chosen
+            item = int(pool[rng.integers(len(pool))])
+            if item not in taken:
+                taken.add(item)
+                chosen.append(item)
+        if len(chosen) == count:
+            return chosen
+        remaining = [int(i) for i in pool if int(i) not in taken]  # small or crowded pool: exact draw
+        if len(remaining) < count - len(chosen):
+            return None
+        extra = rng.choice(len(remaining), size=count - len(chosen), replace=False)
+        return chosen + [remaining[i] for i in sorted(extra.tolist())]
+
+    def build_user(self, task: Task, row: int, writers: dict[str, SplitWriter]) -> None:
+        seq = self.sequences
+        catalog = self.catalog
+        user = int(seq.user_idx[row])
+        part = seq.slice(row)
+        items = seq.items[part]
+        split_codes = seq.splits[part]
+        domains = [catalog.domain[i] for i in items]
+        rng = np.random.default_rng([self.settings.seed, zlib.crc32(task.name.encode()), user])
+        seen = None
+        for split, writer in writers.items():
+            for p in target_positions(split, seq.group[row], split_codes, domains, self.held_out_domain):
+                if p < task.min_history:
+                    writer.skipped["too little history"] += 1
+                    continue
+                history = [int(i) for i in items[max(0, p - task.max_history) : p]]
+                target = int(items[p])
+                segments = {"history": history_segment(catalog.flat, history)}
+                row_fields: dict = {}
+                if task.builder == "recommendation":
+                    row_fields = {"target_item": target}
+                    target_text = item_token(target)
+                elif task.builder in ("search", "image_generation"):
+                    query = catalog.category[target]
+                    if query is None:
+                        writer.skipped["target item has no category"] += 1
+                        continue
+                    segments["query"] = Segment(query)
+                    row_fields = {"target_item": target, "query": query}
+                    target_text = item_token(target)
+                    if task.builder == "image_generation":
+                        if not catalog.image_path[target]:
+                            writer.skipped["target item has no image"] += 1
+                            continue
+                        retrieved = self.retriever().top(query, task.retrieved_images, exclude=target)
+                        segments["retrieved"] = item_segment(catalog.flat, retrieved)
+                        row_fields |= {"retrieved": retrieved, "target_image": catalog.image_path[target]}
+                        target_text = catalog.image_path[target]
+                elif task.builder == "preference":
+                    segments["item"] = item_segment(catalog.flat, [target])
+                    rating = float(seq.ratings[part][p])
+                    row_fields = {"target_item": target, "rating": rating}
+                    target_text = rating_token(rating)
+                elif task.builder == "explanation":
+                    review = clean_text(seq.reviews[part.start + p], task.review_max_words)
+                    if not review:
+                        writer.skipped["empty review"] += 1
+                        continue
+                    segments["item"] = item_segment(catalog.flat, [target])
+                    row_fields = {"target_item": target, "review": review}
+                    target_text = review
+                elif task.builder == "selection":
+                    sampling = task.candidates
+                    wanted = int(rng.integers(sampling.positives_min, sampling.positives_max + 1))
+                    positives = [target]
+                    if split == "train":  # later training interactions of the same user, in order
+                        for q in range(p + 1, min(p + wanted, len(items))):
+                            if split_codes[q] != SPLIT_CODES["train"]:
+                                break
+                            positives.append(int(items[q]))
+                    if seen is None:
+                        seen = {int(i) for i in items}
+                    pool = catalog.domain_items(target) if sampling.negative_pool == "domain" else catalog.all_items
+                    negatives = self._negatives(rng, pool, seen, sampling.num_candidates - len(positives))
+                    if negatives is None:
+                        writer.skipped["too few items the user never interacted with"] += 1
+                        continue
+                    candidates = positives + negatives
+                    candidates = [candidates[i] for i in rng.permutation(len(candidates))]
+                    segments["candidates"] = item_segment(catalog.flat, candidates)
+                    positive_set = set(positives)
+                    row_fields = {"candidates": candidates, "positives": positives}
+                    target_text = " ".join(item_token(c) for c in candidates if c in positive_set)
+                instruction_id = self._instruction(task, rng)
+                prompt = render(task.instructions[instruction_id], segments)
+                writer.add(
+                    {
+                        "example_id": f"{task.name}:{split}:{user}:{p}",
+                        "task": task.name,
+                        "task_version": task.version,
+                        "split": split,
+                        "user_idx": user,
+                        "target_pos": p,
+                        "history": history,
+                        "instruction_id": instruction_id,
+                        "prompt": prompt.text,
+                        "image_items": list(prompt.image_items),
+                        "image_paths": [catalog.image_path[i] for i in prompt.image_items],
+                        "history_spans": [list(span) for span in prompt.history_spans],
+                        "target_text": target_text,
+                        **row_fields,
+                    }
+                )
+
+
+def build_examples(
+    data_dir: Path,
+    out: Path,
+    task_names: list[str] | None = None,
+    splits: list[str] | None = None,
+    settings: BuildSettings = BuildSettings(),
+    overwrite: bool = False,
+    show_progress: bool = False,
+) -> dict:
+    """Write EXAMPLES/<task>/<split>.parquet for the chosen tasks and splits, plus manifest.json."""
+    tasks = registry().select(task_names)
+    unknown = [s for s in splits or [] if s not in SPLITS]
+    if unknown:
+        raise UnimpError(f"unknown split(s) {', '.join(unknown)}; choose from {', '.join(SPLITS)}")
+    if settings.instruction not in ("first", "random") and not settings.instruction.isdigit():
+        raise UnimpError("--instruction must be first, random or the index of a template")
+    dataset = open_dataset(data_dir)
+    builder = ExampleBuilder(dataset, tasks, settings)
+    manifest: dict = {
+        "examples_version": EXAMPLES_VERSION,
+        "package_version": __version__,
+        "dataset": dataset_identity(dataset),
+        "settings": to_mapping(settings),
+        "tasks": {},
+    }
+    users = len(builder.sequences.user_idx)
+    with atomic_directory(out, overwrite) as staging, ProgressReporter(show_progress) as progress:
+        bar = progress.add("building examples", total=users * len(tasks))
+        for task in tasks:
+            chosen = [s for s in task.splits if splits is None or s in splits]
+            writers = {s: SplitWriter(staging / task.name / f"{s}.parquet", example_schema(task)) for s in chosen}
+            for row in range(users):
+                builder.build_user(task, row, writers)
+                progress.advance(bar)
+            entry = {"version": task.version, "definition": to_mapping(task), "splits": {}}
+            for split, writer in writers.items():
+                writer.close()
+                entry["splits"][split] = {
+                    "file": f"{task.name}/{split}.parquet",
+                    "examples": writer.count,
+                    "skipped": dict(sorted(writer.skipped.items())),
+                    "sha256": file_sha256(writer.path),
+                }
+            manifest["tasks"][task.name] = entry
+        write_json_atomic(staging / "manifest.json", manifest)
+    return manifest
+
+
+def dataset_identity(dataset: PreparedDataset) -> dict:
+    manifest = dataset.manifest
+    return {
+        "name": manifest.get("recipe", {}).get("name", dataset.root.name),
+        "domains": manifest.get("selected_domains"),
+        "content_hash": manifest["content_hash"],
+        "path": str(dataset.root.resolve()),
+    }
+
+
+@dataclass(frozen=True)
+class ExampleSet:
+    root: Path
+    manifest: dict
+
+    def entry(self, task: Task, split: str) -> dict:
+        tasks = self.manifest["tasks"]
+        if task.name not in tasks:
+            raise UnimpError(f"{self.root} holds no {task.name} examples; build them with --tasks {task.name}")
+        entry = tasks[task.name]
+        if entry["version"] != task.version:
+            raise UnimpError(
+                f"{self.root} holds version {entry['version']} of task {task.name}, "
+                f"this unimp-bench defines version {task.version}; build the examples again"
+            )
+        if split not in entry["splits"]:
+            raise UnimpError(f"{self.root} holds no {split} examples of {task.name}")
+        return entry["splits"][split]
+
+    def load(self, task: Task, split: str) -> pl.DataFrame:
+        entry = self.entry(task, split)
+        path = self.root / entry["file"]
+        if not path.exists() or file_sha256(path) != entry["sha256"]:
+            raise UnimpError(f"{path} is missing or changed since it was built; build the examples again")
+        return pl.read_parquet(path)
+
+
+def open_examples(root: Path) -> ExampleSet:
+    import json
+
+    path = root / "manifest.json"
+    if not path.exists():
+        raise UnimpError(f"{root} holds no examples (no manifest.json); run `unimp-bench build` first")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise UnimpError(f"{path} is not valid JSON; build the examples again") from None
+    if manifest.get("examples_version") != EXAMPLES_VERSION:
+        raise UnimpError(f"{root} was built by an incompatible unimp-bench; build the examples again")
+    return ExampleSet(root, manifest)

@@ -1,0 +1,301 @@
+"""Pure metric functions and the one table that maps a metric name to its family.
+
+Ranking metrics (HR, NDCG, MRR at any k) work on the rank of the single target item. A rank comes
+from a ranked list (best first) or from a score vector over the catalog. From scores, the target's
+rank is described by two counts: `greater` (items scored strictly higher) and `ties` (other items
+with exactly the target's score). The tie rule says where the target lands among its ties:
+
+- ``expected`` (default): the exact expectation over a uniformly random order of the tied items,
+  so a model that scores everything equal gets the score of a random ranking, never a perfect one;
+- ``pessimistic``: every tied item is ranked above the target (rank = greater + ties + 1);
+- ``optimistic``: the target is ranked above its ties (rank = greater + 1).
+
+A target missing from a ranked list (or scored -inf) has rank infinity: it counts as a miss at
+every k. HR@k = 1 if rank <= k; NDCG@k = 1 / log2(rank + 1) if rank <= k (one relevant item, so the
+ideal DCG is 1); MRR@k = 1 / rank if rank <= k. Each is averaged over examples.
+
+Text metrics are on a 0-1 scale: BLEU-4 is sacrebleu's corpus BLEU / 100; ROUGE-1/2/L are
+rouge-score F-measures (Porter stemmer) averaged over examples; METEOR is nltk's sentence METEOR
+averaged over examples; BERTScore-P/R/F1 come from bert-score (model recorded by the caller).
+
+Set metrics (item selection): ``Precision``/``Recall``/``F1`` are macro averages, computed per
+example and averaged over examples; ``Precision-micro``/``Recall-micro``/``F1-micro`` pool the true
+positives, false positives and false negatives of all examples first. An empty selection has
+precision 0 (nothing correct was selected); an example always has at least one positive.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from unimp_bench.errors import UnimpError
+
+TIE_RULES = ("expected", "pessimistic", "optimistic")
+RANKING_FAMILIES = ("HR", "NDCG", "MRR")
+RATING_METRICS = ("MAE", "RMSE")
+SET_METRICS = ("Precision", "Recall", "F1", "Precision-micro", "Recall-micro", "F1-micro")
+TEXT_METRICS = ("BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "METEOR", "BERTScore-P", "BERTScore-R", "BERTScore-F1")
+IMAGE_METRICS = ("CLIP-I", "CLIP-T", "Diversity")
+_RANKING_NAME = re.compile(r"^(HR|NDCG|MRR)@([1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class MetricName:
+    """A parsed metric name: its family (the kind of prediction it scores) and, for ranking, k."""
+
+    name: str
+    family: str  # ranking | rating | set | text | image
+    k: int | None = None
+
+
+def parse_metric(name: str) -> MetricName:
+    match = _RANKING_NAME.match(name)
+    if match:
+        return MetricName(name, "ranking", int(match.group(2)))
+    for family, names in (
+        ("rating", RATING_METRICS),
+        ("set", SET_METRICS),
+        ("text", TEXT_METRICS),
+        ("image", IMAGE_METRICS),
+    ):
+        if name in names:
+            return MetricName(name, family)
+    known = ", ".join(("HR@k", "NDCG@k", "MRR@k", *RATING_METRICS, *SET_METRICS, *TEXT_METRICS, *IMAGE_METRICS))
+    raise UnimpError(f"unknown metric {name!r}; known metrics: {known}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking
+
+
+def target_rank_counts(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(greater, ties) of each row's target in a score matrix [n_examples, n_items].
+
+    NaN scores are refused (a NaN compares false with everything and would hide the target).
+    A target scored -inf counts as never ranked: greater = inf.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if scores.ndim != 2 or len(targets) != scores.shape[0]:
+        raise UnimpError("scores must be a matrix with one row per target")
+    if np.isnan(scores).any():
+        raise UnimpError("scores contain NaN; a ranking cannot be derived from them")
+    target_scores = scores[np.arange(len(targets)), targets][:, None]
+    greater = (scores > target_scores).sum(axis=1).astype(np.float64)
+    ties = ((scores == target_scores).sum(axis=1) - 1).astype(np.float64)
+    unranked = np.isneginf(target_scores[:, 0])
+    greater[unranked] = np.inf
+    ties[unranked] = 0
+    return greater, ties
+
+
+def target_rank_from_list(ranked: Sequence[int], target: int) -> float:
+    """0-based count of items ranked above the target's first occurrence; inf when absent."""
+    for position, item in enumerate(ranked):
+        if item == target:
+            return float(position)
+    return math.inf
+
+
+def ranking_metrics(
+    greater: np.ndarray, ties: np.ndarray, metrics: Iterable[str], tie_rule: str = "expected"
+) -> dict[str, float]:
+    """HR/NDCG/MRR@k averaged over examples, from each target's (greater, ties) counts."""
+    if tie_rule not in TIE_RULES:
+        raise UnimpError(f"unknown tie rule {tie_rule!r}; choose one of {', '.join(TIE_RULES)}")
+    greater = np.asarray(greater, dtype=np.float64)
+    ties = np.asarray(ties, dtype=np.float64)
+    if tie_rule == "pessimistic":
+        greater, ties = greater + ties, np.zeros_like(ties)
+    elif tie_rule == "optimistic":
+        ties = np.zeros_like(ties)
+    parsed = [parse_metric(m) for m in metrics]
+    if any(p.family != "ranking" for p in parsed):
+        raise UnimpError("ranking_metrics only computes HR@k, NDCG@k and MRR@k")
+    if len(greater) == 0:
+        return {p.name: math.nan for p in parsed}
+    max_k = max(p.k for p in parsed)
+    # Under the expected rule the target's 1-based rank is uniform on greater+1 .. greater+ties+1,
+    # so each metric is (1 / (ties + 1)) * sum of its gain over the ranks of that range within k.
+    positions = np.arange(1, max_k + 1, dtype=np.float64)[None, :]  # [1, max_k]
+    in_range = (positions >= greater[:, None] + 1) & (positions <= greater[:, None] + ties[:, None] + 1)
+    weight = in_range / (ties[:, None] + 1.0)  # [n, max_k]: probability the target sits at rank r
+    gains = {
+        "HR": np.ones_like(positions),
+        "NDCG": 1.0 / np.log2(positions + 1.0),
+        "MRR": 1.0 / positions,
+    }
+    cumulative = {family: np.cumsum(weight * gain, axis=1) for family, gain in gains.items()}
+    return {p.name: float(cumulative[p.name.split("@")[0]][:, p.k - 1].mean()) for p in parsed}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rating
+
+
+def rating_metrics(predicted: Sequence[float], actual: Sequence[float]) -> dict[str, float]:
+    predicted = np.asarray(predicted, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    if predicted.shape != actual.shape:
+        raise UnimpError("predicted and actual ratings differ in length")
+    if len(actual) == 0:
+        return {"MAE": math.nan, "RMSE": math.nan}
+    if not np.isfinite(predicted).all():
+        raise UnimpError("predicted ratings must be finite numbers")
+    error = predicted - actual
+    return {"MAE": float(np.abs(error).mean()), "RMSE": float(np.sqrt((error**2).mean()))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sets
+
+
+def set_metrics(selected: Sequence[Iterable[int]], positives: Sequence[Iterable[int]]) -> dict[str, float]:
+    if len(selected) != len(positives):
+        raise UnimpError("selections and positive sets differ in length")
+    if len(positives) == 0:
+        return {name: math.nan for name in SET_METRICS}
+    precision, recall, f1 = [], [], []
+    tp_all = fp_all = fn_all = 0
+    for chosen, relevant in zip(selected, positives):
+        chosen, relevant = set(chosen), set(relevant)
+        tp = len(chosen & relevant)
+        fp = len(chosen - relevant)
+        fn = len(relevant - chosen)
+        tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
+        p = tp / len(chosen) if chosen else 0.0
+        r = tp / len(relevant) if relevant else 0.0
+        precision.append(p)
+        recall.append(r)
+        f1.append(2 * p * r / (p + r) if p + r else 0.0)
+    micro_p = tp_all / (tp_all + fp_all) if tp_all + fp_all else 0.0
+    micro_r = tp_all / (tp_all + fn_all) if tp_all + fn_all else 0.0
+    return {
+        "Precision": float(np.mean(precision)),
+        "Recall": float(np.mean(recall)),
+        "F1": float(np.mean(f1)),
+        "Precision-micro": micro_p,
+        "Recall-micro": micro_r,
+        "F1-micro": 2 * micro_p * micro_r / (micro_p + micro_r) if micro_p + micro_r else 0.0,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+_WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word and punctuation tokens (METEOR's input; no tokenizer model needed)."""
+    return _WORD.findall(text.lower())
+
+
+def bleu4(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score / 100.0)
+
+
+def rouge(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    totals = {"ROUGE-1": 0.0, "ROUGE-2": 0.0, "ROUGE-L": 0.0}
+    for hypothesis, reference in zip(hypotheses, references):
+        scores = scorer.score(reference, hypothesis)
+        totals["ROUGE-1"] += scores["rouge1"].fmeasure
+        totals["ROUGE-2"] += scores["rouge2"].fmeasure
+        totals["ROUGE-L"] += scores["rougeL"].fmeasure
+    n = max(len(references), 1)
+    return {name: value / n for name, value in totals.items()}
+
+
+def meteor(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    from nltk.translate.meteor_score import meteor_score
+
+    from unimp_bench.text_resources import wordnet_reader
+
+    wordnet = wordnet_reader()
+    scores = [
+        meteor_score([words(reference)], words(hypothesis), wordnet=wordnet)
+        for hypothesis, reference in zip(hypotheses, references)
+    ]
+    return float(np.mean(scores)) if scores else math.nan
+
+
+def bertscore(
+    hypotheses: Sequence[str], references: Sequence[str], model_path: str, num_layers: int, batch_size: int = 64
+) -> dict[str, float]:
+    from bert_score import BERTScorer
+
+    scorer = BERTScorer(model_type=model_path, num_layers=num_layers, batch_size=batch_size, lang="en")
+    precision, recall, f1 = scorer.score(list(hypotheses), list(references))
+    return {
+        "BERTScore-P": float(precision.mean()),
+        "BERTScore-R": float(recall.mean()),
+        "BERTScore-F1": float(f1.mean()),
+    }
+
+
+def text_metrics(
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    metrics: Iterable[str],
+    bertscore_model: tuple[str, int] | None = None,
+) -> dict[str, float]:
+    """The requested text metrics; `bertscore_model` is (model folder, layer) when BERTScore is asked."""
+    if len(hypotheses) != len(references):
+        raise UnimpError("hypotheses and references differ in length")
+    wanted = list(metrics)
+    result: dict[str, float] = {}
+    if not references:
+        return {name: math.nan for name in wanted}
+    if "BLEU-4" in wanted:
+        result["BLEU-4"] = bleu4(hypotheses, references)
+    if any(name.startswith("ROUGE") for name in wanted):
+        result.update(rouge(hypotheses, references))
+    if "METEOR" in wanted:
+        result["METEOR"] = meteor(hypotheses, references)
+    if any(name.startswith("BERTScore") for name in wanted):
+        if bertscore_model is None:
+            raise UnimpError("BERTScore needs a scorer model")
+        result.update(bertscore(hypotheses, references, *bertscore_model))
+    return {name: result[name] for name in wanted}
+
+
+# ---------------------------------------------------------------------------------------------
+# Images (CLIP embeddings are computed by unimp_bench.clip_scoring; these work on the vectors)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    if (norms == 0).any():
+        raise UnimpError("an embedding is all zeros; cosine similarity is undefined")
+    return vectors / norms
+
+
+def paired_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean cosine similarity of row i of `a` with row i of `b` (CLIP-I: generated vs target image,
+    CLIP-T: generated image vs its query text)."""
+    a, b = _unit(a), _unit(b)
+    if a.shape != b.shape:
+        raise UnimpError("paired embeddings differ in shape")
+    return float((a * b).sum(axis=1).mean())
+
+
+def diversity(embeddings: np.ndarray) -> float:
+    """1 - mean pairwise cosine similarity between distinct rows (one generated image per user)."""
+    unit = _unit(embeddings)
+    n = len(unit)
+    if n < 2:
+        return math.nan
+    similarity = unit @ unit.T
+    off_diagonal = (similarity.sum() - np.trace(similarity)) / (n * (n - 1))
+    return float(1.0 - off_diagonal)

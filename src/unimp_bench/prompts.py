@@ -1,0 +1,146 @@
+"""The unified input format: items and user histories flattened into one text with special tokens.
+
+An item becomes ``[IMG] category <c> title <t> price <p> brand <b> <item_N> [EOC]``: the image
+placeholder (the model attends to the item's image there), the known attributes as key/value words,
+the item's own token last, then the end-of-chunk marker. A missing attribute is left out, never
+written as "None". A user becomes ``[CLS]`` followed by the flattened items of their last
+`max_history` interactions before the target, oldest first.
+
+Every history item's character span in the final prompt is returned too, so a trainer can put the
+context-reconstruction loss on exactly those characters.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+IMAGE_TOKEN = "[IMG]"
+END_OF_CHUNK_TOKEN = "[EOC]"
+USER_TOKEN = "[CLS]"
+ITEM_KEYS = ("category", "title", "price", "brand")
+RATING_LEVELS = (1, 2, 3, 4, 5)
+_TAG = re.compile(r"<[^>]*>")
+_SPACE = re.compile(r"\s+")
+
+
+def item_token(item_idx: int) -> str:
+    return f"<item_{item_idx}>"
+
+
+def rating_token(rating: float) -> str:
+    return f"<rating_{int(round(rating))}>"
+
+
+def special_tokens(num_items: int) -> list[str]:
+    """Every token the model's vocabulary must gain: markers, one per item, one per rating level."""
+    return [
+        IMAGE_TOKEN,
+        END_OF_CHUNK_TOKEN,
+        USER_TOKEN,
+        *(item_token(i) for i in range(num_items)),
+        *(rating_token(r) for r in RATING_LEVELS),
+    ]
+
+
+def clean_text(text: str | None, max_words: int | None = None) -> str:
+    """HTML entities decoded, tags removed, whitespace collapsed, optionally capped at max_words."""
+    if not text:
+        return ""
+    cleaned = _SPACE.sub(" ", _TAG.sub(" ", html.unescape(text))).strip()
+    if max_words is not None:
+        cleaned = " ".join(cleaned.split(" ")[:max_words])
+    return cleaned
+
+
+def most_specific_category(categories: Sequence[str] | None) -> str | None:
+    """The last non-empty category of the path (paths run from the domain down to the leaf)."""
+    for category in reversed(categories or ()):
+        cleaned = clean_text(category)
+        if cleaned:
+            return cleaned
+    return None
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    max_value_words: int = 24  # attribute values (titles mostly) are capped so histories stay short
+
+
+def item_attributes(item: Mapping, settings: PromptSettings = PromptSettings()) -> list[tuple[str, str]]:
+    """The (key, value) pairs of an item row in ITEM_KEYS order; unknown values are left out."""
+    values = {
+        "category": most_specific_category(item.get("categories")),
+        "title": clean_text(item.get("title"), settings.max_value_words),
+        "price": f"{item['price']:.2f}" if item.get("price") is not None else None,
+        "brand": clean_text(item.get("brand"), settings.max_value_words),
+    }
+    return [(key, values[key]) for key in ITEM_KEYS if values[key]]
+
+
+def flatten_item(item_idx: int, attributes: Sequence[tuple[str, str]]) -> str:
+    words = [IMAGE_TOKEN]
+    for key, value in attributes:
+        words += [key, value]
+    words += [item_token(item_idx), END_OF_CHUNK_TOKEN]
+    return " ".join(words)
+
+
+def flatten_history(flat_items: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """`[CLS] item1 item2 ...` and each item's (start, end) character span within that text."""
+    text = USER_TOKEN
+    spans = []
+    for flat in flat_items:
+        start = len(text) + 1
+        text = f"{text} {flat}"
+        spans.append((start, len(text)))
+    return text, spans
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Text filling one template placeholder, the items whose [IMG] markers it holds (in order) and,
+    for the history, each item's character span within the text."""
+
+    text: str
+    image_items: tuple[int, ...] = ()
+    spans: tuple[tuple[int, int], ...] = ()
+
+
+def item_segment(flat_items: Mapping[int, str], items: Sequence[int]) -> Segment:
+    return Segment(" ".join(flat_items[i] for i in items), tuple(items))
+
+
+def history_segment(flat_items: Mapping[int, str], items: Sequence[int]) -> Segment:
+    text, spans = flatten_history([flat_items[i] for i in items])
+    return Segment(text, tuple(items), tuple(spans))
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    image_items: tuple[int, ...]  # item of each [IMG] marker, in the order the markers appear
+    history_spans: tuple[tuple[int, int], ...]  # character span of each history item in `text`
+
+
+def render(template: str, segments: Mapping[str, Segment]) -> Prompt:
+    """Fill an instruction template from its segments, tracking where the history items land."""
+    pieces: list[str] = []
+    image_items: list[int] = []
+    history_spans: list[tuple[int, int]] = []
+    length = 0
+    for literal, field, _spec, _conversion in string.Formatter().parse(template):
+        pieces.append(literal)
+        length += len(literal)
+        if field is None:
+            continue
+        segment = segments[field]
+        if field == "history":
+            history_spans += [(start + length, end + length) for start, end in segment.spans]
+        image_items += segment.image_items
+        pieces.append(segment.text)
+        length += len(segment.text)
+    return Prompt("".join(pieces), tuple(image_items), tuple(history_spans))

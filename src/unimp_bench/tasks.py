@@ -1,0 +1,153 @@
+"""Task definitions (data in tasks/*.yaml) and the one registry built from them.
+
+A task YAML names the builder that turns a prepared dataset into its examples (one of BUILDERS),
+its instruction templates, its metrics and its splits. Bump `version` whenever the meaning of a task
+changes (template, target, sampling), so results of different meanings never share a row.
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from unimp_bench.config import from_mapping, load_yaml
+from unimp_bench.errors import UnimpError
+from unimp_bench.metrics import parse_metric
+from unimp_bench.resources import resource_dir
+
+SPLITS = ("train", "valid", "test", "new_user", "new_domain")
+EVALUATION_SPLITS = ("valid", "test", "new_user", "new_domain")
+
+# builder -> (placeholders every template must use, metric family the task is scored with)
+BUILDERS: dict[str, tuple[frozenset[str], str]] = {
+    "recommendation": (frozenset({"history"}), "ranking"),
+    "search": (frozenset({"history", "query"}), "ranking"),
+    "preference": (frozenset({"history", "item"}), "rating"),
+    "explanation": (frozenset({"history", "item"}), "text"),
+    "selection": (frozenset({"history", "candidates"}), "set"),
+    "image_generation": (frozenset({"history", "query", "retrieved"}), "image"),
+}
+
+
+@dataclass(frozen=True)
+class CandidateSampling:
+    positives_min: int = 1
+    positives_max: int = 3
+    num_candidates: int = 10
+    negative_pool: str = "domain"  # domain: negatives from the target item's domain; catalog: any item
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    version: int
+    description: str
+    builder: str
+    instructions: tuple[str, ...]
+    inputs: tuple[str, ...]
+    target: str
+    metrics: tuple[str, ...]
+    splits: tuple[str, ...]
+    max_history: int = 5
+    min_history: int = 1
+    candidates: CandidateSampling | None = None
+    review_max_words: int | None = None
+    retrieved_images: int | None = None
+
+    @property
+    def metric_family(self) -> str:
+        return BUILDERS[self.builder][1]
+
+
+def _template_fields(template: str) -> list[str]:
+    try:
+        return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise UnimpError(f"instruction template {template!r} is malformed: {exc}") from None
+
+
+def validate_task(task: Task, where: str) -> Task:
+    if task.builder not in BUILDERS:
+        raise UnimpError(f"{where}: unknown builder {task.builder!r}; known: {', '.join(BUILDERS)}")
+    if task.version < 1:
+        raise UnimpError(f"{where}: version must be a positive integer")
+    required, family = BUILDERS[task.builder]
+    if not task.instructions:
+        raise UnimpError(f"{where}: at least one instruction template is needed")
+    for template in task.instructions:
+        used = _template_fields(template)
+        fields = set(used)
+        if len(used) != len(fields) or any(f == "" or not f.isidentifier() for f in used):
+            raise UnimpError(f"{where}: template {template!r} must name each placeholder once")
+        if fields - required:
+            raise UnimpError(
+                f"{where}: template {template!r} uses unknown placeholder(s) "
+                f"{', '.join(sorted(fields - required))}; a {task.builder} template may use {', '.join(sorted(required))}"
+            )
+        if required - fields:
+            raise UnimpError(
+                f"{where}: template {template!r} lacks placeholder(s) {', '.join(sorted(required - fields))}"
+            )
+    for metric in task.metrics:
+        if parse_metric(metric).family != family:
+            raise UnimpError(f"{where}: metric {metric} does not score a {task.builder} task")
+    unknown_splits = [s for s in task.splits if s not in SPLITS]
+    if unknown_splits or not task.splits:
+        raise UnimpError(f"{where}: splits must be a non-empty subset of {', '.join(SPLITS)}")
+    if task.max_history < 1 or not 0 <= task.min_history <= task.max_history:
+        raise UnimpError(f"{where}: need 1 <= max_history and 0 <= min_history <= max_history")
+    if task.builder == "selection":
+        sampling = task.candidates
+        if sampling is None:
+            raise UnimpError(f"{where}: a selection task needs a candidates section")
+        if not 1 <= sampling.positives_min <= sampling.positives_max < sampling.num_candidates:
+            raise UnimpError(f"{where}: need 1 <= positives_min <= positives_max < num_candidates")
+        if sampling.negative_pool not in ("domain", "catalog"):
+            raise UnimpError(f"{where}: negative_pool must be domain or catalog")
+    if task.builder == "explanation" and (task.review_max_words or 0) < 1:
+        raise UnimpError(f"{where}: an explanation task needs review_max_words >= 1")
+    if task.builder == "image_generation" and (task.retrieved_images or 0) < 1:
+        raise UnimpError(f"{where}: an image_generation task needs retrieved_images >= 1")
+    return task
+
+
+def load_task_file(path: Path) -> Task:
+    task = from_mapping(Task, load_yaml(path), str(path.name))
+    if task.name != path.stem:
+        raise UnimpError(f"{path} defines task {task.name!r}; the file must be named {task.name}.yaml")
+    return validate_task(task, path.name)
+
+
+@dataclass(frozen=True)
+class TaskRegistry:
+    tasks: dict[str, Task]
+
+    def get(self, name: str) -> Task:
+        if name not in self.tasks:
+            raise UnimpError(f"unknown task {name!r}; registered tasks: {', '.join(self.tasks)}")
+        return self.tasks[name]
+
+    def select(self, names: list[str] | None) -> list[Task]:
+        return [self.get(n) for n in names] if names else list(self.tasks.values())
+
+    def names(self) -> list[str]:
+        return list(self.tasks)
+
+
+def build_registry(folder: Path) -> TaskRegistry:
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise UnimpError(f"no task definitions found in {folder}")
+    tasks: dict[str, Task] = {}
+    for path in files:
+        task = load_task_file(path)
+        tasks[task.name] = task
+    return TaskRegistry(tasks)
+
+
+@functools.cache
+def registry() -> TaskRegistry:
+    """The registry of the tasks shipped with the package (tasks/*.yaml), built once."""
+    return build_registry(resource_dir("tasks"))

@@ -21,6 +21,12 @@ prepare_app = typer.Typer(
     help="Build the benchmark dataset from raw Amazon dumps or the synthetic corpus.", no_args_is_help=True
 )
 app.add_typer(prepare_app, name="prepare")
+tasks_app = typer.Typer(help="The registered personalization tasks (tasks/*.yaml).", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+baselines_app = typer.Typer(
+    help="Baselines scored on the same examples as every other method.", no_args_is_help=True
+)
+app.add_typer(baselines_app, name="baselines")
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -181,6 +187,223 @@ def stats_command(
     from unimp_bench.data.api import dataset_statistics_table
 
     out.print(dataset_statistics_table(data, with_paper=with_paper))
+
+
+@tasks_app.command("list")
+@friendly_errors
+def tasks_list_command():
+    """List every registered task with its version, metrics and splits.
+
+    Example: unimp-bench tasks list
+    """
+    from rich.table import Table
+
+    from unimp_bench.tasks import registry
+
+    table = Table("task", "version", "builder", "metrics", "splits")
+    for task in registry().tasks.values():
+        table.add_row(
+            task.name, str(task.version), task.builder, ", ".join(task.metrics), ", ".join(task.splits)
+        )
+    out.print(table)
+
+
+@tasks_app.command("show")
+@friendly_errors
+def tasks_show_command(name: str = typer.Argument(..., help="Task name, e.g. search.")):
+    """Print one task's full definition as YAML.
+
+    Example: unimp-bench tasks show selection
+    """
+    import yaml
+
+    from unimp_bench.config import to_mapping
+    from unimp_bench.tasks import registry
+
+    out.print(
+        yaml.safe_dump(to_mapping(registry().get(name)), sort_keys=False, allow_unicode=True), highlight=False
+    )
+
+
+@app.command("build")
+@friendly_errors
+def build_command(
+    data: Path = typer.Argument(..., help="A prepared dataset folder."),
+    out_dir: Path = typer.Option(..., "--out", help="Output examples folder (written atomically)."),
+    tasks: str = typer.Option(None, help="Comma-separated task names (default: every registered task)."),
+    splits: str = typer.Option(None, help="Comma-separated splits (default: each task's splits)."),
+    seed: int = typer.Option(0, help="Seed of candidate sampling and random instruction choice."),
+    instruction: str = typer.Option(
+        "first", help="Instruction template: first, random (seeded per example) or a template index."
+    ),
+    overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+):
+    """Materialize task examples (Parquet per task and split) from a prepared dataset.
+
+    Example: unimp-bench build data/synthetic --out data/synthetic-examples --tasks recommendation,search
+    """
+    from unimp_bench.examples import BuildSettings, build_examples
+
+    manifest = build_examples(
+        data,
+        out_dir,
+        _split_list(tasks),
+        _split_list(splits),
+        BuildSettings(seed=seed, instruction=instruction),
+        overwrite=overwrite,
+        show_progress=_show_progress(),
+    )
+    for name, entry in manifest["tasks"].items():
+        parts = []
+        for split, info in entry["splits"].items():
+            skipped = sum(info["skipped"].values())
+            parts.append(f"{split} {info['examples']}" + (f" ({skipped} skipped)" if skipped else ""))
+        out.print(f"{name} v{entry['version']}: " + ", ".join(parts))
+    reasons = {
+        reason
+        for entry in manifest["tasks"].values()
+        for info in entry["splits"].values()
+        for reason in info["skipped"]
+    }
+    if reasons:
+        out.print(
+            f"Skipped examples by reason are in {out_dir / 'manifest.json'}: {', '.join(sorted(reasons))}."
+        )
+
+
+def _scoring_settings(
+    tie_rule: str,
+    bertscore_model: str,
+    bertscore_layers: int | None,
+    clip_model: str,
+    clip_checkpoint: Path | None,
+):
+    from unimp_bench.clip_scoring import ClipSettings
+    from unimp_bench.evaluate import ScoringSettings
+    from unimp_bench.metrics import TIE_RULES
+
+    if tie_rule not in TIE_RULES:
+        from unimp_bench.errors import UnimpError
+
+        raise UnimpError(f"--tie-rule must be one of {', '.join(TIE_RULES)}")
+    return ScoringSettings(
+        tie_rule=tie_rule,
+        bertscore_model=bertscore_model,
+        bertscore_layers=bertscore_layers,
+        clip=ClipSettings(model=clip_model, checkpoint=str(clip_checkpoint) if clip_checkpoint else None),
+    )
+
+
+def _print_result(result, path: Path) -> None:
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
+    out.print(f"{result.method} {result.task}/{result.split} ({result.n_examples} examples): {scores}")
+    out.print(f"  -> {path}", highlight=False)
+
+
+TIE_RULE_HELP = "Where a target tied with other items lands: expected, pessimistic or optimistic."
+
+
+@app.command("score")
+@friendly_errors
+def score_command(
+    predictions: Path = typer.Argument(
+        ..., help="Per-example predictions (JSONL or Parquet) keyed by example_id."
+    ),
+    task: str = typer.Option(..., "--task", help="Task the predictions answer."),
+    examples: Path = typer.Option(..., "--examples", help="Examples folder written by `unimp-bench build`."),
+    out_dir: Path = typer.Option(Path("results"), "--out", help="Folder for the Result JSON."),
+    method: str = typer.Option(None, help="Method name in the result (default: the predictions file name)."),
+    split: str = typer.Option(
+        None, help="Split the predictions answer (default: read from the example ids)."
+    ),
+    tie_rule: str = typer.Option("expected", help=TIE_RULE_HELP),
+    bertscore_model: str = typer.Option("auto", help="auto, minilm, a local folder or a cached model name."),
+    bertscore_layers: int = typer.Option(
+        None, help="Layer of the BERTScore model (needed for custom models)."
+    ),
+    clip_model: str = typer.Option("ViT-L-14", help="open_clip model of the image metrics."),
+    clip_checkpoint: Path = typer.Option(None, help="Local weights file of that CLIP model."),
+):
+    """Score per-example predictions of one task and write a Result JSON with provenance.
+
+    Example: unimp-bench score preds.jsonl --task search --examples data/synthetic-examples --method mine
+    """
+    from unimp_bench.evaluate import score_file
+    from unimp_bench.examples import open_examples
+    from unimp_bench.tasks import registry
+
+    settings = _scoring_settings(tie_rule, bertscore_model, bertscore_layers, clip_model, clip_checkpoint)
+    result, path = score_file(
+        registry().get(task),
+        predictions,
+        open_examples(examples),
+        method or predictions.name.split(".")[0],
+        out_dir,
+        split,
+        settings,
+    )
+    _print_result(result, path)
+
+
+@app.command("leaderboard")
+@friendly_errors
+def leaderboard_command(
+    results: Path = typer.Argument(..., help="Folder of Result JSON files (searched recursively)."),
+    csv_path: Path = typer.Option(..., "--csv", help="Wide CSV: one row per method x task x split."),
+    markdown_path: Path = typer.Option(None, "--markdown", help="Also write the table as Markdown."),
+    plot_path: Path = typer.Option(None, "--plot", help="Also draw the measured results as a PNG."),
+    long_path: Path = typer.Option(None, "--long", help="Also write the long table (one row per metric)."),
+    with_paper: bool = typer.Option(
+        False, "--with-paper", help="Add the paper's reported numbers, marked as such."
+    ),
+):
+    """Collect Result JSONs into one comparable table.
+
+    Example: unimp-bench leaderboard results --csv board.csv --markdown board.md --with-paper
+    """
+    from unimp_bench.leaderboard import export_leaderboard
+
+    wide = export_leaderboard(results, csv_path, markdown_path, plot_path, long_path, with_paper)
+    measured = wide.filter(wide["source"] == "measured").height
+    out.print(
+        f"Wrote {csv_path}: {measured} measured row(s), {wide.height - measured} reported row(s).",
+        highlight=False,
+    )
+
+
+@baselines_app.command("run")
+@friendly_errors
+def baselines_run_command(
+    data: Path = typer.Argument(..., help="A prepared dataset folder."),
+    model: str = typer.Option(..., "--model", help="Baseline name (baselines/*.yaml), e.g. pop or bm25."),
+    task: str = typer.Option(..., "--task", help="Task to run it on."),
+    out_dir: Path = typer.Option(Path("results"), "--out", help="Folder for Result JSONs and predictions."),
+    splits: str = typer.Option("test", help="Comma-separated evaluation splits, e.g. valid,test,new_user."),
+    examples: Path = typer.Option(None, "--examples", help="Use examples built by `unimp-bench build`."),
+    config: Path = typer.Option(None, "--config", help="Baseline YAML to use instead of the shipped one."),
+    seed: int = typer.Option(0, help="Seed of the examples built when --examples is not given."),
+    tie_rule: str = typer.Option("expected", help=TIE_RULE_HELP),
+):
+    """Run a baseline on a task and write one Result JSON per split.
+
+    Example: unimp-bench baselines run data/synthetic --model pop --task recommendation --out results
+    """
+    from unimp_bench.baselines.runner import run_baseline
+
+    settings = _scoring_settings(tie_rule, "auto", None, "ViT-L-14", None)
+    for result, path in run_baseline(
+        model,
+        task,
+        data,
+        out_dir,
+        _split_list(splits) or ["test"],
+        examples,
+        config,
+        seed,
+        settings,
+        show_progress=_show_progress(),
+    ):
+        _print_result(result, path)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -102,7 +102,10 @@ class Catalog:
         self.domain = items["domain"].to_list()
         self.image_path = items["image_path"].to_list()
         self.category = [most_specific_category(c) for c in items["categories"].to_list()]
-        self.flat = [flatten_item(row["item_idx"], item_attributes(row, settings)) for row in items.iter_rows(named=True)]
+        self.flat = [
+            flatten_item(row["item_idx"], item_attributes(row, settings))
+            for row in items.iter_rows(named=True)
+        ]
         domain_codes = items["domain"].cast(pl.Categorical).to_physical().to_numpy()
         self._domain_code = dict(zip(self.domain, domain_codes))
         self._domain_items = {
@@ -160,7 +163,9 @@ def load_sequences(dataset: PreparedDataset, with_reviews: bool) -> UserSequence
     )
 
 
-def target_positions(split: str, group: str, splits: np.ndarray, domains: list[str], held_out: str | None) -> list[int]:
+def target_positions(
+    split: str, group: str, splits: np.ndarray, domains: list[str], held_out: str | None
+) -> list[int]:
     """0-based positions within the user's sequence that the split's examples target."""
     if split in SPLIT_CODES:
         if group != "train":
@@ -230,7 +235,9 @@ class ExampleBuilder:
             return int(rng.integers(len(task.instructions)))
         index = int(choice)
         if not 0 <= index < len(task.instructions):
-            raise UnimpError(f"task {task.name} has {len(task.instructions)} instruction(s); index {index} does not exist")
+            raise UnimpError(
+                f"task {task.name} has {len(task.instructions)} instruction(s); index {index} does not exist"
+            )
         return index
 
     def retriever(self):
@@ -320,7 +327,11 @@ class ExampleBuilder:
                             positives.append(int(items[q]))
                     if seen is None:
                         seen = {int(i) for i in items}
-                    pool = catalog.domain_items(target) if sampling.negative_pool == "domain" else catalog.all_items
+                    pool = (
+                        catalog.domain_items(target)
+                        if sampling.negative_pool == "domain"
+                        else catalog.all_items
+                    )
                     negatives = self._negatives(rng, pool, seen, sampling.num_candidates - len(positives))
                     if negatives is None:
                         writer.skipped["too few items the user never interacted with"] += 1
@@ -383,7 +394,9 @@ def build_examples(
         bar = progress.add("building examples", total=users * len(tasks))
         for task in tasks:
             chosen = [s for s in task.splits if splits is None or s in splits]
-            writers = {s: SplitWriter(staging / task.name / f"{s}.parquet", example_schema(task)) for s in chosen}
+            writers = {
+                s: SplitWriter(staging / task.name / f"{s}.parquet", example_schema(task)) for s in chosen
+            }
             for row in range(users):
                 builder.build_user(task, row, writers)
                 progress.advance(bar)
@@ -419,7 +432,9 @@ class ExampleSet:
     def entry(self, task: Task, split: str) -> dict:
         tasks = self.manifest["tasks"]
         if task.name not in tasks:
-            raise UnimpError(f"{self.root} holds no {task.name} examples; build them with --tasks {task.name}")
+            raise UnimpError(
+                f"{self.root} holds no {task.name} examples; build them with --tasks {task.name}"
+            )
         entry = tasks[task.name]
         if entry["version"] != task.version:
             raise UnimpError(

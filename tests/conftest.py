@@ -76,3 +76,23 @@ def load_naive_reference():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    """A small synthetic dataset shared by the task, scoring and baseline tests (read-only)."""
+    from unimp_bench.data.api import prepare_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("synthetic") / "data"
+    prepare_synthetic_dataset(out, users=300, items=120)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_examples(synthetic_data, tmp_path_factory) -> Path:
+    """Examples of every registered task and split built from `synthetic_data` (read-only)."""
+    from unimp_bench.examples import build_examples
+
+    out = tmp_path_factory.mktemp("examples") / "examples"
+    build_examples(synthetic_data, out)
+    return out

@@ -406,5 +406,33 @@ def baselines_run_command(
         _print_result(result, path)
 
 
+@app.command("demo")
+@friendly_errors
+def demo_command(
+    out_dir: Path = typer.Option(
+        Path("demo"), "--out", help="Folder for the dataset, examples, results and leaderboard."
+    ),
+    overwrite: bool = typer.Option(False, help="Replace an existing demo folder."),
+):
+    """Run the whole benchmark on the embedded synthetic corpus (CPU, about a minute).
+
+    Example: unimp-bench demo --out demo --overwrite
+    """
+    from rich.table import Table
+
+    from unimp_bench.demo import run_demo
+
+    wide = run_demo(out_dir, overwrite, out.print, show_progress=_show_progress())
+    headline = [m for m in ("HR@10", "NDCG@10", "F1") if m in wide.columns]
+    table = Table("method", "task", "split", "examples", *headline)
+    for row in wide.iter_rows(named=True):
+        values = [f"{row[m]:.4f}" if row[m] is not None else "" for m in headline]
+        table.add_row(row["method"], row["task"], row["split"], str(row["n_examples"]), *values)
+    out.print(table)
+    out.print(
+        f"Leaderboard: {out_dir / 'leaderboard.csv'} (also .md and .png); results in {out_dir / 'results'}."
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -10,7 +10,7 @@ Which interaction an example targets, per split:
 
 The history is the last `max_history` interactions before the target, whatever their domain.
 Random choices (selection positives and negatives, random instruction paraphrases) come from a
-generator seeded with (seed, task, user), so an example never depends on which other users or
+generator seeded with (seed, task, user, split), so an example never depends on which other users or
 tasks were built with it. An example that cannot be built is counted under its reason.
 """
 
@@ -273,9 +273,12 @@ class ExampleBuilder:
         items = seq.items[part]
         split_codes = seq.splits[part]
         domains = [catalog.domain[i] for i in items]
-        rng = np.random.default_rng([self.settings.seed, zlib.crc32(task.name.encode()), user])
         seen = None
         for split, writer in writers.items():
+            # one generator per (task, user, split): an example never depends on what else was built
+            rng = np.random.default_rng(
+                [self.settings.seed, zlib.crc32(task.name.encode()), user, SPLITS.index(split)]
+            )
             for p in target_positions(split, seq.group[row], split_codes, domains, self.held_out_domain):
                 if p < task.min_history:
                     writer.skipped["too little history"] += 1

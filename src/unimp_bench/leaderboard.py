@@ -54,7 +54,13 @@ def measured_rows(folder: Path) -> pl.DataFrame:
                 "of the same dataset; keep one"
             )
         seen[key] = path
-        dataset = f"{result.dataset.get('name', '?')} ({result.dataset['content_hash'][:8]})"
+        domains = result.dataset.get("domains") or []
+        label = (
+            f"{result.dataset.get('name', '?')}: {'+'.join(domains)}"
+            if domains
+            else result.dataset.get("name", "?")
+        )
+        dataset = f"{label} ({result.dataset['content_hash'][:8]})"
         for metric, value in result.scores.items():
             rows.append(
                 {

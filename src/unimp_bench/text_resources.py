@@ -12,6 +12,7 @@ import functools
 import os
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,9 +83,17 @@ def wordnet_folder() -> Path:
 
 @functools.cache
 def wordnet_reader():
+    import nltk.data
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    return WordNetCorpusReader(str(wordnet_folder()), None)
+    folder = wordnet_folder()
+    # nltk only opens corpora under a folder of nltk.data.path; ours goes last, after the user's own
+    data_root = str(folder.parents[1])
+    if data_root not in nltk.data.path:
+        nltk.data.path.append(data_root)
+    with warnings.catch_warnings():  # "multilingual functions are not available": not used by METEOR
+        warnings.simplefilter("ignore", UserWarning)
+        return WordNetCorpusReader(str(folder), None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,9 +22,8 @@ lint:
 bench:  ## performance figures (JSON lines), not tests
 	$(BIN)/python benchmarks/prepare.py
 
-demo:  ## the embedded default: synthetic corpus -> prepared dataset -> statistics
-	$(BIN)/unimp-bench prepare synthetic --out data/synthetic --overwrite
-	$(BIN)/unimp-bench stats data/synthetic
+demo:  ## the embedded default: synthetic corpus -> dataset -> examples -> baselines -> leaderboard (demo/)
+	$(BIN)/unimp-bench demo --out demo --overwrite
 
 clean:
-	rm -rf data/synthetic bench-out .pytest_cache
+	rm -rf data/synthetic demo bench-out .pytest_cache

@@ -3,6 +3,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -12,6 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_RAW = Path(os.environ.get("UNIMP_BENCH_SHARED_DATA", REPO.parent / "shared" / "data")) / "amazon-raw"
 
 os.environ.setdefault("UNIMP_BENCH_NO_PROGRESS", "1")
+# caches the tests fill (the private WordNet copy) go to a temporary folder, not the user's home
+os.environ.setdefault("UNIMP_BENCH_CACHE", tempfile.mkdtemp(prefix="unimp-bench-test-cache-"))
 
 
 @pytest.fixture(scope="session")

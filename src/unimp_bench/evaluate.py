@@ -29,8 +29,8 @@ from unimp_bench import __version__
 from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
 from unimp_bench.config import to_mapping
 from unimp_bench.errors import UnimpError
-from unimp_bench.examples import ExampleSet, file_sha256
-from unimp_bench.fileio import write_bytes_atomic
+from unimp_bench.examples import ExampleSet
+from unimp_bench.fileio import file_sha256, write_bytes_atomic
 from unimp_bench.metrics import (
     diversity,
     paired_cosine,
@@ -270,6 +270,32 @@ def split_of(predictions: pl.DataFrame) -> str:
     return splits[0]
 
 
+def _score_and_record(
+    method: str,
+    task: Task,
+    split: str,
+    example_set: ExampleSet,
+    examples: pl.DataFrame,
+    predictions: pl.DataFrame,
+    predictions_path: Path,
+    config: dict,
+    settings: ScoringSettings,
+    out: Path,
+) -> tuple[Result, Path]:
+    scores, used = score_predictions(
+        task,
+        examples,
+        predictions,
+        settings,
+        Path(example_set.manifest["dataset"]["path"]),
+        predictions_path.resolve().parent,
+    )
+    result = make_result(
+        method, task, split, example_set, scores, len(examples), used, predictions_path, config=config
+    )
+    return result, write_result(result, out)
+
+
 def score_file(
     task: Task,
     predictions_path: Path,
@@ -283,22 +309,10 @@ def score_file(
     predictions = read_predictions(predictions_path, task.metric_family)
     split = split or split_of(predictions)
     examples = example_set.load(task, split)
-    dataset_root = Path(example_set.manifest["dataset"]["path"])
-    scores, used = score_predictions(
-        task, examples, predictions, settings, dataset_root, predictions_path.resolve().parent
+    config = {"scoring": to_mapping(settings) | {"clip": settings.clip.describe()}}
+    return _score_and_record(
+        method, task, split, example_set, examples, predictions, predictions_path, config, settings, out
     )
-    result = make_result(
-        method,
-        task,
-        split,
-        example_set,
-        scores,
-        len(examples),
-        used,
-        predictions_path,
-        config={"scoring": to_mapping(settings) | {"clip": settings.clip.describe()}},
-    )
-    return result, write_result(result, out)
 
 
 def write_predictions(frame: pl.DataFrame, path: Path) -> Path:
@@ -325,23 +339,15 @@ def evaluate_predictor(
     predictions_path = write_predictions(
         predictions, out / "predictions" / f"{predictor.name}__{task.name}__{split}.parquet"
     )
-    scores, used = score_predictions(
-        task,
-        examples,
-        predictions,
-        settings,
-        Path(example_set.manifest["dataset"]["path"]),
-        out / "predictions",
-    )
-    result = make_result(
+    return _score_and_record(
         predictor.name,
         task,
         split,
         example_set,
-        scores,
-        len(examples),
-        used,
+        examples,
+        predictions,
         predictions_path,
-        config=predictor.config(),
+        predictor.config(),
+        settings,
+        out,
     )
-    return result, write_result(result, out)

@@ -16,7 +16,6 @@ tasks were built with it. An example that cannot be built is counted under its r
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from unimp_bench import __version__
 from unimp_bench.config import to_mapping
 from unimp_bench.data.contract import PreparedDataset, open_dataset
 from unimp_bench.errors import UnimpError
-from unimp_bench.fileio import atomic_directory, write_json_atomic
+from unimp_bench.fileio import atomic_directory, file_sha256, write_json_atomic
 from unimp_bench.progress import ProgressReporter
 from unimp_bench.prompts import (
     PromptSettings,
@@ -206,14 +205,6 @@ class SplitWriter:
     def close(self) -> None:
         self.flush()
         self.writer.close()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ExampleBuilder:

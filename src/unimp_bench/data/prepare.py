@@ -37,7 +37,7 @@ from unimp_bench.data.raw_files import RawFile, discover
 from unimp_bench.data.recipe import Recipe
 from unimp_bench.data.rejects import RejectLog
 from unimp_bench.errors import UnimpError
-from unimp_bench.fileio import write_json_atomic
+from unimp_bench.fileio import file_sha256, write_json_atomic
 from unimp_bench.progress import ProgressReporter
 
 DATA_FILES = tuple(COLUMNS)
@@ -231,20 +231,12 @@ def _attach_images(
     return items.with_columns(pl.Series("image_path", paths, dtype=pl.String)), report, failures
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def content_hash(out: Path) -> tuple[str, dict[str, str]]:
     """sha256 over the data files and images (relative path + file hash, in sorted order)."""
     files = [out / name for name in DATA_FILES]
     if (out / "images").is_dir():
         files += sorted((out / "images").iterdir())
-    hashes = {str(p.relative_to(out)): _file_sha256(p) for p in files}
+    hashes = {str(p.relative_to(out)): file_sha256(p) for p in files}
     combined = hashlib.sha256(
         "".join(f"{name}\0{digest}\n" for name, digest in sorted(hashes.items())).encode()
     )

@@ -49,7 +49,7 @@ from unimp_bench.tasks import SPLITS, Task, registry
 
 EXAMPLES_VERSION = 1
 ROWS_PER_GROUP = 20_000
-MAX_REJECTION_DRAWS = 64
+MAX_REJECTION_DRAWS = 16
 
 COMMON_SCHEMA = [
     ("example_id", pa.string()),
@@ -241,13 +241,13 @@ class ExampleBuilder:
     def _negatives(self, rng, pool: np.ndarray, seen: set[int], count: int) -> list[int] | None:
         chosen: list[int] = []
         taken = set(seen)
-        for _ in range(MAX_REJECTION_DRAWS * count):
-            if len(chosen) == count:
-                return chosen
-            item = int(pool[rng.integers(len(pool))])
-            if item not in taken:
-                taken.add(item)
-                chosen.append(item)
+        for _ in range(MAX_REJECTION_DRAWS):  # rounds of draws, each a batch of candidate picks
+            for item in pool[rng.integers(len(pool), size=2 * count + 4)].tolist():
+                if item not in taken:
+                    taken.add(item)
+                    chosen.append(item)
+                    if len(chosen) == count:
+                        return chosen
         if len(chosen) == count:
             return chosen
         remaining = [int(i) for i in pool if int(i) not in taken]  # small or crowded pool: exact draw
@@ -261,21 +261,27 @@ class ExampleBuilder:
         catalog = self.catalog
         user = int(seq.user_idx[row])
         part = seq.slice(row)
-        items = seq.items[part]
+        items = seq.items[part].tolist()  # Python ints: cheaper to slice and index per example
         split_codes = seq.splits[part]
-        domains = [catalog.domain[i] for i in items]
+        split_list = split_codes.tolist()
+        needs_rng = task.builder == "selection" or self.settings.instruction == "random"
         seen = None
         for split, writer in writers.items():
             # one generator per (task, user, split): an example never depends on what else was built
-            rng = np.random.default_rng(
-                [self.settings.seed, zlib.crc32(task.name.encode()), user, SPLITS.index(split)]
+            rng = (
+                np.random.default_rng(
+                    [self.settings.seed, zlib.crc32(task.name.encode()), user, SPLITS.index(split)]
+                )
+                if needs_rng
+                else None
             )
+            domains = [catalog.domain[i] for i in items] if split == "new_domain" else []
             for p in target_positions(split, seq.group[row], split_codes, domains, self.held_out_domain):
                 if p < task.min_history:
                     writer.skipped["too little history"] += 1
                     continue
-                history = [int(i) for i in items[max(0, p - task.max_history) : p]]
-                target = int(items[p])
+                history = items[max(0, p - task.max_history) : p]
+                target = items[p]
                 segments = {"history": history_segment(catalog.flat, history)}
                 row_fields: dict = {}
                 if task.builder == "recommendation":
@@ -316,11 +322,11 @@ class ExampleBuilder:
                     positives = [target]
                     if split == "train":  # later training interactions of the same user, in order
                         for q in range(p + 1, min(p + wanted, len(items))):
-                            if split_codes[q] != SPLIT_CODES["train"]:
+                            if split_list[q] != SPLIT_CODES["train"]:
                                 break
-                            positives.append(int(items[q]))
+                            positives.append(items[q])
                     if seen is None:
-                        seen = {int(i) for i in items}
+                        seen = set(items)
                     pool = (
                         catalog.domain_items(target)
                         if sampling.negative_pool == "domain"

@@ -60,6 +60,7 @@ class BM25Ranker:
         safe = [doc if doc else ["\x00"] for doc in documents]
         self._bm25 = BM25Okapi(safe, k1=settings.k1, b=settings.b, epsilon=settings.epsilon)
         self._cache: dict[str, np.ndarray] = {}
+        self._orders: dict[str, list[int]] = {}
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every item (index = item_idx) for the query; read-only, cached."""
@@ -74,9 +75,18 @@ class BM25Ranker:
 
     def top(self, query: str, count: int, exclude: int | None = None) -> list[int]:
         """The `count` best items, ties broken by item_idx, optionally without one item."""
-        scores = self.scores(query)
-        order = np.lexsort((np.arange(self.num_items), -scores))
-        return [int(i) for i in order if i != exclude][:count]
+        order = self._orders.get(query)
+        if order is None:
+            scores = self.scores(query)
+            # only the head is ever asked for: keep the best 64 (plus room for the excluded item)
+            order = np.lexsort((np.arange(self.num_items), -scores))[:64].tolist()
+            if len(self._orders) >= self.settings.max_cached_queries:
+                self._orders.pop(next(iter(self._orders)))
+            self._orders[query] = order
+        if count >= len(order):
+            scores = self.scores(query)
+            order = np.lexsort((np.arange(self.num_items), -scores)).tolist()
+        return [i for i in order if i != exclude][:count]
 
 
 class BM25Predictor:

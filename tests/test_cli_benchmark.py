@@ -77,6 +77,21 @@ def test_gift_cards_from_raw_files_to_a_traceable_leaderboard(shared_raw, tmp_pa
         predictions_file = stored["provenance"]["predictions"]["file"]
         assert (results / "predictions" / predictions_file).exists() or predictions_file == "last-item.jsonl"
     assert wide.filter(pl.col("source") == "paper (reported)").height > 0
+    # Gift_Cards has no held-out domain and no images: asking for those splits says why, in one sentence
+    message = fails(
+        "baselines",
+        "run",
+        data,
+        "--model",
+        "pop",
+        "--task",
+        "recommendation",
+        "--examples",
+        examples,
+        "--splits",
+        "new_domain",
+    )
+    assert "no new_domain examples of recommendation" in message
 
 
 def test_demo_sized_synthetic_path_from_the_cli(synthetic_data, tmp_path):

@@ -18,7 +18,6 @@ honest; `ranked` lists are taken as given. Predictions and examples must match o
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,8 +238,6 @@ def make_result(
     config: dict | None = None,
     checkpoint: str | None = None,
 ) -> Result:
-    if n_examples == 0:
-        scores = {name: math.nan for name in task.metrics}
     return Result(
         method=method,
         task=task.name,
@@ -268,6 +265,15 @@ def split_of(predictions: pl.DataFrame) -> str:
             "predictions must all belong to one split (example ids task:split:user:pos); pass --split"
         )
     return splits[0]
+
+
+def load_examples_to_score(example_set: ExampleSet, task: Task, split: str) -> pl.DataFrame:
+    examples = example_set.load(task, split)
+    if examples.is_empty():
+        skipped = example_set.entry(task, split)["skipped"]
+        why = f" (skipped: {', '.join(f'{n} {reason}' for reason, n in skipped.items())})" if skipped else ""
+        raise UnimpError(f"there are no {split} examples of {task.name} to score{why}")
+    return examples
 
 
 def _score_and_record(
@@ -308,7 +314,7 @@ def score_file(
     """`unimp-bench score`: read predictions, score them against their examples, write a Result."""
     predictions = read_predictions(predictions_path, task.metric_family)
     split = split or split_of(predictions)
-    examples = example_set.load(task, split)
+    examples = load_examples_to_score(example_set, task, split)
     config = {"scoring": to_mapping(settings) | {"clip": settings.clip.describe()}}
     return _score_and_record(
         method, task, split, example_set, examples, predictions, predictions_path, config, settings, out
@@ -334,7 +340,7 @@ def evaluate_predictor(
     settings: ScoringSettings,
 ) -> tuple[Result, Path]:
     """Run a predictor (object with `name`, `config()` and `predict(task, examples)`) on one split."""
-    examples = example_set.load(task, split)
+    examples = load_examples_to_score(example_set, task, split)
     predictions = predictor.predict(task, examples)
     predictions_path = write_predictions(
         predictions, out / "predictions" / f"{predictor.name}__{task.name}__{split}.parquet"

@@ -16,6 +16,7 @@ tasks were built with it. An example that cannot be built is counted under its r
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -105,16 +106,13 @@ class Catalog:
             flatten_item(row["item_idx"], item_attributes(row, settings))
             for row in items.iter_rows(named=True)
         ]
-        domain_codes = items["domain"].cast(pl.Categorical).to_physical().to_numpy()
-        self._domain_code = dict(zip(self.domain, domain_codes))
-        self._domain_items = {
-            code: np.flatnonzero(domain_codes == code).astype(np.int32) for code in np.unique(domain_codes)
-        }
+        domains = items["domain"].to_numpy()
+        self._domain_items = {d: np.flatnonzero(domains == d).astype(np.int32) for d in set(self.domain)}
         self.all_items = np.arange(self.count, dtype=np.int32)
         self.items = items
 
     def domain_items(self, item_idx: int) -> np.ndarray:
-        return self._domain_items[self._domain_code[self.domain[item_idx]]]
+        return self._domain_items[self.domain[item_idx]]
 
 
 @dataclass
@@ -224,12 +222,7 @@ class ExampleBuilder:
             return 0
         if choice == "random":
             return int(rng.integers(len(task.instructions)))
-        index = int(choice)
-        if not 0 <= index < len(task.instructions):
-            raise UnimpError(
-                f"task {task.name} has {len(task.instructions)} instruction(s); index {index} does not exist"
-            )
-        return index
+        return int(choice)  # checked against every task's templates before building starts
 
     def retriever(self):
         if self._retriever is None:
@@ -248,8 +241,6 @@ class ExampleBuilder:
                     chosen.append(item)
                     if len(chosen) == count:
                         return chosen
-        if len(chosen) == count:
-            return chosen
         remaining = [int(i) for i in pool if int(i) not in taken]  # small or crowded pool: exact draw
         if len(remaining) < count - len(chosen):
             return None
@@ -378,8 +369,16 @@ def build_examples(
     unknown = [s for s in splits or [] if s not in SPLITS]
     if unknown:
         raise UnimpError(f"unknown split(s) {', '.join(unknown)}; choose from {', '.join(SPLITS)}")
-    if settings.instruction not in ("first", "random") and not settings.instruction.isdigit():
-        raise UnimpError("--instruction must be first, random or the index of a template")
+    if settings.instruction not in ("first", "random"):
+        if not settings.instruction.isdigit():
+            raise UnimpError("--instruction must be first, random or the index of a template")
+        index = int(settings.instruction)
+        for task in tasks:
+            if index >= len(task.instructions):
+                raise UnimpError(
+                    f"task {task.name} has {len(task.instructions)} instruction(s); "
+                    f"index {index} does not exist"
+                )
     dataset = open_dataset(data_dir)
     builder = ExampleBuilder(dataset, tasks, settings)
     manifest: dict = {
@@ -454,8 +453,6 @@ class ExampleSet:
 
 
 def open_examples(root: Path) -> ExampleSet:
-    import json
-
     path = root / "manifest.json"
     if not path.exists():
         raise UnimpError(f"{root} holds no examples (no manifest.json); run `unimp-bench build` first")

@@ -339,7 +339,8 @@ def evaluate_predictor(
     out: Path,
     settings: ScoringSettings,
 ) -> tuple[Result, Path]:
-    """Run a predictor (object with `name`, `config()` and `predict(task, examples)`) on one split."""
+    """Run a predictor on one split. A predictor has `name`, `config()`, `predict(task, examples)`,
+    `tunes_on_valid(task)` and, where that is true, `tune(task, valid_examples)`."""
     examples = load_examples_to_score(example_set, task, split)
     predictions = predictor.predict(task, examples)
     predictions_path = write_predictions(

@@ -1,8 +1,7 @@
 """BM25 over item text (rank-bm25's Okapi BM25), with one score vector per distinct query.
 
 Item documents join the item's title, brand, categories and description; queries and documents go
-through the same lower-casing word tokenizer. Scores for a query are cached, since every example
-whose target shares a category shares a query.
+through the same lower-casing word tokenizer.
 """
 
 from __future__ import annotations
@@ -13,7 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from unimp_bench.baselines.ranking import SortedScores
+from unimp_bench.baselines.ranking import (
+    SHOWN_TOP,
+    SortedScores,
+    best_first,
+    first_items,
+    ranking_predictions,
+)
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import words
@@ -28,6 +33,10 @@ class BM25Settings:
     epsilon: float = 0.25
     fields: tuple[str, ...] = DOCUMENT_FIELDS
     max_cached_queries: int = 256
+
+
+# BM25Ranker.top keeps only the head of each query's ranking (a few items are ever asked for)
+CACHED_HEAD = 64
 
 
 def tokenize(text: str) -> list[str]:
@@ -59,34 +68,24 @@ class BM25Ranker:
         # rank-bm25 divides by the average document length; an all-empty catalog gets one dummy token.
         safe = [doc if doc else ["\x00"] for doc in documents]
         self._bm25 = BM25Okapi(safe, k1=settings.k1, b=settings.b, epsilon=settings.epsilon)
-        self._cache: dict[str, np.ndarray] = {}
-        self._orders: dict[str, list[int]] = {}
+        self._heads: dict[str, np.ndarray] = {}
 
     def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every item (index = item_idx) for the query; read-only, cached."""
-        cached = self._cache.get(query)
-        if cached is None:
-            cached = np.asarray(self._bm25.get_scores(tokenize(query)), dtype=np.float64)
-            cached.setflags(write=False)
-            if len(self._cache) >= self.settings.max_cached_queries:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[query] = cached
-        return cached
+        """BM25 score of every item (index = item_idx) for the query."""
+        return np.asarray(self._bm25.get_scores(tokenize(query)), dtype=np.float64)
 
     def top(self, query: str, count: int, exclude: int | None = None) -> list[int]:
-        """The `count` best items, ties broken by item_idx, optionally without one item."""
-        order = self._orders.get(query)
-        if order is None:
-            scores = self.scores(query)
-            # only the head is ever asked for: keep the best 64 (plus room for the excluded item)
-            order = np.lexsort((np.arange(self.num_items), -scores))[:64].tolist()
-            if len(self._orders) >= self.settings.max_cached_queries:
-                self._orders.pop(next(iter(self._orders)))
-            self._orders[query] = order
-        if count >= len(order):
-            scores = self.scores(query)
-            order = np.lexsort((np.arange(self.num_items), -scores)).tolist()
-        return [i for i in order if i != exclude][:count]
+        """The `count` best items, ties broken by item_idx, optionally without one item; the head of
+        each query's ranking is cached, since every example whose target shares a category asks it."""
+        head = self._heads.get(query)
+        if head is None:
+            head = best_first(self.scores(query))[:CACHED_HEAD]
+            if len(self._heads) >= self.settings.max_cached_queries:
+                self._heads.pop(next(iter(self._heads)))
+            self._heads[query] = head
+        if count >= len(head) and len(head) < self.num_items:  # more than the cached head holds
+            head = best_first(self.scores(query))
+        return first_items(head, count, {exclude} if exclude is not None else None)
 
 
 class BM25Predictor:
@@ -111,8 +110,8 @@ class BM25Predictor:
     def config(self) -> dict:
         return {"params": to_mapping(self.settings)}
 
-    def tune(self, task, valid) -> None:
-        return None
+    def tunes_on_valid(self, task) -> bool:
+        return False
 
     def predict(self, task, examples: pl.DataFrame) -> pl.DataFrame:
         if task.builder != "search":
@@ -125,11 +124,8 @@ class BM25Predictor:
         groups = examples.with_row_index("row").group_by("query", maintain_order=True).agg(pl.col("row"))
         for query, rows in groups.iter_rows():
             ranking = SortedScores(self.ranker.scores(query))
-            top = ranking.top(10)
+            top = ranking.top(SHOWN_TOP)
             for row in rows:
                 greater[row], ties[row] = ranking.counts(targets[row])
                 shown[row] = top
-        return pl.DataFrame(
-            {"example_id": examples["example_id"], "greater": greater, "ties": ties, "ranked": shown},
-            schema_overrides={"ranked": pl.List(pl.Int64)},
-        )
+        return ranking_predictions(examples["example_id"], greater, ties, shown)

@@ -7,14 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from unimp_bench.baselines.ranking import SortedScores
+from unimp_bench.baselines.ranking import SHOWN_TOP, SortedScores, ranking_predictions
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import set_metrics
 from unimp_bench.tasks import Task
-
-SHOWN_TOP = 10
 
 
 @dataclass(frozen=True)
@@ -94,19 +92,17 @@ class PopularityPredictor:
             shown.append(
                 self.ranking.top(SHOWN_TOP, set(excluded.tolist()) if excluded is not None else None)
             )
-        return pl.DataFrame(
-            {"example_id": examples["example_id"], "greater": greater, "ties": ties, "ranked": shown},
-            schema_overrides={"ranked": pl.List(pl.Int64)},
-        )
+        return ranking_predictions(examples["example_id"], greater, ties, shown)
 
     def _select(self, candidates: list[list[int]], threshold: float) -> list[list[int]]:
         return [[c for c in row if self.counts[c] >= threshold] for row in candidates]
 
+    def tunes_on_valid(self, task: Task) -> bool:
+        return task.builder == "selection"  # the selection threshold
+
     def tune(self, task: Task, valid: pl.DataFrame) -> None:
         """Pick the popularity threshold with the best example-averaged F1 on valid examples only
         (ties: the lowest threshold)."""
-        if task.builder != "selection":
-            return
         candidates = valid["candidates"].to_list()
         positives = valid["positives"].to_list()
         if not candidates:

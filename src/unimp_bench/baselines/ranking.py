@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
+import polars as pl
+
+SHOWN_TOP = 10  # items listed per example in ranking predictions, for inspection only
+
+
+def best_first(scores: np.ndarray) -> np.ndarray:
+    """Item ids by descending score, ties broken by item id."""
+    return np.lexsort((np.arange(len(scores)), -np.asarray(scores)))
+
+
+def first_items(order: Iterable[int], count: int, excluded: set[int] | None = None) -> list[int]:
+    """The first `count` items of `order` that are not excluded."""
+    picked = []
+    for item in order:
+        item = int(item)
+        if not excluded or item not in excluded:
+            picked.append(item)
+            if len(picked) == count:
+                break
+    return picked
 
 
 class SortedScores:
@@ -11,8 +33,7 @@ class SortedScores:
     def __init__(self, scores: np.ndarray):
         self.scores = np.asarray(scores, dtype=np.float64)
         self.sorted = np.sort(self.scores)
-        # best first, ties by item id: the list shown for inspection
-        self.order = np.lexsort((np.arange(len(self.scores)), -self.scores))
+        self.order = best_first(self.scores)
 
     def counts(self, target: int, excluded: np.ndarray | None = None) -> tuple[float, float]:
         """Items scored above the target and other items tied with it, optionally leaving out
@@ -32,10 +53,14 @@ class SortedScores:
     def top(self, count: int, excluded: set[int] | None = None) -> list[int]:
         if not excluded:
             return self.order[:count].tolist()
-        picked = []
-        for item in self.order:
-            if int(item) not in excluded:
-                picked.append(int(item))
-                if len(picked) == count:
-                    break
-        return picked
+        return first_items(self.order, count, excluded)
+
+
+def ranking_predictions(
+    example_ids: pl.Series, greater: Iterable[float], ties: Iterable[float], shown: list[list[int]]
+) -> pl.DataFrame:
+    """The prediction frame of a score-based ranker: exact rank counts plus the top items shown."""
+    return pl.DataFrame(
+        {"example_id": example_ids, "greater": greater, "ties": ties, "ranked": shown},
+        schema_overrides={"greater": pl.Float64, "ties": pl.Float64, "ranked": pl.List(pl.Int64)},
+    )

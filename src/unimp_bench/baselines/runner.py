@@ -38,7 +38,9 @@ def run_baseline(
             f"baselines are scored on {', '.join(EVALUATION_SPLITS)}; not on {', '.join(unknown)}"
         )
     dataset = open_dataset(data_dir)
-    needed = sorted(set(splits) | {"valid"}, key=EVALUATION_SPLITS.index)
+    predictor = make_predictor(spec, dataset)
+    tuned = predictor.tunes_on_valid(task)
+    needed = sorted(set(splits) | ({"valid"} if tuned else set()), key=EVALUATION_SPLITS.index)
     with tempfile.TemporaryDirectory(prefix="unimp-bench-examples-") as scratch:
         if examples_dir is None:
             examples_dir = Path(scratch) / "examples"
@@ -56,6 +58,6 @@ def run_baseline(
             raise UnimpError(
                 f"the examples in {examples_dir} were built from another dataset than {data_dir}"
             )
-        predictor = make_predictor(spec, dataset)
-        predictor.tune(task, example_set.load(task, "valid"))
+        if tuned:
+            predictor.tune(task, example_set.load(task, "valid"))
         return [evaluate_predictor(predictor, task, split, example_set, out, scoring) for split in splits]

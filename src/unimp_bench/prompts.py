@@ -12,19 +12,17 @@ context-reconstruction loss on exactly those characters.
 
 from __future__ import annotations
 
-import html
-import re
+import functools
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from unimp_bench.data.meta import clean_text as clean_field
 
 IMAGE_TOKEN = "[IMG]"
 END_OF_CHUNK_TOKEN = "[EOC]"
 USER_TOKEN = "[CLS]"
 ITEM_KEYS = ("category", "title", "price", "brand")
-RATING_LEVELS = (1, 2, 3, 4, 5)
-_TAG = re.compile(r"<[^>]*>")
-_SPACE = re.compile(r"\s+")
 
 
 def item_token(item_idx: int) -> str:
@@ -35,22 +33,10 @@ def rating_token(rating: float) -> str:
     return f"<rating_{int(round(rating))}>"
 
 
-def special_tokens(num_items: int) -> list[str]:
-    """Every token the model's vocabulary must gain: markers, one per item, one per rating level."""
-    return [
-        IMAGE_TOKEN,
-        END_OF_CHUNK_TOKEN,
-        USER_TOKEN,
-        *(item_token(i) for i in range(num_items)),
-        *(rating_token(r) for r in RATING_LEVELS),
-    ]
-
-
 def clean_text(text: str | None, max_words: int | None = None) -> str:
-    """HTML entities decoded, tags removed, whitespace collapsed, optionally capped at max_words."""
-    if not text:
-        return ""
-    cleaned = _SPACE.sub(" ", _TAG.sub(" ", html.unescape(text))).strip()
+    """The meta normalization of `prepare` (HTML entities decoded, tags removed, whitespace
+    collapsed), "" for nothing, optionally capped at max_words."""
+    cleaned = clean_field(text) or ""
     if max_words is not None:
         cleaned = " ".join(cleaned.split(" ")[:max_words])
     return cleaned
@@ -126,13 +112,22 @@ class Prompt:
     history_spans: tuple[tuple[int, int], ...]  # character span of each history item in `text`
 
 
+@functools.cache
+def template_parts(template: str) -> tuple[tuple[str, str | None], ...]:
+    """(literal text, placeholder or None) pairs of an instruction template, parsed once per template.
+    Raises ValueError for a malformed template."""
+    return tuple(
+        (literal, field) for literal, field, _spec, _conversion in string.Formatter().parse(template)
+    )
+
+
 def render(template: str, segments: Mapping[str, Segment]) -> Prompt:
     """Fill an instruction template from its segments, tracking where the history items land."""
     pieces: list[str] = []
     image_items: list[int] = []
     history_spans: list[tuple[int, int]] = []
     length = 0
-    for literal, field, _spec, _conversion in string.Formatter().parse(template):
+    for literal, field in template_parts(template):
         pieces.append(literal)
         length += len(literal)
         if field is None:

@@ -8,13 +8,13 @@ changes (template, target, sampling), so results of different meanings never sha
 from __future__ import annotations
 
 import functools
-import string
 from dataclasses import dataclass
 from pathlib import Path
 
 from unimp_bench.config import from_mapping, load_yaml
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import parse_metric
+from unimp_bench.prompts import template_parts
 from unimp_bench.resources import resource_dir
 
 SPLITS = ("train", "valid", "test", "new_user", "new_domain")
@@ -63,7 +63,7 @@ class Task:
 
 def _template_fields(template: str) -> list[str]:
     try:
-        return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+        return [field for _, field in template_parts(template) if field is not None]
     except ValueError as exc:
         raise UnimpError(f"instruction template {template!r} is malformed: {exc}") from None
 

@@ -273,24 +273,25 @@ def build_command(
 
 def _scoring_settings(
     tie_rule: str,
-    bertscore_model: str,
-    bertscore_layers: int | None,
-    clip_model: str,
-    clip_checkpoint: Path | None,
+    bertscore_model: str = "auto",
+    bertscore_layers: int | None = None,
+    clip_model: str | None = None,
+    clip_checkpoint: Path | None = None,
 ):
     from unimp_bench.clip_scoring import ClipSettings
     from unimp_bench.evaluate import ScoringSettings
     from unimp_bench.metrics import TIE_RULES
 
     if tie_rule not in TIE_RULES:
-        from unimp_bench.errors import UnimpError
-
         raise UnimpError(f"--tie-rule must be one of {', '.join(TIE_RULES)}")
     return ScoringSettings(
         tie_rule=tie_rule,
         bertscore_model=bertscore_model,
         bertscore_layers=bertscore_layers,
-        clip=ClipSettings(model=clip_model, checkpoint=str(clip_checkpoint) if clip_checkpoint else None),
+        clip=ClipSettings(
+            model=clip_model or ClipSettings.model,
+            checkpoint=str(clip_checkpoint) if clip_checkpoint else None,
+        ),
     )
 
 
@@ -321,7 +322,7 @@ def score_command(
     bertscore_layers: int = typer.Option(
         None, help="Layer of the BERTScore model (needed for custom models)."
     ),
-    clip_model: str = typer.Option("ViT-L-14", help="open_clip model of the image metrics."),
+    clip_model: str = typer.Option(None, help="open_clip model of the image metrics (default ViT-L-14)."),
     clip_checkpoint: Path = typer.Option(None, help="Local weights file of that CLIP model."),
 ):
     """Score per-example predictions of one task and write a Result JSON with provenance.
@@ -390,7 +391,7 @@ def baselines_run_command(
     """
     from unimp_bench.baselines.runner import run_baseline
 
-    settings = _scoring_settings(tie_rule, "auto", None, "ViT-L-14", None)
+    settings = _scoring_settings(tie_rule)
     for result, path in run_baseline(
         model,
         task,

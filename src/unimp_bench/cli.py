@@ -407,6 +407,34 @@ def baselines_run_command(
         _print_result(result, path)
 
 
+@app.command("train")
+@friendly_errors
+def train_command(
+    config: Path = typer.Option(..., "--config", help="Training preset, e.g. configs/tiny.yaml."),
+    data: Path = typer.Option(..., "--data", help="Prepared dataset folder."),
+    run_dir: Path = typer.Option(..., "--out", help="Run folder (checkpoints, export, logs)."),
+    gpus: int = typer.Option(0, "--gpus", help="GPUs per node; 0 runs the same DeepSpeed engine on the CPU."),
+    hostfile: Path | None = typer.Option(None, "--hostfile", help="DeepSpeed hostfile for multi-node runs."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's latest checkpoint."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override any config key, e.g. --set train.lr=1e-4 --set model.mask=previous."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+):
+    """Train UniMP on all configured tasks at once.
+
+    Example: unimp-bench train --config configs/tiny.yaml --data data/synthetic --out runs/tiny --max-steps 200
+    """
+    from unimp_bench.train import run_training
+
+    summary = run_training(
+        config, data, run_dir, gpus, hostfile, resume, max_steps, overrides, overwrite, _show_progress()
+    )
+    stages = ", ".join(f"{s['name']} {s['steps']}/{s['total_steps']}" for s in summary["stages"])
+    out.print(f"trained {summary['steps']} steps ({stages}); export: {summary['export']}")
+
+
 @app.command("demo")
 @friendly_errors
 def demo_command(

@@ -1,0 +1,89 @@
+"""Model configuration: frozen dataclasses, filled from the `model:` section of a training preset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from unimp_bench.errors import UnimpError
+
+LM_FAMILIES = ("gpt_neox", "llama", "qwen2", "mistral", "gpt2", "mpt", "opt")
+MASK_MODES = ("exclusive", "previous", "all")
+FUSIONS = ("cross_attention", "early", "late", "inline", "none")
+
+
+@dataclass(frozen=True)
+class LanguageModelConfig:
+    source: str = "random"  # random (built locally from the sizes below) | pretrained
+    name: str | None = None  # pretrained: a local folder or a Hugging Face id already in the cache
+    family: str = "gpt_neox"  # random: which architecture to build
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate_size: int = 512
+    max_positions: int = 1024
+    tokenizer: str = "bpe"  # bpe (trained on the dataset's text) | pretrained (the LM's own)
+    bpe_vocab_size: int = 2000
+    decoder_layers: str | None = None  # attribute path of the decoder layer list, overrides discovery
+    freeze: bool = False
+    dtype: str = "float32"  # weights are loaded in this dtype (the trainer's precision casts later)
+
+    def __post_init__(self) -> None:
+        if self.source not in ("random", "pretrained"):
+            raise UnimpError(f"model.lm.source must be random or pretrained, got {self.source!r}")
+        if self.source == "pretrained" and not self.name:
+            raise UnimpError("model.lm.name must name the pretrained language model (a folder or a HF id)")
+        if self.source == "random" and self.family not in LM_FAMILIES:
+            raise UnimpError(f"model.lm.family must be one of {', '.join(LM_FAMILIES)}, got {self.family!r}")
+        if self.tokenizer not in ("bpe", "pretrained"):
+            raise UnimpError(f"model.lm.tokenizer must be bpe or pretrained, got {self.tokenizer!r}")
+        if self.tokenizer == "pretrained" and self.source == "random":
+            raise UnimpError("a random language model has no pretrained tokenizer; use tokenizer: bpe")
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    source: str = "random"  # random (a small open_clip ViT built locally) | pretrained
+    model: str = "ViT-L-14"  # pretrained: the open_clip architecture
+    pretrained: str = "openai"  # pretrained: an open_clip tag found in the HF cache, or a weights file
+    image_size: int = 32
+    patch_size: int = 8
+    width: int = 64
+    layers: int = 2
+    heads: int = 4
+    feature_cache_gb: float = 4.0  # precompute the frozen tower's output when it fits in this budget
+
+    def __post_init__(self) -> None:
+        if self.source not in ("random", "pretrained"):
+            raise UnimpError(f"model.vision.source must be random or pretrained, got {self.source!r}")
+
+
+@dataclass(frozen=True)
+class ResamplerConfig:
+    latents: int = 8  # visual tokens per image
+    depth: int = 2
+    heads: int = 4
+    head_dim: int = 32
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    lm: LanguageModelConfig = field(default_factory=LanguageModelConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    resampler: ResamplerConfig = field(default_factory=ResamplerConfig)
+    cross_attn_every: int = 2
+    cross_attn_heads: int = 4
+    cross_attn_head_dim: int = 32
+    mask: str = "exclusive"
+    fusion: str = "cross_attention"
+    max_length: int = 512
+    num_ratings: int = 5
+
+    def __post_init__(self) -> None:
+        if self.mask not in MASK_MODES:
+            raise UnimpError(f"model.mask must be one of {', '.join(MASK_MODES)}, got {self.mask!r}")
+        if self.fusion not in FUSIONS:
+            raise UnimpError(f"model.fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.cross_attn_every < 1:
+            raise UnimpError("model.cross_attn_every must be at least 1")
+        if self.max_length < 16:
+            raise UnimpError("model.max_length must be at least 16 tokens")

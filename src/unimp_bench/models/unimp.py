@@ -1,0 +1,385 @@
+"""UniMP: a Flamingo-style vision-language recommender around any Hugging Face causal LM.
+
+Read top to bottom:
+
+1. `cross_attention_mask` decides which image each text token may look at.
+2. `PerceiverResampler` turns the frozen vision tower's patch tokens of one image into a fixed number
+   of visual tokens (learned latents attend to the patches).
+3. `GatedCrossAttentionBlock` lets text tokens attend to those visual tokens; its output is scaled by
+   tanh(gate) with the gates starting at 0, so at initialisation the LM computes exactly what it did
+   before.
+4. `CrossAttentionDecoderLayer` composes one such block in front of an unchanged decoder layer. The
+   visual tokens of the current forward pass reach it through a `VisualContext` that `UniMP.forward`
+   fills for the duration of that one call and always empties afterwards (not every supported family
+   passes extra keyword arguments down to its layers: MPT does not).
+5. `UniMP` embeds token ids (the LM's rows plus the added rows for [IMG]/[EOC]/[CLS], ratings and
+   items), runs the chosen fusion and returns logits over the whole vocabulary, or over the item or
+   rating rows only (ranking is one forward pass).
+
+Shapes: B batch, T text tokens, N images per example (padded), P patch tokens per image, L latents per
+image, H the LM's hidden size, Dv the vision width, V the extended vocabulary.
+
+Everything with side effects (loading weights, freezing, LoRA, DeepSpeed) happens in the factory and
+the trainer; forward() only computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unimp_bench.models.config import ModelConfig
+from unimp_bench.models.tokenization import AddedVocabulary
+
+# ---------------------------------------------------------------------------------------------------
+# 1. which image each token sees
+
+
+def cross_attention_mask(
+    input_ids: torch.Tensor, image_present: torch.Tensor, image_id: int, end_of_chunk_id: int, mode: str
+) -> torch.Tensor:
+    """[B, T, N] bool: may token t of example b attend to image n?
+
+    The n-th [IMG] marker of an example belongs to its n-th image. An item chunk runs from its [IMG]
+    marker to the next [EOC] marker, both included.
+      exclusive: a token inside chunk n sees image n only; tokens outside every chunk see none.
+      previous:  a token sees the latest image whose marker is at or before it (Flamingo's rule).
+      all:       every token sees every image of its example.
+    Absent images (padding, items without a picture) are never visible.
+    """
+    batch, length = input_ids.shape
+    images = image_present.shape[1]
+    present = image_present[:, None, :]  # [B, 1, N]
+    if mode == "all":
+        return present.expand(batch, length, images)
+    position = torch.arange(length, device=input_ids.device).expand(batch, length)
+    is_image = input_ids == image_id
+    image_number = torch.cumsum(is_image.long(), dim=1) - 1  # [B, T]: latest marker so far, -1 before any
+    if mode == "previous":
+        inside = image_number >= 0
+    else:
+        # inside a chunk when the latest [IMG] comes after the latest [EOC] strictly before this token;
+        # pairing by position (not by counts) stays right when truncation cut a chunk in half
+        none = torch.full_like(position, -1)
+        last_image = torch.cummax(torch.where(is_image, position, none), dim=1).values
+        last_end = torch.cummax(torch.where(input_ids == end_of_chunk_id, position, none), dim=1).values
+        last_end_before = torch.cat([none[:, :1], last_end[:, :-1]], dim=1)
+        inside = last_image > last_end_before
+    numbers = torch.arange(images, device=input_ids.device)
+    visible = (image_number[:, :, None] == numbers) & inside[:, :, None]  # [B, T, N]
+    return visible & present
+
+
+class VisualContext:
+    """The visual tokens and mask of the forward pass in progress; empty outside of one."""
+
+    def __init__(self) -> None:
+        self.visual: torch.Tensor | None = None  # [B, N, L, Dv]
+        self.mask: torch.Tensor | None = None  # [B, T, N]
+
+    @contextlib.contextmanager
+    def scope(self, visual: torch.Tensor, mask: torch.Tensor):
+        self.visual, self.mask = visual, mask
+        try:
+            yield
+        finally:
+            self.visual, self.mask = None, None
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. perceiver resampler
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, dim * mult, bias=False)
+        self.down = nn.Linear(dim * mult, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(self.norm(x))))
+
+
+class PerceiverAttention(nn.Module):
+    """Latents attend to the patch tokens and to themselves (Flamingo's resampler attention)."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        self.norm_media = nn.LayerNorm(dim)
+        self.norm_latents = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, heads * head_dim, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * heads * head_dim, bias=False)
+        self.to_out = nn.Linear(heads * head_dim, dim, bias=False)
+
+    def forward(self, media: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        # media [M, P, Dv], latents [M, L, Dv]
+        latents_normed = self.norm_latents(latents)
+        keys_from = torch.cat([self.norm_media(media), latents_normed], dim=1)  # [M, P+L, Dv]
+        q = _split_heads(self.to_q(latents_normed), self.heads)  # [M, h, L, d]
+        k, v = (_split_heads(t, self.heads) for t in self.to_kv(keys_from).chunk(2, dim=-1))
+        return self.to_out(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+class PerceiverResampler(nn.Module):
+    def __init__(self, dim: int, latents: int, depth: int, heads: int, head_dim: int):
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(latents, dim) * 0.02)
+        self.layers = nn.ModuleList(
+            nn.ModuleList([PerceiverAttention(dim, heads, head_dim), FeedForward(dim)]) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        # features [B, N, P, Dv] -> visual tokens [B, N, L, Dv]
+        batch, images = features.shape[:2]
+        media = features.flatten(0, 1)  # [B*N, P, Dv]
+        latents = self.latents.expand(media.shape[0], -1, -1)
+        for attention, feed_forward in self.layers:
+            latents = latents + attention(media, latents)
+            latents = latents + feed_forward(latents)
+        return self.norm(latents).view(batch, images, *latents.shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. gated cross-attention
+
+
+class MaskedCrossAttention(nn.Module):
+    def __init__(self, dim: int, visual_dim: int, heads: int, head_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, heads * head_dim, bias=False)
+        self.to_kv = nn.Linear(visual_dim, 2 * heads * head_dim, bias=False)
+        self.to_out = nn.Linear(heads * head_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, visual: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        # x [B, T, H], visual [B, N, L, Dv], visible [B, T, N] -> [B, T, H]
+        latents = visual.shape[2]
+        q = _split_heads(self.to_q(self.norm(x)), self.heads)  # [B, h, T, d]
+        kv = self.to_kv(visual.flatten(1, 2).to(x.dtype))  # [B, N*L, 2*h*d]
+        k, v = (_split_heads(t, self.heads) for t in kv.chunk(2, dim=-1))
+        token_mask = visible.repeat_interleave(latents, dim=-1)  # [B, T, N*L]
+        sees_any = token_mask.any(dim=-1)  # [B, T]
+        # a row with nothing to see would softmax over nothing (NaN): let it see everything, then zero it
+        safe_mask = token_mask | ~sees_any[..., None]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask[:, None])
+        out = out * sees_any[:, None, :, None].to(out.dtype)
+        return self.to_out(_merge_heads(out))
+
+
+class GatedCrossAttentionBlock(nn.Module):
+    """x + tanh(a) * xattn(x) then x + tanh(b) * ff(x); a = b = 0 at initialisation (identity)."""
+
+    def __init__(self, dim: int, visual_dim: int, heads: int, head_dim: int):
+        super().__init__()
+        self.attention = MaskedCrossAttention(dim, visual_dim, heads, head_dim)
+        self.attention_gate = nn.Parameter(torch.zeros(1))
+        self.feed_forward = FeedForward(dim)
+        self.feed_forward_gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, visual: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        x = x + torch.tanh(self.attention_gate) * self.attention(x, visual, visible)
+        return x + torch.tanh(self.feed_forward_gate) * self.feed_forward(x)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. composing a block in front of an unchanged decoder layer
+
+
+class CrossAttentionDecoderLayer(nn.Module):
+    """Runs the gated cross-attention on the incoming hidden states, then the original layer with
+    every argument the LM passed, and returns whatever that layer returns."""
+
+    def __init__(self, cross_attention: GatedCrossAttentionBlock, decoder_layer: nn.Module, context):
+        super().__init__()
+        self.cross_attention = cross_attention
+        self.decoder_layer = decoder_layer
+        self.context = context  # a VisualContext shared with UniMP; holds data only during a forward
+
+    def forward(self, *args, **kwargs):
+        visual, mask = self.context.visual, self.context.mask
+        if visual is not None:
+            if args:
+                args = (self.cross_attention(args[0], visual, mask), *args[1:])
+            else:
+                kwargs["hidden_states"] = self.cross_attention(kwargs["hidden_states"], visual, mask)
+        return self.decoder_layer(*args, **kwargs)
+
+
+def resolve_attribute(root: nn.Module, path: str):
+    node = root
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. the model
+
+
+class UniMP(nn.Module):
+    """lm: a Hugging Face causal LM; vision: an open_clip VisionTransformer returning patch tokens;
+    decoder_layers: attribute path of the LM's decoder layer list (found by the factory)."""
+
+    def __init__(
+        self,
+        lm: nn.Module,
+        vision: nn.Module,
+        config: ModelConfig,
+        vocabulary: AddedVocabulary,
+        decoder_layers: str,
+    ):
+        super().__init__()
+        self.config = config
+        self.vocabulary = vocabulary
+        self.decoder_layers = decoder_layers
+        self.lm = lm
+        self.vision = vision
+        hidden = lm.get_input_embeddings().embedding_dim
+        visual_dim = vision.transformer.width
+        base_rows = lm.get_input_embeddings().num_embeddings
+        if base_rows != vocabulary.base_size or lm.get_output_embeddings().out_features != base_rows:
+            raise ValueError("the added vocabulary must start right after the LM's embedding rows")
+
+        # new rows for the added tokens: their own input AND output weights, so they learn even when the
+        # LM (and its separate output head) stays frozen; initialised at the statistics of the LM's rows
+        base_input = lm.get_input_embeddings().weight.detach().float()
+        base_output = lm.get_output_embeddings().weight.detach().float()
+        self.added_input = nn.Parameter(_rows_like(base_input, vocabulary.size))
+        self.added_output = nn.Parameter(_rows_like(base_output, vocabulary.size))
+
+        fusion = config.fusion
+        self.resampler = None
+        if fusion != "none":
+            r = config.resampler
+            self.resampler = PerceiverResampler(visual_dim, r.latents, r.depth, r.heads, r.head_dim)
+        self.context = VisualContext()
+        if fusion == "cross_attention":
+            layers = resolve_attribute(lm, decoder_layers)
+            for index in range(len(layers)):
+                if (index + 1) % config.cross_attn_every == 0:
+                    block = GatedCrossAttentionBlock(
+                        hidden, visual_dim, config.cross_attn_heads, config.cross_attn_head_dim
+                    )
+                    layers[index] = CrossAttentionDecoderLayer(block, layers[index], self.context)
+        if fusion == "late":
+            self.late_block = GatedCrossAttentionBlock(
+                hidden, visual_dim, config.cross_attn_heads, config.cross_attn_head_dim
+            )
+        if fusion in ("early", "inline"):
+            self.visual_projection = nn.Linear(visual_dim, hidden, bias=False)
+        if fusion == "inline":
+            self.inline_gate = nn.Parameter(torch.zeros(1))
+
+    # -- pieces -------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels [M, 3, S, S] -> the frozen tower's patch tokens [M, P, Dv]."""
+        _, tokens = self.vision(pixels.to(self.vision.conv1.weight.dtype))
+        return tokens
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        base = self.lm.get_input_embeddings()
+        base_size = self.vocabulary.base_size
+        is_added = input_ids >= base_size
+        base_part = base(input_ids.clamp(max=base_size - 1))  # [B, T, H]
+        added_part = F.embedding((input_ids - base_size).clamp(min=0), self.added_input)
+        return torch.where(is_added[..., None], added_part.to(base_part.dtype), base_part)
+
+    def output(self, hidden: torch.Tensor, vocabulary: str) -> torch.Tensor:
+        """hidden [..., H] -> logits over `all` (V), `items` (num_items) or `ratings` rows."""
+        added = self.added_output.to(hidden.dtype)
+        start = self.vocabulary.base_size
+        if vocabulary == "items":
+            return hidden @ added[self.vocabulary.item_start - start :].T
+        if vocabulary == "ratings":
+            rows = slice(self.vocabulary.rating_start - start, self.vocabulary.item_start - start)
+            return hidden @ added[rows].T
+        return torch.cat([self.lm.get_output_embeddings()(hidden), hidden @ added.T], dim=-1)
+
+    def _decode(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.lm.base_model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
+        return out.last_hidden_state
+
+    # -- forward ------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # [B, T]
+        attention_mask: torch.Tensor,  # [B, T], 1 for real tokens
+        image_features: torch.Tensor | None = None,  # [B, N, P, Dv] from encode_images
+        image_present: torch.Tensor | None = None,  # [B, N] bool
+        select: torch.Tensor | None = None,  # [B, T] bool: only these positions get logits
+        vocabulary: str = "all",  # all | items | ratings
+    ) -> torch.Tensor:
+        """Logits [B, T, V] (or [S, V] for the S selected positions; V shrinks for items/ratings)."""
+        fusion = self.config.fusion
+        embeds = self.embed(input_ids)  # [B, T, H]
+        uses_vision = fusion != "none" and image_features is not None and image_features.shape[1] > 0
+        if not uses_vision:
+            hidden = self._decode(embeds, attention_mask)
+        else:
+            visual = self.resampler(image_features.to(self.resampler.latents.dtype))  # [B, N, L, Dv]
+            visible = cross_attention_mask(
+                input_ids,
+                image_present,
+                self.vocabulary.image_id,
+                self.vocabulary.end_of_chunk_id,
+                self.config.mask,
+            )  # [B, T, N]
+            if fusion == "cross_attention":
+                with self.context.scope(visual, visible):
+                    hidden = self._decode(embeds, attention_mask)
+            elif fusion == "late":
+                hidden = self.late_block(self._decode(embeds, attention_mask), visual, visible)
+            elif fusion == "inline":
+                # each [IMG] marker's embedding gets its own image (latents averaged, projected)
+                pooled = self.visual_projection(visual.mean(dim=2)).to(embeds.dtype)  # [B, N, H]
+                pooled = pooled * image_present[..., None].to(pooled.dtype)
+                image_number = torch.cumsum(input_ids == self.vocabulary.image_id, dim=1) - 1  # [B, T]
+                is_marker = (input_ids == self.vocabulary.image_id) & (image_number < pooled.shape[1])
+                gathered = torch.gather(
+                    pooled, 1, image_number.clamp(0, pooled.shape[1] - 1)[..., None].expand_as(embeds)
+                )
+                embeds = embeds + torch.tanh(self.inline_gate) * gathered * is_marker[..., None]
+                hidden = self._decode(embeds, attention_mask)
+            else:  # early: every image's visual tokens go in front of the text as extra input positions
+                prefix = self.visual_projection(visual.flatten(1, 2)).to(embeds.dtype)  # [B, N*L, H]
+                prefix_mask = image_present.repeat_interleave(visual.shape[2], dim=1).to(attention_mask.dtype)
+                hidden = self._decode(
+                    torch.cat([prefix, embeds], dim=1), torch.cat([prefix_mask, attention_mask], dim=1)
+                )[:, prefix.shape[1] :]
+        if select is not None:
+            hidden = hidden[select]  # [S, H]
+        return self.output(hidden, vocabulary)
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    # [B, T, h*d] -> [B, h, T, d]
+    return x.view(*x.shape[:-1], heads, x.shape[-1] // heads).transpose(-2, -3)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    # [B, h, T, d] -> [B, T, h*d]
+    x = x.transpose(-2, -3)
+    return x.reshape(*x.shape[:-2], -1)
+
+
+def _rows_like(weight: torch.Tensor, count: int) -> torch.Tensor:
+    """`count` new rows drawn around the mean of `weight`'s rows with their typical spread."""
+    mean = weight.mean(dim=0)
+    std = weight.std(dim=0).mean().clamp(min=1e-3)
+    noise = torch.randn(count, weight.shape[1])  # the factory seeds torch before building the model
+    return (mean + noise * std / math.sqrt(2.0)).to(weight.dtype)

@@ -72,6 +72,7 @@ class TrainConfig:
     efficient: str = "lora"  # multitask_then_efficient: lora | last_layer
     lora: LoraSettings = field(default_factory=LoraSettings)
     epochs: float = 10.0
+    steps: int | None = None  # stage length in optimizer steps instead of epochs (the schedule spans it)
     max_steps: int | None = None  # stop after this many optimizer steps; the schedule still spans epochs
     micro_batch: int = 8
     grad_accum: int = 1
@@ -117,8 +118,8 @@ class TrainConfig:
             raise UnimpError(f"train.finetune_task {self.finetune_task!r} is not one of train.tasks")
         if self.micro_batch < 1 or self.grad_accum < 1 or self.epochs <= 0 or self.lr <= 0:
             raise UnimpError("train.micro_batch, grad_accum, epochs and lr must be positive")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise UnimpError("train.max_steps must be at least 1")
+        if (self.max_steps is not None and self.max_steps < 1) or (self.steps is not None and self.steps < 1):
+            raise UnimpError("train.steps and train.max_steps must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -567,7 +568,7 @@ def train_worker(run: Path, data: Path | None = None, resume: bool = False, show
                     f"needs ({train.micro_batch} x {train.grad_accum} x {world}); lower train.micro_batch"
                 )
             steps_per_epoch = micro_per_epoch // train.grad_accum
-            total_steps = max(1, math.ceil(stage.epochs * steps_per_epoch))
+            total_steps = train.steps or max(1, math.ceil(stage.epochs * steps_per_epoch))
 
             optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
             scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -1,0 +1,355 @@
+"""The UniMP model on tiny random configurations: identity at initialisation, masks, vocabulary,
+objective, inputs, export, decoder discovery and configuration errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unimp_bench.errors import UnimpError
+from unimp_bench.models.config import LM_FAMILIES, LanguageModelConfig, ModelConfig, VisionConfig
+from unimp_bench.models.factory import build_model, find_decoder_layers, inject_lora, set_trainable
+from unimp_bench.models.tokenization import AddedVocabulary, PromptTokenizer, train_bpe_tokenizer
+from unimp_bench.models.unimp import CrossAttentionDecoderLayer, GatedCrossAttentionBlock, cross_attention_mask
+from unimp_bench.objective import LossConfig, token_losses, unimp_loss
+
+BASE_VOCAB = 64
+NUM_ITEMS = 6
+
+
+def tiny_config(family: str = "gpt_neox", **overrides) -> ModelConfig:
+    lm = LanguageModelConfig(
+        family=family, hidden_size=32, layers=4, heads=4, intermediate_size=64, max_positions=128,
+        freeze=overrides.pop("freeze", False),
+    )  # fmt: skip
+    vision = VisionConfig(image_size=16, patch_size=8, width=16, layers=1, heads=2)
+    return ModelConfig(lm=lm, vision=vision, **overrides)
+
+
+def tiny_model(family: str = "gpt_neox", **overrides):
+    return build_model(tiny_config(family, **overrides), BASE_VOCAB, NUM_ITEMS, seed=0).eval()
+
+
+def open_gates(model) -> None:
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, GatedCrossAttentionBlock):
+                module.attention_gate.fill_(1.0)
+                module.feed_forward_gate.fill_(1.0)
+
+
+def two_item_prompt(vocabulary: AddedVocabulary) -> tuple[torch.Tensor, dict[str, list[int]]]:
+    """[CLS] [IMG] w w <item_0> [EOC] [IMG] w w <item_1> [EOC] w w w, with each part's positions."""
+    v = vocabulary
+    ids = [v.user_id, v.image_id, 5, 6, v.item_id(0), v.end_of_chunk_id]
+    ids += [v.image_id, 7, 8, v.item_id(1), v.end_of_chunk_id, 9, 10, 11]
+    parts = {"user": [0], "item0": [1, 2, 3, 4, 5], "item1": [6, 7, 8, 9, 10], "after": [11, 12, 13]}
+    return torch.tensor([ids]), parts
+
+
+def images(model, count: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(count, 3, 16, 16, generator=generator)
+    return model.encode_images(pixels)[None]  # [1, N, P, Dv]
+
+
+@pytest.mark.parametrize("family", LM_FAMILIES)
+def test_each_family_is_wrapped_and_equals_the_bare_lm_at_initialisation(family):
+    model = tiny_model(family)
+    layers = model.lm.get_submodule(model.decoder_layers)
+    wrapped = [isinstance(layer, CrossAttentionDecoderLayer) for layer in layers]
+    assert wrapped == [False, True, False, True]  # before every 2nd decoder layer
+
+    ids = torch.randint(0, BASE_VOCAB, (2, 10))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0  # right padding
+    features = images(model, 2).expand(2, -1, -1, -1)
+    present = torch.ones(2, 2, dtype=torch.bool)
+    with torch.no_grad():
+        bare = model.lm(input_ids=ids, attention_mask=mask).logits
+        ours = model(ids, mask, features, present)
+    assert ours.shape == (2, 10, BASE_VOCAB + model.vocabulary.size)
+    assert torch.equal(ours[..., :BASE_VOCAB], bare)  # gates at 0: exactly the LM
+
+    # with the gates open, images reach the text of their item
+    ids, parts = two_item_prompt(model.vocabulary)
+    open_gates(model)
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        a = model(ids, mask, images(model, 2, seed=1), torch.ones(1, 2, dtype=torch.bool))
+        b = model(ids, mask, images(model, 2, seed=2), torch.ones(1, 2, dtype=torch.bool))
+    assert not torch.allclose(a[0, parts["item0"]], b[0, parts["item0"]])
+    assert model.context.visual is None  # nothing stays on the layers after the call
+
+
+def first_block_outputs(model, ids, features) -> torch.Tensor:
+    """Hidden states right after the first gated cross-attention block, [T, H]."""
+    captured = []
+    layers = model.lm.get_submodule(model.decoder_layers)
+    block = next(layer.cross_attention for layer in layers if isinstance(layer, CrossAttentionDecoderLayer))
+    handle = block.register_forward_hook(lambda module, args, output: captured.append(output))
+    with torch.no_grad():
+        logits = model(ids, torch.ones_like(ids), features, torch.ones(1, features.shape[1], dtype=torch.bool))
+    handle.remove()
+    return captured[0][0], logits[0]
+
+
+def perturbed(features: torch.Tensor, image: int) -> torch.Tensor:
+    changed = features.clone()
+    changed[0, image] += torch.randn_like(changed[0, image])
+    return changed
+
+
+def test_exclusive_mask_keeps_each_items_tokens_on_its_own_image():
+    model = tiny_model(mask="exclusive")
+    open_gates(model)
+    ids, parts = two_item_prompt(model.vocabulary)
+    features = images(model, 2)
+    base, base_logits = first_block_outputs(model, ids, features)
+    for j, own, other in ((0, "item0", "item1"), (1, "item1", "item0")):
+        hidden, logits = first_block_outputs(model, ids, perturbed(features, j))
+        assert torch.equal(hidden[parts[other]], base[parts[other]])  # item i != j untouched
+        assert not torch.allclose(hidden[parts[own]], base[parts[own]])  # item j moved
+        assert torch.equal(hidden[parts["user"] + parts["after"]], base[parts["user"] + parts["after"]])
+    # through the whole causal LM, a later image never reaches an earlier item's tokens
+    _, logits = first_block_outputs(model, ids, perturbed(features, 1))
+    assert torch.equal(logits[parts["item0"]], base_logits[parts["item0"]])
+
+
+def test_previous_and_all_masks_behave_as_defined():
+    model = tiny_model(mask="previous")
+    open_gates(model)
+    ids, parts = two_item_prompt(model.vocabulary)
+    features = images(model, 2)
+    base, _ = first_block_outputs(model, ids, features)
+    hidden, _ = first_block_outputs(model, ids, perturbed(features, 1))
+    assert torch.equal(hidden[parts["item0"]], base[parts["item0"]])
+    assert not torch.allclose(hidden[parts["after"]], base[parts["after"]])  # text after sees image 1
+    assert torch.equal(hidden[parts["user"]], base[parts["user"]])  # before any image: nothing
+
+    model = tiny_model(mask="all")
+    open_gates(model)
+    base, _ = first_block_outputs(model, ids, features)
+    hidden, _ = first_block_outputs(model, ids, perturbed(features, 1))
+    assert not torch.allclose(hidden[parts["item0"]], base[parts["item0"]])
+    assert not torch.allclose(hidden[parts["user"]], base[parts["user"]])
+
+
+def test_cross_attention_mask_by_hand():
+    IMG, EOC = 100, 101
+    # a truncated input: it starts inside a chunk whose [IMG] fell off, then two whole items
+    ids = torch.tensor([[7, EOC, 3, IMG, 4, EOC, 5, IMG, 6, EOC, 8]])
+    present = torch.tensor([[True, False]])  # the second image is missing
+    exclusive = cross_attention_mask(ids, present, IMG, EOC, "exclusive")[0].int().tolist()
+    assert exclusive == [[0, 0], [0, 0], [0, 0], [1, 0], [1, 0], [1, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0]]
+    previous = cross_attention_mask(ids, torch.tensor([[True, True]]), IMG, EOC, "previous")[0].int()
+    assert previous[:, 0].tolist() == [0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0]
+    assert previous[:, 1].tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
+    assert cross_attention_mask(ids, present, IMG, EOC, "all")[0].int().tolist() == [[1, 0]] * 11
+
+
+@pytest.mark.parametrize("fusion", ["early", "late", "inline", "none"])
+def test_fusion_ablations_run_and_only_vision_fusions_use_images(fusion):
+    model = tiny_model(fusion=fusion)
+    ids, parts = two_item_prompt(model.vocabulary)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, GatedCrossAttentionBlock):
+                module.attention_gate.fill_(1.0)
+        if fusion == "inline":
+            model.inline_gate.fill_(1.0)
+        present = torch.ones(1, 2, dtype=torch.bool)
+        a = model(ids, torch.ones_like(ids), images(model, 2, 1), present)
+        b = model(ids, torch.ones_like(ids), images(model, 2, 2), present)
+    assert a.shape == (1, ids.shape[1], BASE_VOCAB + model.vocabulary.size)
+    assert torch.isfinite(a).all()
+    assert torch.equal(a, b) == (fusion == "none")
+    assert not any(isinstance(m, CrossAttentionDecoderLayer) for m in model.modules())
+
+
+def test_one_step_trains_new_rows_of_a_frozen_lm_and_nothing_frozen():
+    model = tiny_model(freeze=True)
+    model.train()
+    assert model.lm.get_output_embeddings() is not model.lm.get_input_embeddings()  # GPT-NeoX: own head
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2, weight_decay=0.0)
+    ids, _ = two_item_prompt(model.vocabulary)
+    logits = model(ids, torch.ones_like(ids), images(model, 2), torch.ones(1, 2, dtype=torch.bool))
+    target = torch.tensor([model.vocabulary.item_id(3)])
+    F.cross_entropy(logits[0, -1:], target).backward()
+    optimizer.step()
+    after = dict(model.named_parameters())
+    for name, old in before.items():
+        if name.startswith(("lm.", "vision.")) and ".cross_attention." not in name:
+            assert torch.equal(after[name], old), f"{name} is frozen but changed"
+    item0 = model.vocabulary.item_id(0) - model.vocabulary.base_size
+    item3 = model.vocabulary.item_id(3) - model.vocabulary.base_size
+    assert not torch.equal(after["added_input"][item0], before["added_input"][item0])  # used in the input
+    assert not torch.equal(after["added_output"][item3], before["added_output"][item3])  # the target row
+    unused = model.vocabulary.item_id(5) - model.vocabulary.base_size
+    assert torch.equal(after["added_input"][unused], before["added_input"][unused])
+
+
+def test_token_reweighting():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    targets = torch.tensor([0, 1, 0])
+    plain = F.cross_entropy(logits, targets, reduction="none")
+    assert torch.equal(token_losses(logits, targets, 0.0), plain)
+    weighted = token_losses(logits, targets, 2.0)
+    p = torch.exp(-plain)
+    assert torch.allclose(weighted, (1 - p) ** 2 * plain)
+    ratio = weighted / plain
+    assert ratio[0] < ratio[1] < ratio[2]  # the most confident token is down-weighted most
+    assert math.isclose(float(ratio[0]), (1 - math.exp(-float(plain[0]))) ** 2, rel_tol=1e-5)
+
+
+def test_objective_combines_task_and_context_tokens_with_task_weights():
+    logits = torch.zeros(4, 5)  # uniform: every token costs log 5
+    targets = torch.tensor([0, 1, 2, 3])
+    is_task = torch.tensor([True, True, False, True])
+    example_of = torch.tensor([0, 0, 0, 1])
+    config = LossConfig(gamma=0.0, context_weight=0.5, task_weights={"search": 3.0})
+    parts = unimp_loss(logits, targets, is_task, example_of, ["recommendation", "search"], config)
+    log5 = math.log(5)
+    expected = (log5 + log5 + 3 * log5) / 3 + 0.5 * log5
+    assert math.isclose(float(parts.total), expected, rel_tol=1e-6)
+    assert parts.task_count == {"recommendation": 2, "search": 1}
+    assert parts.context_count == 1
+    without_context = unimp_loss(
+        logits, targets, is_task, example_of, ["recommendation", "search"],
+        LossConfig(gamma=0.0, context=False, task_weights={"search": 3.0}),
+    )  # fmt: skip
+    assert math.isclose(float(without_context.total), 5 * log5 / 3, rel_tol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def bpe_tokenizer(tmp_path_factory):
+    texts = ["category Lipstick title Nova Classic Lipstick price 12.50 brand Nova", "I love it"] * 20
+    return train_bpe_tokenizer(texts, 300, tmp_path_factory.mktemp("tok"))
+
+
+def test_prompt_tokenizer_maps_markers_to_added_rows_and_back(bpe_tokenizer):
+    vocabulary = AddedVocabulary(base_size=len(bpe_tokenizer), num_items=10)
+    tokenizer = PromptTokenizer(bpe_tokenizer, vocabulary)
+    text = "[CLS] [IMG] title Nova Classic <item_7> [EOC] Which one? <rating_4>"
+    encoded = tokenizer.encode_batch([text])[0]
+    assert encoded.ids[:2] == [vocabulary.user_id, vocabulary.image_id]
+    assert vocabulary.item_id(7) in encoded.ids and vocabulary.rating_id(4) == encoded.ids[-1]
+    assert all(i < vocabulary.base_size for i in encoded.ids[2:-1] if i not in (vocabulary.item_id(7), vocabulary.end_of_chunk_id))
+    assert tokenizer.decode(encoded.ids) == text
+    with pytest.raises(UnimpError, match="outside the model's catalog"):
+        tokenizer.encode_batch(["<item_10>"])
+    with pytest.raises(UnimpError, match="rating scale"):
+        tokenizer.encode_batch(["<rating_9>"])
+
+
+def test_encoded_examples_mark_target_and_history_tokens_and_truncate_whole_images(bpe_tokenizer):
+    from unimp_bench.models.inputs import collate, encode_examples
+
+    vocabulary = AddedVocabulary(base_size=len(bpe_tokenizer), num_items=10)
+    tokenizer = PromptTokenizer(bpe_tokenizer, vocabulary)
+    first, second = "[IMG] title Nova <item_1> [EOC]", "[IMG] title Classic <item_2> [EOC]"
+    prompt = f"[CLS] {first} {second} Which one next?"
+    spans = [[6, 6 + len(first)], [7 + len(first), 7 + len(first) + len(second)]]
+    assert prompt[spans[1][0] : spans[1][1]] == second
+    full = encode_examples(tokenizer, [prompt], [[1, 2]], [spans], ["<item_3>"], max_length=64)[0]
+    ids = full.ids
+    assert ids[-2:] == [vocabulary.item_id(3), tokenizer.eos_id]
+    assert [ids[t + 1] for t in full.task_positions] == [vocabulary.item_id(3), tokenizer.eos_id]
+    predicted = [ids[t + 1] for t in full.context_positions]
+    assert vocabulary.image_id not in predicted  # the [IMG] marker is not reconstructed
+    assert predicted.count(vocabulary.item_id(1)) == 1 and predicted.count(vocabulary.end_of_chunk_id) == 2
+    assert vocabulary.user_id not in predicted and all(ids[t + 1] != ids[-3] for t in full.context_positions[-1:])
+
+    # cut so that the first item's [IMG] falls off: its image goes too, the second stays paired
+    short = encode_examples(tokenizer, [prompt], [[1, 2]], [spans], ["<item_3>"], max_length=len(ids) - 2)[0]
+    assert short.truncated and short.image_items == [2]
+    assert short.ids[-2:] == [vocabulary.item_id(3), tokenizer.eos_id]
+    batch = collate([full, short], tokenizer.pad_id)
+    assert batch.image_items.tolist() == [[1, 2], [2, -1]]
+    assert batch.attention_mask.sum(1).tolist() == [len(ids), len(ids) - 2]
+    assert batch.next_tokens[0, full.task_positions[0]] == vocabulary.item_id(3)
+
+
+def test_export_round_trip_gives_identical_logits(tmp_path, bpe_tokenizer):
+    from unimp_bench.models.export import LoraSettings, export_model, load_exported
+
+    tokenizer_dir = tmp_path / "tokenizer"
+    bpe_tokenizer.save_pretrained(str(tokenizer_dir))
+    config = tiny_config()
+    model = build_model(config, len(bpe_tokenizer), NUM_ITEMS, seed=3).eval()
+    inject_lora(model, 2, 4, 0.0, ())
+    set_trainable(model, "lora")
+    open_gates(model)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_()
+    changed = {n for n, p in model.named_parameters() if p.requires_grad}
+    export_model(model, tmp_path / "export", tokenizer_dir, changed, LoraSettings(2, 4, 0.0, ()), {"run": "test"})
+    loaded = load_exported(tmp_path / "export")
+    ids, _ = two_item_prompt(model.vocabulary)
+    features, present = images(model, 2), torch.ones(1, 2, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(model(ids, torch.ones_like(ids), features, present),
+                           loaded.model(ids, torch.ones_like(ids), features, present))  # fmt: skip
+    assert loaded.meta["provenance"] == {"run": "test"}
+    (tmp_path / "export" / "unimp.json").write_text("{")
+    with pytest.raises(UnimpError, match="not valid JSON"):
+        load_exported(tmp_path / "export")
+
+
+def test_decoder_layer_discovery_override_and_errors():
+    model = tiny_model("llama")
+    assert find_decoder_layers(model.lm, None) == "model.layers"
+    assert find_decoder_layers(model.lm, "model.layers") == "model.layers"
+    with pytest.raises(UnimpError, match="no attribute path"):
+        find_decoder_layers(model.lm, "model.blocks")
+    with pytest.raises(UnimpError, match="not a non-empty list"):
+        find_decoder_layers(model.lm, "model.norm")
+    model.lm.config.model_type = "mystery"
+    with pytest.raises(UnimpError, match="set model.lm.decoder_layers"):
+        find_decoder_layers(model.lm, None)
+
+
+def test_absent_pretrained_weights_are_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    lm = LanguageModelConfig(source="pretrained", name="togethercomputer/RedPajama-INCITE-Instruct-3B-v1",
+                             tokenizer="pretrained")  # fmt: skip
+    with pytest.raises(UnimpError, match="huggingface-cli download togethercomputer/RedPajama"):
+        build_model(ModelConfig(lm=lm), 10, 3, seed=0)
+    from unimp_bench.models.factory import build_vision_tower
+
+    with pytest.raises(UnimpError, match="not in the Hugging Face cache"):
+        build_vision_tower(VisionConfig(source="pretrained", model="ViT-L-14", pretrained="openai"))
+
+
+def test_model_config_rejects_bad_values():
+    with pytest.raises(UnimpError, match="model.mask"):
+        ModelConfig(mask="sideways")
+    with pytest.raises(UnimpError, match="model.fusion"):
+        ModelConfig(fusion="blend")
+    with pytest.raises(UnimpError, match="model.lm.name"):
+        LanguageModelConfig(source="pretrained")
+
+
+def test_presets_parse(tmp_path):
+    from unimp_bench.train import load_run_config
+
+    repo = Path(__file__).resolve().parents[1]
+    paper = load_run_config(repo / "configs" / "paper.yaml")
+    assert paper.model.lm.name == "togethercomputer/RedPajama-INCITE-Instruct-3B-v1"
+    assert paper.model.lm.freeze and paper.model.vision.model == "ViT-L-14"
+    assert (paper.train.lr, paper.train.grad_accum, paper.train.epochs, paper.train.precision) == (
+        2e-4, 2, 10.0, "bf16",
+    )  # fmt: skip
+    assert paper.train.warmup_ratio == 0.01 and paper.train.schedule == "cosine"
+    assert paper.train.micro_batch * paper.train.grad_accum == 24
+    for path in sorted((repo / "configs").rglob("*.yaml")):
+        load_run_config(path)

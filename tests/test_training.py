@@ -1,0 +1,210 @@
+"""The DeepSpeed trainer on the CPU: the CLI path, logs, checkpoints and exports, exact resume,
+learning strategies and the launcher command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from unimp_bench.cli import app
+from unimp_bench.errors import UnimpError
+from unimp_bench.train import (
+    EpochSampler,
+    launcher_command,
+    load_run_config,
+    plan_stages,
+    run_training,
+    schedule_factor,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+# the tiny preset shrunk further so a few steps take about a second
+SMALL = [
+    "model.lm.hidden_size=32",
+    "model.lm.layers=2",
+    "model.lm.intermediate_size=64",
+    "model.lm.bpe_vocab_size=400",
+    "model.max_length=256",
+    "train.micro_batch=4",
+    "train.log_every=1",
+    "train.max_examples_per_task=64",
+]
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "logs" / "train.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def cli_run(synthetic_data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("train") / "run"
+    args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(synthetic_data)]
+    args += ["--out", str(run), "--max-steps", "3"]
+    for override in SMALL:
+        args += ["--set", override]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "trained 3 steps" in result.output
+    return run
+
+
+def test_cli_trains_on_the_cpu_deepspeed_engine_and_logs(cli_run):
+    records = read_log(cli_run)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for record in records:
+        assert record["loss"] > 0 and record["tokens_per_s"] > 0 and record["lr"] > 0
+        assert any(key.startswith("loss/") for key in record)  # per task
+        assert "loss/context" in record
+    seen = {key for record in records for key in record if key.startswith("loss/")}
+    assert seen >= {"loss/recommendation", "loss/context"}
+    assert list((cli_run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (cli_run / "checkpoints" / "latest").read_text().strip() == "step_00000003"
+    checkpoint = cli_run / "checkpoints" / "step_00000003"
+    assert (checkpoint / "mp_rank_00_model_states.pt").is_file()  # DeepSpeed's own files
+    state = json.loads((checkpoint / "unimp_state.json").read_text())
+    assert state["global_step"] == 3 and state["stage"] == 0
+    assert (checkpoint / "export" / "model.safetensors").is_file()
+    config = yaml.safe_load((cli_run / "config.yaml").read_text())
+    assert config["model"]["lm"]["hidden_size"] == 32 and config["train"]["max_steps"] == 3
+
+
+def test_export_of_a_run_loads_and_ranks_the_catalog(cli_run, synthetic_data):
+    import polars as pl
+
+    from unimp_bench.models.export import load_exported
+    from unimp_bench.models.inputs import ImageFeatureStore, ItemImages
+    from unimp_bench.models.predict import item_scores
+
+    loaded = load_exported(cli_run / "export")
+    assert loaded.meta["provenance"]["step"] == 3
+    assert loaded.meta["provenance"]["dataset"]["content_hash"]
+    items = pl.read_parquet(synthetic_data / "items.parquet").sort("item_idx")
+    store = ImageFeatureStore(loaded.model, ItemImages(synthetic_data, items["image_path"].to_list(), 32), 1.0)
+    prompt = "[CLS] [IMG] title a <item_3> [EOC] [IMG] title b <item_5> [EOC] Which item next?"
+    scores = item_scores(loaded.model, loaded.tokenizer, store, [prompt], [[3, 5]], 256)
+    assert scores.shape == (1, len(items)) and bool(torch.isfinite(torch.from_numpy(scores)).all())
+
+
+def test_resume_continues_exactly_like_a_straight_run(synthetic_data, tmp_path):
+    config = REPO / "configs" / "tiny.yaml"
+    common = SMALL + ["train.steps=6", "train.warmup_ratio=0.3"]
+    straight = run_training(config, synthetic_data, tmp_path / "straight", max_steps=4, overrides=common,
+                            show_progress=False)  # fmt: skip
+    assert straight["steps"] == 4
+    run_training(config, synthetic_data, tmp_path / "split", max_steps=2, overrides=common, show_progress=False)
+    resumed = run_training(config, synthetic_data, tmp_path / "split", resume=True, max_steps=4,
+                           overrides=common, show_progress=False)  # fmt: skip
+    assert resumed["steps"] == 4
+    a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "split")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for x, y in zip(a, b):
+        assert x["lr"] == pytest.approx(y["lr"], rel=1e-9)
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-5, abs=1e-6)
+        for key in x:
+            if key.startswith("loss/"):
+                assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-6)
+
+    # resuming needs the same configuration (apart from the stopping step)
+    with pytest.raises(UnimpError, match="differs"):
+        run_training(config, synthetic_data, tmp_path / "split", resume=True, max_steps=5,
+                     overrides=common + ["train.lr=0.5"], show_progress=False)  # fmt: skip
+    with pytest.raises(UnimpError, match="--resume"):
+        run_training(config, synthetic_data, tmp_path / "split", max_steps=1, overrides=common,
+                     show_progress=False)  # fmt: skip
+
+
+def test_multitask_then_lora_trains_only_adapters_in_the_second_stage(synthetic_data, tmp_path):
+    from safetensors.torch import load_file
+
+    overrides = SMALL + [
+        "train.tasks=[recommendation, search]",
+        "train.strategy=multitask_then_efficient",
+        "train.efficient=lora",
+        "train.steps=2",
+        "train.save_every=2",
+    ]
+    run = tmp_path / "lora"
+    summary = run_training(REPO / "configs" / "tiny.yaml", synthetic_data, run, overrides=overrides,
+                           show_progress=False)  # fmt: skip
+    assert [s["name"] for s in summary["stages"]] == ["multitask", "finetune:recommendation"]
+    first = load_file(str(run / "checkpoints" / "step_00000002" / "export" / "model.safetensors"))
+    # peft keeps a wrapped layer's own weights under .base_layer
+    second = {n.replace(".base_layer", ""): t for n, t in load_file(str(run / "export" / "model.safetensors")).items()}
+    lora = [name for name in second if "lora_" in name]
+    assert lora and not any("lora_" in name for name in first)
+    for name, tensor in first.items():
+        assert torch.equal(second[name], tensor), f"{name} changed while only LoRA should train"
+    assert any(not torch.equal(second[n], torch.zeros_like(second[n])) for n in lora if "lora_B" in n)
+    log = read_log(run)
+    assert {r["stage"] for r in log} == {"multitask", "finetune:recommendation"}
+    assert all(set(k for k in r if k.startswith("loss/") and k != "loss/context") == {"loss/recommendation"}
+               for r in log if r["stage"] != "multitask")  # fmt: skip
+
+
+def test_learning_strategies_plan_their_stages():
+    config = load_run_config(REPO / "configs" / "tiny.yaml", ["train.strategy=continual"])
+    assert [(s.tasks, s.trainable) for s in plan_stages(config.train)] == [
+        ((task,), "default") for task in config.train.tasks
+    ]
+    config = load_run_config(REPO / "configs" / "tiny.yaml", ["train.strategy=multitask_then_finetune"])
+    stages = plan_stages(config.train)
+    assert [s.trainable for s in stages] == ["default", "full"] and stages[1].tasks == ("recommendation",)
+    config = load_run_config(
+        REPO / "configs" / "tiny.yaml", ["train.strategy=multitask_then_efficient", "train.efficient=last_layer"]
+    )
+    assert plan_stages(config.train)[1].trainable == "last_layer"
+
+
+def test_sampler_is_deterministic_and_respects_task_shares():
+    sampler = EpochSampler({"recommendation": 10, "search": 4}, {"search": 2.0}, seed=1, stage=0)
+    order = sampler.order(0)
+    assert len(order) == 18 and sampler.epoch_size == 18
+    tasks = order[:, 0].tolist()
+    assert tasks.count(0) == 10 and tasks.count(1) == 8
+    assert sorted(order[order[:, 0] == 0][:, 1].tolist()) == list(range(10))  # every row once
+    again = EpochSampler({"recommendation": 10, "search": 4}, {"search": 2.0}, seed=1, stage=0)
+    assert (again.order(0) == order).all() and not (again.order(1) == order).all()
+
+
+def test_schedule_warms_up_then_follows_a_cosine():
+    assert schedule_factor(0, 100, 0.1, "cosine") == pytest.approx(0.1)
+    assert schedule_factor(9, 100, 0.1, "cosine") == pytest.approx(1.0)
+    assert schedule_factor(10, 100, 0.1, "cosine") == pytest.approx(1.0)
+    assert schedule_factor(55, 100, 0.1, "cosine") == pytest.approx(0.5)
+    assert schedule_factor(100, 100, 0.1, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert schedule_factor(80, 100, 0.1, "constant") == 1.0
+
+
+def test_gpus_relaunch_through_the_deepspeed_launcher(tmp_path):
+    hostfile = tmp_path / "hosts"
+    command = launcher_command(tmp_path / "run", 8, hostfile, resume=True)
+    assert command[1:3] == ["-m", "deepspeed.launcher.runner"]
+    assert command[command.index("--hostfile") + 1] == str(hostfile)
+    assert command[command.index("--num_gpus") + 1] == "8"
+    assert command[command.index("--module") + 1] == "unimp_bench.train"
+    assert command[-1] == "--resume"
+
+
+def test_config_errors_are_one_sentence(synthetic_data, tmp_path):
+    runner = CliRunner()
+    base = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(synthetic_data)]
+    cases = [
+        (["--set", "train.lrr=1"], "unknown key(s) lrr"),
+        (["--set", "train.tasks=[image_generation]"], "needs an image tokenizer"),
+        (["--set", "model.mask=sideways"], "model.mask must be one of"),
+        (["--set", "nonsense"], "must look like section.key=value"),
+        (["--resume"], "no training run to resume"),
+    ]
+    for extra, message in cases:
+        result = runner.invoke(app, base + ["--out", str(tmp_path / "r")] + extra)
+        assert result.exit_code == 1, result.output
+        assert message in result.output and "Traceback" not in result.output
+    ablation = tmp_path / "ablation.yaml"
+    ablation.write_text(f"base: {REPO / 'configs' / 'tiny.yaml'}\nmodel:\n  fusion: none\n")
+    config = load_run_config(ablation)
+    assert config.model.fusion == "none" and config.model.lm.hidden_size == 128

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from unimp_bench.baselines.popularity import training_counts
-from unimp_bench.data.contract import open_dataset
 from unimp_bench.data.api import prepare_synthetic_dataset
+from unimp_bench.data.contract import open_dataset
 from unimp_bench.examples import build_examples, open_examples
 from unimp_bench.metrics import ranking_metrics, target_rank_counts
 from unimp_bench.models.export import load_exported

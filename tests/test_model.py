@@ -14,7 +14,11 @@ from unimp_bench.errors import UnimpError
 from unimp_bench.models.config import LM_FAMILIES, LanguageModelConfig, ModelConfig, VisionConfig
 from unimp_bench.models.factory import build_model, find_decoder_layers, inject_lora, set_trainable
 from unimp_bench.models.tokenization import AddedVocabulary, PromptTokenizer, train_bpe_tokenizer
-from unimp_bench.models.unimp import CrossAttentionDecoderLayer, GatedCrossAttentionBlock, cross_attention_mask
+from unimp_bench.models.unimp import (
+    CrossAttentionDecoderLayer,
+    GatedCrossAttentionBlock,
+    cross_attention_mask,
+)
 from unimp_bench.objective import LossConfig, token_losses, unimp_loss
 
 BASE_VOCAB = 64
@@ -93,7 +97,9 @@ def first_block_outputs(model, ids, features) -> torch.Tensor:
     block = next(layer.cross_attention for layer in layers if isinstance(layer, CrossAttentionDecoderLayer))
     handle = block.register_forward_hook(lambda module, args, output: captured.append(output))
     with torch.no_grad():
-        logits = model(ids, torch.ones_like(ids), features, torch.ones(1, features.shape[1], dtype=torch.bool))
+        logits = model(
+            ids, torch.ones_like(ids), features, torch.ones(1, features.shape[1], dtype=torch.bool)
+        )
     handle.remove()
     return captured[0][0], logits[0]
 
@@ -145,7 +151,19 @@ def test_cross_attention_mask_by_hand():
     ids = torch.tensor([[7, EOC, 3, IMG, 4, EOC, 5, IMG, 6, EOC, 8]])
     present = torch.tensor([[True, False]])  # the second image is missing
     exclusive = cross_attention_mask(ids, present, IMG, EOC, "exclusive")[0].int().tolist()
-    assert exclusive == [[0, 0], [0, 0], [0, 0], [1, 0], [1, 0], [1, 0], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0]]
+    assert exclusive == [
+        [0, 0],
+        [0, 0],
+        [0, 0],
+        [1, 0],
+        [1, 0],
+        [1, 0],
+        [0, 0],
+        [0, 0],
+        [0, 0],
+        [0, 0],
+        [0, 0],
+    ]
     previous = cross_attention_mask(ids, torch.tensor([[True, True]]), IMG, EOC, "previous")[0].int()
     assert previous[:, 0].tolist() == [0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0]
     assert previous[:, 1].tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
@@ -240,7 +258,11 @@ def test_prompt_tokenizer_maps_markers_to_added_rows_and_back(bpe_tokenizer):
     encoded = tokenizer.encode_batch([text])[0]
     assert encoded.ids[:2] == [vocabulary.user_id, vocabulary.image_id]
     assert vocabulary.item_id(7) in encoded.ids and vocabulary.rating_id(4) == encoded.ids[-1]
-    assert all(i < vocabulary.base_size for i in encoded.ids[2:-1] if i not in (vocabulary.item_id(7), vocabulary.end_of_chunk_id))
+    assert all(
+        i < vocabulary.base_size
+        for i in encoded.ids[2:-1]
+        if i not in (vocabulary.item_id(7), vocabulary.end_of_chunk_id)
+    )
     assert tokenizer.decode(encoded.ids) == text
     with pytest.raises(UnimpError, match="outside the model's catalog"):
         tokenizer.encode_batch(["<item_10>"])
@@ -264,7 +286,9 @@ def test_encoded_examples_mark_target_and_history_tokens_and_truncate_whole_imag
     predicted = [ids[t + 1] for t in full.context_positions]
     assert vocabulary.image_id not in predicted  # the [IMG] marker is not reconstructed
     assert predicted.count(vocabulary.item_id(1)) == 1 and predicted.count(vocabulary.end_of_chunk_id) == 2
-    assert vocabulary.user_id not in predicted and all(ids[t + 1] != ids[-3] for t in full.context_positions[-1:])
+    assert vocabulary.user_id not in predicted and all(
+        ids[t + 1] != ids[-3] for t in full.context_positions[-1:]
+    )
 
     # cut so that the first item's [IMG] falls off: its image goes too, the second stays paired
     short = encode_examples(tokenizer, [prompt], [[1, 2]], [spans], ["<item_3>"], max_length=len(ids) - 2)[0]
@@ -291,7 +315,9 @@ def test_export_round_trip_gives_identical_logits(tmp_path, bpe_tokenizer):
             if "lora_B" in name:
                 parameter.normal_()
     changed = {n for n, p in model.named_parameters() if p.requires_grad}
-    export_model(model, tmp_path / "export", tokenizer_dir, changed, LoraSettings(2, 4, 0.0, ()), {"run": "test"})
+    export_model(
+        model, tmp_path / "export", tokenizer_dir, changed, LoraSettings(2, 4, 0.0, ()), {"run": "test"}
+    )
     loaded = load_exported(tmp_path / "export")
     ids, _ = two_item_prompt(model.vocabulary)
     features, present = images(model, 2), torch.ones(1, 2, dtype=torch.bool)

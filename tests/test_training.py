@@ -84,7 +84,9 @@ def test_export_of_a_run_loads_and_ranks_the_catalog(cli_run, synthetic_data):
     assert loaded.meta["provenance"]["step"] == 3
     assert loaded.meta["provenance"]["dataset"]["content_hash"]
     items = pl.read_parquet(synthetic_data / "items.parquet").sort("item_idx")
-    store = ImageFeatureStore(loaded.model, ItemImages(synthetic_data, items["image_path"].to_list(), 32), 1.0)
+    store = ImageFeatureStore(
+        loaded.model, ItemImages(synthetic_data, items["image_path"].to_list(), 32), 1.0
+    )
     prompt = "[CLS] [IMG] title a <item_3> [EOC] [IMG] title b <item_5> [EOC] Which item next?"
     scores = item_scores(loaded.model, loaded.tokenizer, store, [prompt], [[3, 5]], 256)
     assert scores.shape == (1, len(items)) and bool(torch.isfinite(torch.from_numpy(scores)).all())
@@ -96,7 +98,9 @@ def test_resume_continues_exactly_like_a_straight_run(synthetic_data, tmp_path):
     straight = run_training(config, synthetic_data, tmp_path / "straight", max_steps=4, overrides=common,
                             show_progress=False)  # fmt: skip
     assert straight["steps"] == 4
-    run_training(config, synthetic_data, tmp_path / "split", max_steps=2, overrides=common, show_progress=False)
+    run_training(
+        config, synthetic_data, tmp_path / "split", max_steps=2, overrides=common, show_progress=False
+    )
     resumed = run_training(config, synthetic_data, tmp_path / "split", resume=True, max_steps=4,
                            overrides=common, show_progress=False)  # fmt: skip
     assert resumed["steps"] == 4
@@ -134,7 +138,10 @@ def test_multitask_then_lora_trains_only_adapters_in_the_second_stage(synthetic_
     assert [s["name"] for s in summary["stages"]] == ["multitask", "finetune:recommendation"]
     first = load_file(str(run / "checkpoints" / "step_00000002" / "export" / "model.safetensors"))
     # peft keeps a wrapped layer's own weights under .base_layer
-    second = {n.replace(".base_layer", ""): t for n, t in load_file(str(run / "export" / "model.safetensors")).items()}
+    second = {
+        n.replace(".base_layer", ""): t
+        for n, t in load_file(str(run / "export" / "model.safetensors")).items()
+    }
     lora = [name for name in second if "lora_" in name]
     assert lora and not any("lora_" in name for name in first)
     for name, tensor in first.items():
@@ -155,7 +162,8 @@ def test_learning_strategies_plan_their_stages():
     stages = plan_stages(config.train)
     assert [s.trainable for s in stages] == ["default", "full"] and stages[1].tasks == ("recommendation",)
     config = load_run_config(
-        REPO / "configs" / "tiny.yaml", ["train.strategy=multitask_then_efficient", "train.efficient=last_layer"]
+        REPO / "configs" / "tiny.yaml",
+        ["train.strategy=multitask_then_efficient", "train.efficient=last_layer"],
     )
     assert plan_stages(config.train)[1].trainable == "last_layer"
 
@@ -208,3 +216,6 @@ def test_config_errors_are_one_sentence(synthetic_data, tmp_path):
     ablation.write_text(f"base: {REPO / 'configs' / 'tiny.yaml'}\nmodel:\n  fusion: none\n")
     config = load_run_config(ablation)
     assert config.model.fusion == "none" and config.model.lm.hidden_size == 128
+    assert load_run_config(Path("ablations/no_context")).loss.context is False  # a shipped preset by name
+    with pytest.raises(UnimpError, match="not a shipped preset"):
+        load_run_config(tmp_path / "missing.yaml")

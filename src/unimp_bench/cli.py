@@ -424,7 +424,7 @@ def train_command(
 ):
     """Train UniMP on all configured tasks at once.
 
-    Example: unimp-bench train --config configs/tiny.yaml --data data/synthetic --out runs/tiny --max-steps 200
+    Example: unimp-bench train --config tiny --data data/synthetic --out runs/tiny --max-steps 200
     """
     from unimp_bench.train import run_training
 

@@ -64,7 +64,9 @@ def unimp_loss(
     config: LossConfig,
 ) -> LossParts:
     losses = token_losses(logits, targets, config.gamma)
-    weights = torch.tensor([config.weight(t) for t in example_tasks], dtype=losses.dtype, device=losses.device)
+    weights = torch.tensor(
+        [config.weight(t) for t in example_tasks], dtype=losses.dtype, device=losses.device
+    )
     weighted = losses * weights[example_of]
     is_context = ~is_task
     task_tokens = int(is_task.sum())

@@ -8,6 +8,7 @@ PACKAGED_NAMES = {
     "tasks": "task_definitions",
     "baselines": "baseline_configs",
     "reference": "reference",
+    "configs": "training_presets",
 }
 
 

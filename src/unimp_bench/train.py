@@ -110,7 +110,9 @@ class TrainConfig:
                     "have yet; remove it from train.tasks"
                 )
             if task not in TRAINABLE_TASKS:
-                raise UnimpError(f"train.tasks: unknown task {task!r}; trainable: {', '.join(TRAINABLE_TASKS)}")
+                raise UnimpError(
+                    f"train.tasks: unknown task {task!r}; trainable: {', '.join(TRAINABLE_TASKS)}"
+                )
         unknown = sorted(set(self.task_sampling) - set(self.tasks))
         if unknown:
             raise UnimpError(f"train.task_sampling names tasks that are not trained: {', '.join(unknown)}")
@@ -183,7 +185,22 @@ def read_config_mapping(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _merge(read_config_mapping(base_path, (*seen, path.resolve())), data)
 
 
+def resolve_preset(path: Path) -> Path:
+    """A config file path, or the name of a shipped preset (`tiny`, `paper`, `ablations/no_vision`)."""
+    if path.is_file():
+        return path
+    from unimp_bench.resources import resource_dir
+
+    shipped = resource_dir("configs") / f"{str(path).removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise UnimpError(
+        f"config file {path} does not exist (and it is not a shipped preset such as tiny or paper)"
+    )
+
+
 def load_run_config(path: Path, overrides: list[str] = ()) -> RunConfig:
+    path = resolve_preset(path)
     data = apply_overrides(read_config_mapping(path), list(overrides))
     return from_mapping(RunConfig, data, path.name)
 
@@ -282,7 +299,13 @@ def load_train_examples(run: Path, config: TrainConfig) -> dict[str, TaskExample
 
 
 def prepare_run(
-    config: RunConfig, config_text: str, data: Path, run: Path, resume: bool, overwrite: bool, show_progress: bool
+    config: RunConfig,
+    config_text: str,
+    data: Path,
+    run: Path,
+    resume: bool,
+    overwrite: bool,
+    show_progress: bool,
 ) -> None:
     saved = run / "config.yaml"
     if resume:
@@ -293,10 +316,14 @@ def prepare_run(
         for mapping in (previous, current):
             mapping["train"].pop("max_steps", None)
         if previous != current:
-            raise UnimpError(f"the configuration differs from the one {run} was started with; resume needs the same")
+            raise UnimpError(
+                f"the configuration differs from the one {run} was started with; resume needs the same"
+            )
     elif run.exists() and any(run.iterdir()):
         if not overwrite:
-            raise UnimpError(f"{run} already exists; pass --resume to continue it or --overwrite to start over")
+            raise UnimpError(
+                f"{run} already exists; pass --resume to continue it or --overwrite to start over"
+            )
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
     if not (run / "examples" / "manifest.json").is_file():
@@ -397,7 +424,13 @@ def _single_process_environment() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     os.environ.update(
-        {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": "0",
+            "WORLD_SIZE": "1",
+            "LOCAL_RANK": "0",
+        }
     )
 
 
@@ -488,195 +521,231 @@ class WindowStats:
     context_count: int = 0
     started: float = field(default_factory=time.perf_counter)
 
+    def add(self, parts, batch) -> None:
+        self.loss += float(parts.total.detach())
+        self.micro_batches += 1
+        self.tokens += batch.tokens
+        self.truncated += batch.truncated
+        for task, value in parts.task_sum.items():
+            self.task_sum[task] = self.task_sum.get(task, 0.0) + value
+            self.task_count[task] = self.task_count.get(task, 0) + parts.task_count[task]
+        self.context_sum += parts.context_sum
+        self.context_count += parts.context_count
+
 
 def latest_tag(checkpoints: Path) -> str | None:
     marker = checkpoints / "latest"
     return marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
 
 
-def train_worker(run: Path, data: Path | None = None, resume: bool = False, show_progress: bool = True) -> dict:
+def train_worker(
+    run: Path, data: Path | None = None, resume: bool = False, show_progress: bool = True
+) -> dict:
     """Run (or resume) the training described by RUN/config.yaml; returns a summary dict."""
     _single_process_environment()
-    import deepspeed
-    from deepspeed.accelerator import get_accelerator
+    trainer = Trainer(run, data, resume)
+    with ProgressReporter(show_progress and trainer.is_main) as progress:
+        return trainer.train(progress)
 
-    from unimp_bench.data.contract import open_dataset
 
-    config = from_mapping(RunConfig, yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")), "config")
-    train = config.train
-    deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(), verbose=False)
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device(get_accelerator().device_name(local_rank))
-    is_main = rank == 0
+class Trainer:
+    """One worker process: builds the model and data once, then runs the strategy's stages."""
 
-    examples_manifest = open_examples(run / "examples").manifest
-    data = Path(data) if data is not None else Path(examples_manifest["dataset"]["path"])
-    dataset = open_dataset(data)
-    items = dataset.scan("items").select("item_idx", "image_path").sort("item_idx").collect()
-    base_tokenizer = load_saved_tokenizer(run / "tokenizer")
-    model = build_model(config.model, len(base_tokenizer), len(items), seed=train.seed)
-    tokenizer = PromptTokenizer(base_tokenizer, model.vocabulary)
-    task_examples = load_train_examples(run, train)
-    model.to(device)
+    def __init__(self, run: Path, data: Path | None, resume: bool):
+        import deepspeed
+        from deepspeed.accelerator import get_accelerator
 
-    checkpoints = run / "checkpoints"
-    resume_tag = latest_tag(checkpoints) if resume else None
-    if resume and resume_tag is None:
-        raise UnimpError(f"{run} has no checkpoint to resume from yet")
-    resume_state = None
-    if resume_tag:
-        # the client state says which stage to rebuild before DeepSpeed restores the weights
-        resume_state = json.loads((checkpoints / resume_tag / "unimp_state.json").read_text(encoding="utf-8"))
+        from unimp_bench.data.contract import open_dataset
 
-    log = TrainingLog(run / "logs", is_main, append=resume_tag is not None)
-    stages = plan_stages(train)
-    changed: set[str] = set(resume_state["changed"]) if resume_state else set()
-    global_step = resume_state["global_step"] if resume_state else 0
-    lora_injected = False
-    summary = {"stages": [], "steps": 0}
-    max_steps = train.max_steps
-    with ProgressReporter(show_progress and is_main) as progress:
-        store = ImageFeatureStore(
-            model,
-            ItemImages(dataset.root, items["image_path"].to_list(), model.vision.image_size[0]),
-            config.model.vision.feature_cache_gb,
+        self.run = run
+        self.config = from_mapping(
+            RunConfig, yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")), "config"
+        )
+        deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(), verbose=False)
+        self.rank, self.world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        self.device = torch.device(get_accelerator().device_name(int(os.environ.get("LOCAL_RANK", 0))))
+        self.is_main = self.rank == 0
+
+        self.examples_manifest = open_examples(run / "examples").manifest
+        data = Path(data) if data is not None else Path(self.examples_manifest["dataset"]["path"])
+        self.dataset = open_dataset(data)
+        self.items = self.dataset.scan("items").select("item_idx", "image_path").sort("item_idx").collect()
+        base_tokenizer = load_saved_tokenizer(run / "tokenizer")
+        self.model = build_model(
+            self.config.model, len(base_tokenizer), len(self.items), seed=self.config.train.seed
+        )
+        self.tokenizer = PromptTokenizer(base_tokenizer, self.model.vocabulary)
+        self.task_examples = load_train_examples(run, self.config.train)
+        self.model.to(self.device)
+
+        self.checkpoints = run / "checkpoints"
+        self.resume_tag = latest_tag(self.checkpoints) if resume else None
+        if resume and self.resume_tag is None:
+            raise UnimpError(f"{run} has no checkpoint to resume from yet")
+        # which stage to rebuild before DeepSpeed restores the weights
+        self.resume_state = (
+            json.loads((self.checkpoints / self.resume_tag / "unimp_state.json").read_text(encoding="utf-8"))
+            if self.resume_tag
+            else None
+        )
+        self.log = TrainingLog(run / "logs", self.is_main, append=self.resume_tag is not None)
+        self.changed: set[str] = set(self.resume_state["changed"]) if self.resume_state else set()
+        self.global_step = self.resume_state["global_step"] if self.resume_state else 0
+        self.lora_injected = False
+        self.store: ImageFeatureStore | None = None
+
+    def train(self, progress: ProgressReporter) -> dict:
+        self.store = ImageFeatureStore(
+            self.model,
+            ItemImages(
+                self.dataset.root, self.items["image_path"].to_list(), self.model.vision.image_size[0]
+            ),
+            self.config.model.vision.feature_cache_gb,
             progress=progress,
         )
-        for stage_index, stage in enumerate(stages):
-            if resume_state and stage_index < resume_state["stage"]:
+        summary = {"stages": [], "steps": 0}
+        for index, stage in enumerate(plan_stages(self.config.train)):
+            if self.resume_state and index < self.resume_state["stage"]:
                 continue
-            if stage.trainable == "lora" and not lora_injected:
-                lora = train.lora
-                inject_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules)
-                model.to(device)
-                lora_injected = True
-            set_trainable(model, stage.trainable)
-            trainable = [p for p in model.parameters() if p.requires_grad]
-            changed |= {name for name, p in model.named_parameters() if p.requires_grad}
-
-            sampler = EpochSampler(
-                {t: len(task_examples[t].prompts) for t in stage.tasks},
-                train.task_sampling,
-                train.seed,
-                stage_index,
-            )
-            micro_per_epoch = sampler.epoch_size // (train.micro_batch * world) // train.grad_accum * train.grad_accum
-            if micro_per_epoch == 0:
-                raise UnimpError(
-                    f"stage {stage.name} has {sampler.epoch_size} examples, fewer than one optimizer step "
-                    f"needs ({train.micro_batch} x {train.grad_accum} x {world}); lower train.micro_batch"
-                )
-            steps_per_epoch = micro_per_epoch // train.grad_accum
-            total_steps = train.steps or max(1, math.ceil(stage.epochs * steps_per_epoch))
-
-            optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: schedule_factor(step, total_steps, train.warmup_ratio, train.schedule)
-            )
-            engine, _, _, _ = deepspeed.initialize(
-                model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(train)
-            )
-            stage_step = 0
-            if resume_state and stage_index == resume_state["stage"]:
-                _, client = engine.load_checkpoint(str(checkpoints), tag=resume_tag)
-                if client is None:
-                    raise UnimpError(f"checkpoint {resume_tag} of {run} cannot be loaded")
-                stage_step = resume_state["stage_step"]
-                _set_rng_state(client["rng"])
-                resume_state = None
-            engine.train()
-            model.vision.eval()
-
-            def save(tag_step: int) -> None:
-                tag = f"step_{tag_step:08d}"
-                state = {"stage": stage_index, "stage_step": stage_step, "global_step": global_step}
-                engine.save_checkpoint(str(checkpoints), tag=tag, client_state={"rng": _rng_state(), **state})
-                if is_main:
-                    state |= {"changed": sorted(changed), "stage_name": stage.name}
-                    write_bytes_atomic(checkpoints / tag / "unimp_state.json", json.dumps(state).encode())
-                    provenance = {
-                        "run": str(run.resolve()),
-                        "step": global_step,
-                        "stage": stage.name,
-                        "config": to_mapping(config),
-                        "dataset": examples_manifest["dataset"],
-                        "task_versions": {t: v["version"] for t, v in examples_manifest["tasks"].items()},
-                    }
-                    lora_settings = train.lora if lora_injected else None
-                    export_model(model, checkpoints / tag / "export", run / "tokenizer", changed, lora_settings, provenance)
-                    export_model(model, run / "export", run / "tokenizer", changed, lora_settings, provenance)
-                    _prune_checkpoints(checkpoints, train.keep_checkpoints)
-
-            bar = progress.add(f"train {stage.name}", total_steps)
-            progress.advance(bar, stage_step)
-            window = WindowStats()
-            stopped = False
-            while stage_step < total_steps:
-                if max_steps is not None and global_step >= max_steps:
-                    stopped = True
-                    break
-                for micro in range(train.grad_accum):
-                    m = stage_step * train.grad_accum + micro
-                    epoch, within = divmod(m, micro_per_epoch)
-                    start = (within * world + rank) * train.micro_batch
-                    pairs = sampler.order(epoch)[start : start + train.micro_batch]
-                    _train_micro_batch(engine, model, store, tokenizer, config, task_examples, stage, pairs, device, window)
-                stage_step += 1
-                global_step += 1
-                progress.advance(bar)
-                if global_step % train.log_every == 0 or stage_step == total_steps:
-                    record = _log_record(window, global_step, stage.name, stage_step / steps_per_epoch, engine)
-                    log.write(record)
-                    window = WindowStats()
-                if global_step % train.save_every == 0:
-                    save(global_step)
-            if window.micro_batches:
-                log.write(_log_record(window, global_step, stage.name, stage_step / steps_per_epoch, engine))
-            if latest_tag(checkpoints) != f"step_{global_step:08d}":
-                save(global_step)
-            summary["stages"].append({"name": stage.name, "steps": stage_step, "total_steps": total_steps})
+            steps, total, stopped = self._run_stage(index, stage, progress)
+            summary["stages"].append({"name": stage.name, "steps": steps, "total_steps": total})
             if stopped:
                 break
-    summary["steps"] = global_step
-    summary["export"] = str((run / "export").resolve())
-    log.close()
-    if is_main:
-        write_bytes_atomic(run / "logs" / "summary.json", json.dumps(summary, indent=2).encode())
-    return summary
+        summary["steps"] = self.global_step
+        summary["export"] = str((self.run / "export").resolve())
+        self.log.close()
+        if self.is_main:
+            write_bytes_atomic(self.run / "logs" / "summary.json", json.dumps(summary, indent=2).encode())
+        return summary
 
+    def _run_stage(self, index: int, stage: Stage, progress: ProgressReporter) -> tuple[int, int, bool]:
+        """Train one stage; returns (steps done, steps planned, stopped early by max_steps)."""
+        import deepspeed
 
-def _train_micro_batch(engine, model, store, tokenizer, config, task_examples, stage, pairs, device, window):
-    tasks = [stage.tasks[int(t)] for t, _ in pairs]
-    rows = [int(r) for _, r in pairs]
-    sources = [task_examples[t] for t in tasks]
-    encoded = encode_examples(
-        tokenizer,
-        [s.prompts[r] for s, r in zip(sources, rows)],
-        [s.image_items[r] for s, r in zip(sources, rows)],
-        [s.history_spans[r] for s, r in zip(sources, rows)],
-        [s.targets[r] for s, r in zip(sources, rows)],
-        config.model.max_length,
-    )
-    batch = collate(encoded, tokenizer.pad_id).to(device)
-    features, present = store.lookup(batch.image_items)
-    select = batch.task_mask | batch.context_mask if config.loss.context else batch.task_mask
-    logits = engine(batch.input_ids, batch.attention_mask, features, present, select=select)
-    example_of = torch.nonzero(select)[:, 0]
-    parts = unimp_loss(
-        logits, batch.next_tokens[select], batch.task_mask[select], example_of, tasks, config.loss
-    )
-    engine.backward(parts.total)
-    engine.step()
-    window.loss += float(parts.total.detach())
-    window.micro_batches += 1
-    window.tokens += batch.tokens
-    window.truncated += batch.truncated
-    for task, value in parts.task_sum.items():
-        window.task_sum[task] = window.task_sum.get(task, 0.0) + value
-        window.task_count[task] = window.task_count.get(task, 0) + parts.task_count[task]
-    window.context_sum += parts.context_sum
-    window.context_count += parts.context_count
+        train, model = self.config.train, self.model
+        if stage.trainable == "lora" and not self.lora_injected:
+            lora = train.lora
+            inject_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules)
+            model.to(self.device)
+            self.lora_injected = True
+        set_trainable(model, stage.trainable)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.changed |= {name for name, p in model.named_parameters() if p.requires_grad}
+
+        sampler = EpochSampler(
+            {t: len(self.task_examples[t].prompts) for t in stage.tasks},
+            train.task_sampling,
+            train.seed,
+            index,
+        )
+        per_step = train.micro_batch * self.world * train.grad_accum
+        steps_per_epoch = sampler.epoch_size // per_step
+        if steps_per_epoch == 0:
+            raise UnimpError(
+                f"stage {stage.name} has {sampler.epoch_size} examples, fewer than one optimizer step needs "
+                f"({train.micro_batch} x {train.grad_accum} x {self.world}); lower train.micro_batch"
+            )
+        micro_per_epoch = steps_per_epoch * train.grad_accum
+        total = train.steps or max(1, math.ceil(stage.epochs * steps_per_epoch))
+
+        optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: schedule_factor(step, total, train.warmup_ratio, train.schedule)
+        )
+        engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(train)
+        )
+        stage_step = 0
+        if self.resume_state and index == self.resume_state["stage"]:
+            _, client = engine.load_checkpoint(str(self.checkpoints), tag=self.resume_tag)
+            if client is None:
+                raise UnimpError(f"checkpoint {self.resume_tag} of {self.run} cannot be loaded")
+            stage_step = self.resume_state["stage_step"]
+            _set_rng_state(client["rng"])
+            self.resume_state = None
+        engine.train()
+        model.vision.eval()
+
+        bar = progress.add(f"train {stage.name}", total)
+        progress.advance(bar, stage_step)
+        window = WindowStats()
+        stopped = False
+        while stage_step < total:
+            if train.max_steps is not None and self.global_step >= train.max_steps:
+                stopped = True
+                break
+            for micro in range(train.grad_accum):
+                epoch, within = divmod(stage_step * train.grad_accum + micro, micro_per_epoch)
+                start = (within * self.world + self.rank) * train.micro_batch
+                pairs = sampler.order(epoch)[start : start + train.micro_batch]
+                self._micro_batch(engine, stage, pairs, window)
+            stage_step += 1
+            self.global_step += 1
+            progress.advance(bar)
+            if self.global_step % train.log_every == 0 or stage_step == total:
+                self.log.write(
+                    _log_record(window, self.global_step, stage.name, stage_step / steps_per_epoch, engine)
+                )
+                window = WindowStats()
+            if self.global_step % train.save_every == 0:
+                self._save(engine, index, stage, stage_step)
+        if window.micro_batches:
+            self.log.write(
+                _log_record(window, self.global_step, stage.name, stage_step / steps_per_epoch, engine)
+            )
+        if latest_tag(self.checkpoints) != f"step_{self.global_step:08d}":
+            self._save(engine, index, stage, stage_step)
+        return stage_step, total, stopped
+
+    def _save(self, engine, index: int, stage: Stage, stage_step: int) -> None:
+        """A DeepSpeed checkpoint (every rank) plus our state and an export (rank 0)."""
+        tag = f"step_{self.global_step:08d}"
+        state = {"stage": index, "stage_step": stage_step, "global_step": self.global_step}
+        engine.save_checkpoint(str(self.checkpoints), tag=tag, client_state={"rng": _rng_state(), **state})
+        if not self.is_main:
+            return
+        state |= {"changed": sorted(self.changed), "stage_name": stage.name}
+        write_bytes_atomic(self.checkpoints / tag / "unimp_state.json", json.dumps(state).encode())
+        provenance = {
+            "run": str(self.run.resolve()),
+            "step": self.global_step,
+            "stage": stage.name,
+            "config": to_mapping(self.config),
+            "dataset": self.examples_manifest["dataset"],
+            "task_versions": {t: v["version"] for t, v in self.examples_manifest["tasks"].items()},
+        }
+        lora = self.config.train.lora if self.lora_injected else None
+        tokenizer_dir = self.run / "tokenizer"
+        export_model(
+            self.model, self.checkpoints / tag / "export", tokenizer_dir, self.changed, lora, provenance
+        )
+        export_model(self.model, self.run / "export", tokenizer_dir, self.changed, lora, provenance)
+        _prune_checkpoints(self.checkpoints, self.config.train.keep_checkpoints)
+
+    def _micro_batch(self, engine, stage: Stage, pairs: np.ndarray, window: WindowStats) -> None:
+        tasks = [stage.tasks[int(t)] for t, _ in pairs]
+        rows = [int(r) for _, r in pairs]
+        sources = [self.task_examples[t] for t in tasks]
+        encoded = encode_examples(
+            self.tokenizer,
+            [s.prompts[r] for s, r in zip(sources, rows)],
+            [s.image_items[r] for s, r in zip(sources, rows)],
+            [s.history_spans[r] for s, r in zip(sources, rows)],
+            [s.targets[r] for s, r in zip(sources, rows)],
+            self.config.model.max_length,
+        )
+        batch = collate(encoded, self.tokenizer.pad_id).to(self.device)
+        features, present = self.store.lookup(batch.image_items)
+        loss_config = self.config.loss
+        select = batch.task_mask | batch.context_mask if loss_config.context else batch.task_mask
+        logits = engine(batch.input_ids, batch.attention_mask, features, present, select=select)
+        example_of = torch.nonzero(select)[:, 0]
+        parts = unimp_loss(
+            logits, batch.next_tokens[select], batch.task_mask[select], example_of, tasks, loss_config
+        )
+        engine.backward(parts.total)
+        engine.step()
+        window.add(parts, batch)
 
 
 def _log_record(window: WindowStats, step: int, stage: str, epoch: float, engine) -> dict:

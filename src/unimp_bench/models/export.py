@@ -66,7 +66,9 @@ def export_model(
     from safetensors.torch import save_file
 
     state = model.state_dict()
-    tensors = {name: state[name].detach().cpu().contiguous().clone() for name in exported_names(model, changed)}
+    tensors = {
+        name: state[name].detach().cpu().contiguous().clone() for name in exported_names(model, changed)
+    }
     meta = {
         "export_version": EXPORT_VERSION,
         "unimp_bench_version": __version__,
@@ -106,7 +108,9 @@ def load_exported(folder: Path) -> LoadedModel:
     except json.JSONDecodeError:
         raise UnimpError(f"{meta_path} is not valid JSON") from None
     if meta.get("export_version") != EXPORT_VERSION:
-        raise UnimpError(f"{folder} has export version {meta.get('export_version')}, expected {EXPORT_VERSION}")
+        raise UnimpError(
+            f"{folder} has export version {meta.get('export_version')}, expected {EXPORT_VERSION}"
+        )
     config = from_mapping(ModelConfig, meta["model"], "model")
     base = load_saved_tokenizer(folder / "tokenizer")
     vocabulary = meta["vocabulary"]

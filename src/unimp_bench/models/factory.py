@@ -151,8 +151,8 @@ def resolve_clip_weights(cfg: VisionConfig) -> Path:
                 return Path(cached)
     raise UnimpError(
         f"the open_clip weights {cfg.model}/{cfg.pretrained} are not in the Hugging Face cache; "
-        f"download them first (huggingface-cli download {hub or 'the weights'}) or set model.vision.pretrained "
-        "to a local weights file"
+        f"download them first (huggingface-cli download {hub or 'the weights'}) or set "
+        "model.vision.pretrained to a local weights file"
     )
 
 
@@ -246,7 +246,9 @@ def inject_lora(model: UniMP, rank: int, alpha: int, dropout: float, target_modu
 
 def _default_lora_targets(model: UniMP) -> tuple[str, ...]:
     """The attention projections of the LM's family."""
-    names = {name.rsplit(".", 1)[-1] for name, module in model.lm.named_modules() if isinstance(module, nn.Linear)}
+    names = {
+        name.rsplit(".", 1)[-1] for name, module in model.lm.named_modules() if isinstance(module, nn.Linear)
+    }
     for candidates in (("q_proj", "v_proj"), ("query_key_value",), ("c_attn",), ("Wqkv",)):
         if all(c in names for c in candidates):
             return candidates

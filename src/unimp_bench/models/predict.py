@@ -44,5 +44,7 @@ def item_scores(
         features, present = store.lookup(batch.image_items)
         select = torch.zeros_like(batch.task_mask)
         select[torch.arange(len(encoded), device=device), batch.last_prompt] = True
-        rows.append(model(batch.input_ids, batch.attention_mask, features, present, select, "items").float().cpu())
+        rows.append(
+            model(batch.input_ids, batch.attention_mask, features, present, select, "items").float().cpu()
+        )
     return torch.cat(rows).numpy() if rows else np.zeros((0, model.vocabulary.num_items), dtype=np.float32)

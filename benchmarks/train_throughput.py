@@ -2,8 +2,10 @@
 CPU unless the launcher is used), and the cost of the cross-attention mask modes.
 
 Each variant trains the same batches (same seed) for --steps optimizer steps; tokens/s is the median
-of the logged windows after the first (which includes start-up). Prints one JSON line per figure;
-ratios are against the `previous` mask (Flamingo's rule) measured in the same run.
+of the logged windows after the first (which includes start-up). A second measurement isolates the
+mask: forward + backward of one model on the same 8 batches, switching the mask mode in interleaved
+rounds (so machine drift hits every mode alike). Prints one JSON line per figure; ratios are against
+the `previous` mask (Flamingo's rule) measured in the same run.
 
     python benchmarks/train_throughput.py [--steps 60] [--out bench-out/throughput]
 """
@@ -14,6 +16,7 @@ import argparse
 import json
 import os
 import statistics
+import time
 from pathlib import Path
 
 from unimp_bench.data.api import prepare_synthetic_dataset
@@ -53,6 +56,63 @@ def main() -> None:
             "figure": f"tiny preset training tokens/s, {name}", "value": round(value, 1),
             "ratio_vs_mask_previous": round(value / reference, 3), "steps": args.steps,
         }), flush=True)  # fmt: skip
+    isolated = mask_cost(args.out / "mask-exclusive")
+    for mode, seconds in isolated.items():
+        print(json.dumps({
+            "figure": f"forward+backward seconds per batch, mask {mode}", "value": round(seconds, 4),
+            "ratio_vs_mask_previous": round(seconds / isolated["previous"], 3),
+        }), flush=True)  # fmt: skip
+
+
+def mask_cost(run: Path, batches: int = 8, rounds: int = 5) -> dict[str, float]:
+    """Median seconds per forward+backward batch for each mask mode on identical inputs."""
+    import dataclasses
+
+    from unimp_bench.models.export import load_exported
+    from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, collate, encode_examples
+    from unimp_bench.train import load_train_examples, read_config_mapping
+
+    loaded = load_exported(run / "export")
+    model = loaded.model.train()
+    config = load_run_config_mapping(read_config_mapping(run / "config.yaml"))
+    examples = load_train_examples(run, config.train)
+    import polars as pl
+
+    items = pl.read_parquet(Path(loaded.meta["provenance"]["dataset"]["path"]) / "items.parquet")
+    store = ImageFeatureStore(
+        model, ItemImages(Path(loaded.meta["provenance"]["dataset"]["path"]),
+                          items.sort("item_idx")["image_path"].to_list(), model.vision.image_size[0]), 1.0,
+    )  # fmt: skip
+    prepared = []
+    for task in examples.values():
+        for start in range(0, 16 * (batches // len(examples) + 1), 16):
+            chunk = slice(start, start + 16)
+            encoded = encode_examples(
+                loaded.tokenizer, task.prompts[chunk], task.image_items[chunk], task.history_spans[chunk],
+                task.targets[chunk], model.config.max_length,
+            )  # fmt: skip
+            batch = collate(encoded, loaded.tokenizer.pad_id)
+            prepared.append((batch, *store.lookup(batch.image_items)))
+    prepared = prepared[:batches]
+    timings: dict[str, list[float]] = {"previous": [], "exclusive": [], "all": []}
+    for _ in range(rounds):
+        for mode in timings:
+            model.config = dataclasses.replace(model.config, mask=mode)
+            started = time.perf_counter()
+            for batch, features, present in prepared:
+                select = batch.task_mask | batch.context_mask
+                logits = model(batch.input_ids, batch.attention_mask, features, present, select=select)
+                logits.float().logsumexp(-1).mean().backward()
+            timings[mode].append((time.perf_counter() - started) / len(prepared))
+            model.zero_grad(set_to_none=True)
+    return {mode: statistics.median(values) for mode, values in timings.items()}
+
+
+def load_run_config_mapping(mapping: dict):
+    from unimp_bench.config import from_mapping
+    from unimp_bench.train import RunConfig
+
+    return from_mapping(RunConfig, mapping, "config")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ tasks were built with it. An example that cannot be built is counted under its r
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from unimp_bench import __version__
 from unimp_bench.config import to_mapping
 from unimp_bench.data.contract import PreparedDataset, open_dataset
 from unimp_bench.errors import UnimpError
-from unimp_bench.fileio import atomic_directory, file_sha256, write_json_atomic
+from unimp_bench.fileio import atomic_directory, file_sha256, read_json, write_json_atomic
 from unimp_bench.progress import ProgressReporter
 from unimp_bench.prompts import (
     PromptSettings,
@@ -456,10 +455,7 @@ def open_examples(root: Path) -> ExampleSet:
     path = root / "manifest.json"
     if not path.exists():
         raise UnimpError(f"{root} holds no examples (no manifest.json); run `unimp-bench build` first")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise UnimpError(f"{path} is not valid JSON; build the examples again") from None
+    manifest = read_json(path, "build the examples again")
     if manifest.get("examples_version") != EXAMPLES_VERSION:
         raise UnimpError(f"{root} was built by an incompatible unimp-bench; build the examples again")
     return ExampleSet(root, manifest)

@@ -55,6 +55,14 @@ def atomic_directory(out: Path, overwrite: bool) -> Iterator[Path]:
     shutil.rmtree(previous, ignore_errors=True)
 
 
+def read_json(path: Path, remedy: str):
+    """The JSON document at `path`; a malformed one is a user error that says what to do."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UnimpError(f"{path} is not valid JSON; {remedy}") from None
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from unimp_bench.errors import UnimpError
+from unimp_bench.fileio import read_json
 from unimp_bench.resources import resource_dir
 
 SCHEMA_VERSION = 1
@@ -55,10 +55,7 @@ def open_dataset(root: Path) -> PreparedDataset:
         raise UnimpError(
             f"{root} is not a prepared dataset (no manifest.json); run `unimp-bench prepare` first"
         )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise UnimpError(f"{manifest_path} is not valid JSON; prepare the dataset again") from None
+    manifest = read_json(manifest_path, "prepare the dataset again")
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise UnimpError(

@@ -19,7 +19,7 @@ import torch
 from unimp_bench import __version__
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.errors import UnimpError
-from unimp_bench.fileio import atomic_directory
+from unimp_bench.fileio import atomic_directory, read_json
 from unimp_bench.models.config import ModelConfig
 from unimp_bench.models.factory import build_model, inject_lora
 from unimp_bench.models.tokenization import PromptTokenizer, load_saved_tokenizer
@@ -103,10 +103,7 @@ def load_exported(folder: Path) -> LoadedModel:
     meta_path = folder / META_FILE
     if not meta_path.is_file():
         raise UnimpError(f"{folder} is not an exported UniMP model (no {META_FILE})")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise UnimpError(f"{meta_path} is not valid JSON") from None
+    meta = read_json(meta_path, "export the model again")
     if meta.get("export_version") != EXPORT_VERSION:
         raise UnimpError(
             f"{folder} has export version {meta.get('export_version')}, expected {EXPORT_VERSION}"

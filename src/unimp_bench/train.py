@@ -95,8 +95,9 @@ class TrainConfig:
             raise UnimpError(f"train.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.precision not in PRECISIONS:
             raise UnimpError(f"train.precision must be one of {', '.join(PRECISIONS)}")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise UnimpError("train.zero_stage must be 0, 1, 2 or 3")
+        if self.zero_stage not in (0, 1, 2):
+            # stage 3 partitions the weights themselves: exports would need them gathered first
+            raise UnimpError("train.zero_stage must be 0, 1 or 2 (ZeRO-3 exports are not supported yet)")
         if self.efficient not in ("lora", "last_layer"):
             raise UnimpError("train.efficient must be lora or last_layer")
         if self.schedule not in ("cosine", "constant"):

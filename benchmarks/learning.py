@@ -25,7 +25,7 @@ from unimp_bench.data.contract import open_dataset
 from unimp_bench.examples import build_examples, open_examples
 from unimp_bench.metrics import ranking_metrics, target_rank_counts
 from unimp_bench.models.export import load_exported
-from unimp_bench.models.inputs import ImageFeatureStore, ItemImages
+from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, catalog_image_paths
 from unimp_bench.models.predict import item_scores
 from unimp_bench.tasks import registry
 from unimp_bench.train import run_training
@@ -41,12 +41,8 @@ def emit(**record) -> None:
 def evaluate(export: Path, data: Path, examples) -> dict:
     loaded = load_exported(export)
     dataset = open_dataset(data)
-    items = dataset.scan("items").select("item_idx", "image_path").sort("item_idx").collect()
-    store = ImageFeatureStore(
-        loaded.model,
-        ItemImages(dataset.root, items["image_path"].to_list(), loaded.model.vision.image_size[0]),
-        cache_gb=4.0,
-    )
+    images = ItemImages(dataset.root, catalog_image_paths(dataset), loaded.model.vision.image_size[0])
+    store = ImageFeatureStore(loaded.model, images, cache_gb=4.0)
     scores = item_scores(
         loaded.model,
         loaded.tokenizer,

@@ -68,21 +68,23 @@ def mask_cost(run: Path, batches: int = 8, rounds: int = 5) -> dict[str, float]:
     """Median seconds per forward+backward batch for each mask mode on identical inputs."""
     import dataclasses
 
+    from unimp_bench.data.contract import open_dataset
     from unimp_bench.models.export import load_exported
-    from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, collate, encode_examples
-    from unimp_bench.train import load_train_examples, read_config_mapping
+    from unimp_bench.models.inputs import (
+        ImageFeatureStore,
+        ItemImages,
+        catalog_image_paths,
+        collate,
+        encode_examples,
+    )
+    from unimp_bench.train import load_run_config, load_train_examples
 
     loaded = load_exported(run / "export")
     model = loaded.model.train()
-    config = load_run_config_mapping(read_config_mapping(run / "config.yaml"))
-    examples = load_train_examples(run, config.train)
-    import polars as pl
-
-    items = pl.read_parquet(Path(loaded.meta["provenance"]["dataset"]["path"]) / "items.parquet")
-    store = ImageFeatureStore(
-        model, ItemImages(Path(loaded.meta["provenance"]["dataset"]["path"]),
-                          items.sort("item_idx")["image_path"].to_list(), model.vision.image_size[0]), 1.0,
-    )  # fmt: skip
+    examples = load_train_examples(run, load_run_config(run / "config.yaml").train)
+    dataset = open_dataset(Path(loaded.meta["provenance"]["dataset"]["path"]))
+    images = ItemImages(dataset.root, catalog_image_paths(dataset), model.vision.image_size[0])
+    store = ImageFeatureStore(model, images, 1.0)
     prepared = []
     for task in examples.values():
         for start in range(0, 16 * (batches // len(examples) + 1), 16):
@@ -106,13 +108,6 @@ def mask_cost(run: Path, batches: int = 8, rounds: int = 5) -> dict[str, float]:
             timings[mode].append((time.perf_counter() - started) / len(prepared))
             model.zero_grad(set_to_none=True)
     return {mode: statistics.median(values) for mode, values in timings.items()}
-
-
-def load_run_config_mapping(mapping: dict):
-    from unimp_bench.config import from_mapping
-    from unimp_bench.train import RunConfig
-
-    return from_mapping(RunConfig, mapping, "config")
 
 
 if __name__ == "__main__":

@@ -74,22 +74,19 @@ def test_cli_trains_on_the_cpu_deepspeed_engine_and_logs(cli_run):
 
 
 def test_export_of_a_run_loads_and_ranks_the_catalog(cli_run, synthetic_data):
-    import polars as pl
-
+    from unimp_bench.data.contract import open_dataset
     from unimp_bench.models.export import load_exported
-    from unimp_bench.models.inputs import ImageFeatureStore, ItemImages
+    from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, catalog_image_paths
     from unimp_bench.models.predict import item_scores
 
     loaded = load_exported(cli_run / "export")
     assert loaded.meta["provenance"]["step"] == 3
     assert loaded.meta["provenance"]["dataset"]["content_hash"]
-    items = pl.read_parquet(synthetic_data / "items.parquet").sort("item_idx")
-    store = ImageFeatureStore(
-        loaded.model, ItemImages(synthetic_data, items["image_path"].to_list(), 32), 1.0
-    )
+    paths = catalog_image_paths(open_dataset(synthetic_data))
+    store = ImageFeatureStore(loaded.model, ItemImages(synthetic_data, paths, 32), 1.0)
     prompt = "[CLS] [IMG] title a <item_3> [EOC] [IMG] title b <item_5> [EOC] Which item next?"
     scores = item_scores(loaded.model, loaded.tokenizer, store, [prompt], [[3, 5]], 256)
-    assert scores.shape == (1, len(items)) and bool(torch.isfinite(torch.from_numpy(scores)).all())
+    assert scores.shape == (1, len(paths)) and bool(torch.isfinite(torch.from_numpy(scores)).all())
 
 
 def test_resume_continues_exactly_like_a_straight_run(synthetic_data, tmp_path):

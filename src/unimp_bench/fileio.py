@@ -55,6 +55,12 @@ def atomic_directory(out: Path, overwrite: bool) -> Iterator[Path]:
     shutil.rmtree(previous, ignore_errors=True)
 
 
+def copy_directory_atomic(source: Path, out: Path) -> None:
+    """Replace `out` with a copy of `source`; readers see the old or the new copy, never half of one."""
+    with atomic_directory(out, overwrite=True) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+
+
 def read_json(path: Path, remedy: str):
     """The JSON document at `path`; a malformed one is a user error that says what to do."""
     try:

@@ -41,11 +41,17 @@ import yaml
 from unimp_bench.config import from_mapping, load_yaml, to_mapping
 from unimp_bench.errors import UnimpError
 from unimp_bench.examples import BuildSettings, build_examples, dataset_identity, open_examples
-from unimp_bench.fileio import write_bytes_atomic
+from unimp_bench.fileio import copy_directory_atomic, read_json, write_bytes_atomic
 from unimp_bench.models.config import ModelConfig
 from unimp_bench.models.export import LoraSettings, export_model
 from unimp_bench.models.factory import build_model, inject_lora, set_trainable
-from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, collate, encode_examples
+from unimp_bench.models.inputs import (
+    ImageFeatureStore,
+    ItemImages,
+    catalog_image_paths,
+    collate,
+    encode_examples,
+)
 from unimp_bench.models.tokenization import (
     MARKER_PATTERN,
     PromptTokenizer,
@@ -301,7 +307,6 @@ def load_train_examples(run: Path, config: TrainConfig) -> dict[str, TaskExample
 
 def prepare_run(
     config: RunConfig,
-    config_text: str,
     data: Path,
     run: Path,
     resume: bool,
@@ -342,7 +347,7 @@ def prepare_run(
         raise UnimpError(f"{data} is not the dataset {run} was trained on")
     if not (run / "tokenizer").is_dir():
         prepare_tokenizer(config, run)
-    write_bytes_atomic(saved, config_text.encode())
+    write_bytes_atomic(saved, dump_config(config).encode())
 
 
 def dataset_identity_of(data: Path) -> dict:
@@ -397,19 +402,19 @@ def run_training(
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> dict:
-    """`unimp-bench train`: returns the worker's summary (in-process) or the launcher's exit status."""
+    """`unimp-bench train`: the training summary (from this process, or from the launched workers)."""
     overrides = list(overrides) + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
     config = load_run_config(config_path, overrides)
     if gpus < 0:
         raise UnimpError("--gpus must be 0 (CPU) or a positive number of GPUs")
     if hostfile is not None and not hostfile.is_file():
         raise UnimpError(f"hostfile {hostfile} does not exist")
-    prepare_run(config, dump_config(config), data, run, resume, overwrite, show_progress)
+    prepare_run(config, data, run, resume, overwrite, show_progress)
     if gpus > 0 or hostfile is not None:
         status = subprocess.call(launcher_command(run, gpus, hostfile, resume))
         if status != 0:
             raise UnimpError(f"the DeepSpeed launcher exited with status {status}; see its output above")
-        return json.loads((run / "logs" / "summary.json").read_text(encoding="utf-8"))
+        return read_json(run / "logs" / "summary.json", "the launched workers did not finish")
     return train_worker(run, data, resume, show_progress)
 
 
@@ -559,9 +564,7 @@ class Trainer:
         from unimp_bench.data.contract import open_dataset
 
         self.run = run
-        self.config = from_mapping(
-            RunConfig, yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")), "config"
-        )
+        self.config = load_run_config(run / "config.yaml")
         deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(), verbose=False)
         self.rank, self.world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         self.device = torch.device(get_accelerator().device_name(int(os.environ.get("LOCAL_RANK", 0))))
@@ -570,10 +573,10 @@ class Trainer:
         self.examples_manifest = open_examples(run / "examples").manifest
         data = Path(data) if data is not None else Path(self.examples_manifest["dataset"]["path"])
         self.dataset = open_dataset(data)
-        self.items = self.dataset.scan("items").select("item_idx", "image_path").sort("item_idx").collect()
+        self.image_paths = catalog_image_paths(self.dataset)
         base_tokenizer = load_saved_tokenizer(run / "tokenizer")
         self.model = build_model(
-            self.config.model, len(base_tokenizer), len(self.items), seed=self.config.train.seed
+            self.config.model, len(base_tokenizer), len(self.image_paths), seed=self.config.train.seed
         )
         self.tokenizer = PromptTokenizer(base_tokenizer, self.model.vocabulary)
         self.task_examples = load_train_examples(run, self.config.train)
@@ -585,7 +588,7 @@ class Trainer:
             raise UnimpError(f"{run} has no checkpoint to resume from yet")
         # which stage to rebuild before DeepSpeed restores the weights
         self.resume_state = (
-            json.loads((self.checkpoints / self.resume_tag / "unimp_state.json").read_text(encoding="utf-8"))
+            read_json(self.checkpoints / self.resume_tag / "unimp_state.json", "resume from an earlier run")
             if self.resume_tag
             else None
         )
@@ -598,9 +601,7 @@ class Trainer:
     def train(self, progress: ProgressReporter) -> dict:
         self.store = ImageFeatureStore(
             self.model,
-            ItemImages(
-                self.dataset.root, self.items["image_path"].to_list(), self.model.vision.image_size[0]
-            ),
+            ItemImages(self.dataset.root, self.image_paths, self.model.vision.image_size[0]),
             self.config.model.vision.feature_cache_gb,
             progress=progress,
         )
@@ -716,11 +717,9 @@ class Trainer:
             "task_versions": {t: v["version"] for t, v in self.examples_manifest["tasks"].items()},
         }
         lora = self.config.train.lora if self.lora_injected else None
-        tokenizer_dir = self.run / "tokenizer"
-        export_model(
-            self.model, self.checkpoints / tag / "export", tokenizer_dir, self.changed, lora, provenance
-        )
-        export_model(self.model, self.run / "export", tokenizer_dir, self.changed, lora, provenance)
+        export = self.checkpoints / tag / "export"
+        export_model(self.model, export, self.run / "tokenizer", self.changed, lora, provenance)
+        copy_directory_atomic(export, self.run / "export")  # the latest, what eval loads by default
         _prune_checkpoints(self.checkpoints, self.config.train.keep_checkpoints)
 
     def _micro_batch(self, engine, stage: Stage, pairs: np.ndarray, window: WindowStats) -> None:

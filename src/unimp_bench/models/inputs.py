@@ -120,6 +120,12 @@ def collate(examples: Sequence[EncodedExample], pad_id: int) -> Batch:
     )
 
 
+def catalog_image_paths(dataset) -> list[str | None]:
+    """Each item's image path (relative to the dataset folder, None without one), by item_idx."""
+    items = dataset.scan("items").select("item_idx", "image_path").sort("item_idx").collect()
+    return items["image_path"].to_list()
+
+
 class ItemImages:
     """Reads and preprocesses catalog images (dataset-relative paths; None = the item has no image)."""
 

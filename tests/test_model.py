@@ -379,3 +379,45 @@ def test_presets_parse(tmp_path):
     assert paper.train.micro_batch * paper.train.grad_accum == 24
     for path in sorted((repo / "configs").rglob("*.yaml")):
         load_run_config(path)
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "llama", "gpt2", "mpt", "opt"])
+@pytest.mark.parametrize("mask", ["exclusive", "previous"])
+def test_cached_decoding_and_left_padding_give_the_logits_of_a_full_pass(family, mask):
+    """Generation feeds one token at a time through the KV cache, left-padded: every step's logits must
+    equal those of one full right-padded pass, images (and which tokens see them) included."""
+    from transformers import DynamicCache
+
+    model = tiny_model(family, mask=mask)
+    open_gates(model)
+    ids, _ = two_item_prompt(model.vocabulary)
+    features = images(model, 2, seed=4)
+    present = torch.ones(1, 2, dtype=torch.bool)
+    with torch.no_grad():
+        full = model(ids, torch.ones_like(ids), features, present)[0]  # [T, V]
+        pad = 3  # left padding, as generate() lays prompts out
+        padded = torch.cat([torch.zeros(1, pad, dtype=torch.long), ids], dim=1)
+        mask_all = torch.cat([torch.zeros(1, pad, dtype=torch.long), torch.ones_like(ids)], dim=1)
+        prompt = 8 + pad
+        cache = DynamicCache(config=model.lm.config)
+        steps = [
+            model(
+                padded[:, :prompt],
+                mask_all[:, :prompt],
+                features,
+                present,
+                cache=cache,
+                sequence_ids=padded[:, :prompt],
+            )[0, pad:]
+        ]
+        for t in range(prompt, padded.shape[1]):
+            step = model(
+                padded[:, t : t + 1],
+                mask_all[:, : t + 1],
+                features,
+                present,
+                cache=cache,
+                sequence_ids=padded[:, : t + 1],
+            )
+            steps.append(step[0])
+    torch.testing.assert_close(torch.cat(steps), full, rtol=1e-4, atol=1e-4)

@@ -435,6 +435,93 @@ def train_command(
     out.print(f"trained {summary['steps']} steps ({stages}); export: {summary['export']}")
 
 
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    task: str = typer.Option(..., "--task", help="Task to evaluate, e.g. recommendation or search."),
+    checkpoint: Path = typer.Option(
+        ...,
+        "--checkpoint",
+        help="Run folder of `train` (its latest export), one of its checkpoints or an export.",
+    ),
+    data: Path = typer.Option(..., "--data", help="The prepared dataset the model was trained on."),
+    split: str = typer.Option("test", help="test, valid, new_user or new_domain."),
+    out_dir: Path = typer.Option(
+        Path("results"), "--out", help="Folder for the Result JSON and predictions."
+    ),
+    limit: int = typer.Option(None, help="Evaluate only the first N examples (a quick look)."),
+    examples: Path = typer.Option(None, "--examples", help="Use examples built by `unimp-bench build`."),
+    seed: int = typer.Option(0, help="Seed of the examples built when --examples is not given."),
+    method: str = typer.Option(None, help="Method name in the result (default: UniMP-<run> plus options)."),
+    ranking: str = typer.Option(
+        "exact", help="Ranking tasks: exact (full ranking, one pass), beam (constrained) or unconstrained."
+    ),
+    beams: int = typer.Option(10, help="Beams of beam and unconstrained ranking."),
+    seen_items: str = typer.Option(
+        "keep", help="keep or exclude the items the user had before the target (recorded in the result)."
+    ),
+    text_decoding: str = typer.Option("greedy", help="Explanation decoding: greedy or beam."),
+    text_beams: int = typer.Option(4, help="Beams of beam explanation decoding."),
+    max_new_tokens: int = typer.Option(80, help="Length cap of generated explanations, in tokens."),
+    drop_text_attrs: float = typer.Option(0.0, help="Robustness: fraction of item attributes removed."),
+    mismatch_images: float = typer.Option(
+        0.0, help="Robustness: fraction of history images replaced by other products' images."
+    ),
+    perturbation_seed: int = typer.Option(0, help="Seed of the robustness perturbations."),
+    batch_size: int = typer.Option(16, help="Examples per forward pass."),
+    shard_size: int = typer.Option(256, help="Examples per resumable shard."),
+    tie_rule: str = typer.Option("expected", help=TIE_RULE_HELP),
+    bertscore_model: str = typer.Option("auto", help="auto, minilm, a local folder or a cached model name."),
+    bertscore_layers: int = typer.Option(
+        None, help="Layer of the BERTScore model (needed for custom models)."
+    ),
+):
+    """Evaluate a trained UniMP on one task and split: predictions Parquet + Result JSON.
+
+    An interrupted evaluation resumes from its finished shards when run again with the same options.
+
+    Example: unimp-bench eval --task recommendation --checkpoint runs/tiny --data data/synthetic --limit 100
+    """
+    from unimp_bench.evaluate import ModelEvalSettings, evaluate_checkpoint
+    from unimp_bench.robustness import Perturbation
+
+    settings = ModelEvalSettings(
+        ranking=ranking,
+        beams=beams,
+        seen_items=seen_items,
+        text_decoding=text_decoding,
+        text_beams=text_beams,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        limit=limit,
+        perturbation=Perturbation(drop_text_attrs, mismatch_images, perturbation_seed),
+    )
+    result, path, report = evaluate_checkpoint(
+        task,
+        checkpoint,
+        data,
+        split,
+        out_dir,
+        settings,
+        _scoring_settings(tie_rule, bertscore_model, bertscore_layers),
+        examples,
+        seed,
+        method,
+        _show_progress(),
+    )
+    if report["reused_shards"]:
+        out.print(f"resumed: {report['reused_shards']} shard(s) were already done")
+    robustness = report["robustness"]
+    if "dropped_attributes" in robustness:
+        out.print(
+            f"perturbed: {robustness['dropped_attributes']} of {robustness['attribute_slots']} attributes "
+            f"dropped, {robustness['swapped_images']} of {robustness['history_image_slots']} history "
+            "images swapped"
+        )
+    _print_result(result, path)
+
+
 @app.command("demo")
 @friendly_errors
 def demo_command(

@@ -40,6 +40,7 @@ from unimp_bench.metrics import (
     text_metrics,
 )
 from unimp_bench.results import Result, write_result
+from unimp_bench.robustness import Perturbation
 from unimp_bench.tasks import Task
 
 PREDICTION_FIELDS = {
@@ -358,3 +359,471 @@ def evaluate_predictor(
         settings,
         out,
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# a trained UniMP: `unimp-bench eval`
+
+RANKING_DECODING = ("exact", "beam", "unconstrained")
+SEEN_ITEMS = ("keep", "exclude")
+TEXT_DECODING = ("greedy", "beam")
+UNCONSTRAINED_MAX_TOKENS = 4  # an answer is one item token then EOS; longer beams are invalid anyway
+
+
+@dataclass(frozen=True)
+class ModelEvalSettings:
+    ranking: str = "exact"  # exact: one forward pass, softmax over item tokens | beam | unconstrained
+    beams: int = 10  # beams (and returned items) of beam and unconstrained ranking
+    seen_items: str = "keep"  # keep | exclude the items the user interacted with before the target
+    text_decoding: str = "greedy"  # explanation: greedy | beam
+    text_beams: int = 4
+    max_new_tokens: int = 80  # length cap of explanations, in tokens
+    batch_size: int = 16
+    shard_size: int = 256  # examples per resumable shard
+    limit: int | None = None  # the first N examples only (quick looks)
+    perturbation: Perturbation = field(default_factory=Perturbation)
+
+    def __post_init__(self) -> None:
+        if self.ranking not in RANKING_DECODING:
+            raise UnimpError(f"--ranking must be one of {', '.join(RANKING_DECODING)}")
+        if self.seen_items not in SEEN_ITEMS:
+            raise UnimpError(f"--seen-items must be one of {', '.join(SEEN_ITEMS)}")
+        if self.text_decoding not in TEXT_DECODING:
+            raise UnimpError(f"--text-decoding must be one of {', '.join(TEXT_DECODING)}")
+        if min(self.beams, self.text_beams, self.max_new_tokens, self.batch_size, self.shard_size) < 1:
+            raise UnimpError(
+                "--beams, --text-beams, --max-new-tokens, --batch-size and --shard-size must be >= 1"
+            )
+        if self.limit is not None and self.limit < 1:
+            raise UnimpError("--limit must be at least 1")
+
+    def method_tag(self, task: Task) -> str:
+        """What sets this run apart from the defaults, for the method name (e.g. '+beam+exclude_seen')."""
+        tag = ""
+        if task.metric_family == "ranking":
+            tag += "" if self.ranking == "exact" else f"+{self.ranking}"
+            tag += "+exclude_seen" if self.seen_items == "exclude" else ""
+        if task.metric_family == "text" and self.text_decoding == "beam":
+            tag += f"+beam{self.text_beams}"
+        return tag + self.perturbation.tag()
+
+
+class UniMPPredictor:
+    """A trained UniMP answering task examples; every decision it takes is in `config()`."""
+
+    def __init__(self, loaded, dataset, settings: ModelEvalSettings, name: str, show_progress: bool = False):
+        from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, catalog_image_paths
+        from unimp_bench.progress import ProgressReporter
+
+        self.name = name
+        self.model, self.tokenizer, self.meta = loaded.model, loaded.tokenizer, loaded.meta
+        self.dataset = dataset
+        self.settings = settings
+        self.max_length = self.model.config.max_length
+        paths = catalog_image_paths(dataset)
+        if len(paths) != self.model.vocabulary.num_items:
+            raise UnimpError(
+                f"the checkpoint knows {self.model.vocabulary.num_items} items, the dataset has "
+                f"{len(paths)}; evaluate it on the dataset it was trained on"
+            )
+        with ProgressReporter(show_progress) as progress:
+            self.store = ImageFeatureStore(
+                self.model,
+                ItemImages(dataset.root, paths, self.model.vision.image_size[0]),
+                self.model.config.vision.feature_cache_gb,
+                progress=progress,
+            )
+
+    def cannot_serve(self, task: Task) -> str | None:
+        if task.metric_family == "image":
+            return "this UniMP checkpoint has no image tokenizer, so it cannot generate images"
+        return None
+
+    def config(self) -> dict:
+        provenance = self.meta.get("provenance", {})
+        return {
+            "eval": to_mapping(self.settings),
+            "model": {
+                "run": provenance.get("run"),
+                "step": provenance.get("step"),
+                "stage": provenance.get("stage"),
+            },
+            "training_config": provenance.get("config"),
+        }
+
+    # -- tasks --------------------------------------------------------------------------------------
+
+    def predict(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:
+        family = task.metric_family
+        if family == "ranking":
+            seen = None
+            if self.settings.seen_items == "exclude":
+                from unimp_bench.baselines.popularity import seen_items
+
+                seen = seen_items(self.dataset, examples)
+            if self.settings.ranking == "exact":
+                return self._rank_exact(examples, seen)
+            return self._rank_generated(examples, seen)
+        if family == "rating":
+            return self._rate(examples)
+        if family == "text":
+            return self._explain(examples)
+        if family == "set":
+            return self._select(examples)
+        raise UnimpError(self.cannot_serve(task) or f"UniMP does not serve task {task.name}")
+
+    def _inputs(self, examples: pl.DataFrame) -> tuple[list[str], list[list[int]]]:
+        return examples["prompt"].to_list(), examples["image_items"].to_list()
+
+    def _rank_exact(self, examples: pl.DataFrame, seen: list[np.ndarray] | None) -> pl.DataFrame:
+        from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
+        from unimp_bench.models.predict import next_token_scores
+
+        prompts, images = self._inputs(examples)
+        scores = next_token_scores(
+            self.model,
+            self.tokenizer,
+            self.store,
+            prompts,
+            images,
+            self.max_length,
+            "items",
+            self.settings.batch_size,
+        ).astype(np.float64)
+        targets = examples["target_item"].to_numpy()
+        if seen is not None:
+            for row, items in enumerate(seen):
+                scores[row, items[items != targets[row]]] = -np.inf
+        target_scores = scores[np.arange(len(targets)), targets][:, None]
+        greater = (scores > target_scores).sum(axis=1)
+        ties = (scores == target_scores).sum(axis=1) - 1
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :SHOWN_TOP]  # equal scores: lower item id first
+        return ranking_predictions(examples["example_id"], greater, ties, order.tolist())
+
+    def _rank_generated(self, examples: pl.DataFrame, seen: list[np.ndarray] | None) -> pl.DataFrame:
+        import torch
+
+        from unimp_bench.models.generation import ItemThenEnd
+        from unimp_bench.models.predict import generate
+
+        vocabulary, beams = self.model.vocabulary, self.settings.beams
+        constrained = self.settings.ranking == "beam"
+        banned = None
+        if seen is not None:
+            banned = torch.zeros(len(examples), vocabulary.num_items, dtype=torch.bool)
+            for row, items in enumerate(seen):
+                banned[row, items] = True
+
+        def processors(prompt_length: int, rows: slice) -> list:
+            if not constrained:
+                return []
+            rows_banned = banned[rows] if banned is not None else None
+            return [ItemThenEnd(prompt_length, vocabulary.item_start, self.tokenizer.eos_id, rows_banned)]
+
+        prompts, images = self._inputs(examples)
+        outputs = generate(
+            self.model,
+            self.tokenizer,
+            self.store,
+            prompts,
+            images,
+            self.max_length,
+            processors,
+            num_beams=beams,
+            num_return=beams,
+            max_new_tokens=2 if constrained else UNCONSTRAINED_MAX_TOKENS,
+            renormalize=constrained,
+            batch_size=max(1, self.settings.batch_size // 2),
+        )
+        ranked, invalid, duplicates, texts = [], [], [], []
+        for row, sequences in enumerate(outputs):
+            items, bad, repeated = [], 0, 0
+            excluded = set(seen[row].tolist()) if seen is not None else set()
+            for tokens in sequences:
+                if len(tokens) != 1 or tokens[0] < vocabulary.item_start:
+                    bad += 1  # anything but exactly one item token before EOS names no item
+                    continue
+                item = tokens[0] - vocabulary.item_start
+                if item in items:
+                    repeated += 1
+                elif item not in excluded:
+                    items.append(item)
+            ranked.append(items)
+            invalid.append(bad)
+            duplicates.append(repeated)
+            texts.append([self.tokenizer.decode(tokens) for tokens in sequences])
+        return pl.DataFrame(
+            {
+                "example_id": examples["example_id"],
+                "ranked": ranked,
+                "beams": [len(s) for s in outputs],
+                "invalid": invalid,
+                "duplicates": duplicates,
+                "generated": texts,
+            },
+            schema_overrides={
+                "ranked": pl.List(pl.Int64),
+                "beams": pl.Int64,
+                "invalid": pl.Int64,
+                "duplicates": pl.Int64,
+            },
+        )
+
+    def _rate(self, examples: pl.DataFrame) -> pl.DataFrame:
+        from unimp_bench.models.predict import next_token_scores
+
+        prompts, images = self._inputs(examples)
+        logits = next_token_scores(
+            self.model,
+            self.tokenizer,
+            self.store,
+            prompts,
+            images,
+            self.max_length,
+            "ratings",
+            self.settings.batch_size,
+        ).astype(np.float64)
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)  # softmax over the rating tokens only
+        levels = np.arange(1, logits.shape[1] + 1, dtype=np.float64)
+        return pl.DataFrame(
+            {
+                "example_id": examples["example_id"],
+                "rating": levels[probabilities.argmax(axis=1)],
+                "rating_expected": probabilities @ levels,
+                "rating_probabilities": probabilities.tolist(),
+            }
+        )
+
+    def _explain(self, examples: pl.DataFrame) -> pl.DataFrame:
+        from unimp_bench.models.generation import BaseVocabularyOnly
+        from unimp_bench.models.predict import generate
+
+        beam = self.settings.text_decoding == "beam"
+        prompts, images = self._inputs(examples)
+        base_size = self.model.vocabulary.base_size
+        outputs = generate(
+            self.model,
+            self.tokenizer,
+            self.store,
+            prompts,
+            images,
+            self.max_length,
+            lambda prompt_length, rows: [BaseVocabularyOnly(base_size)],
+            num_beams=self.settings.text_beams if beam else 1,
+            num_return=1,
+            max_new_tokens=self.settings.max_new_tokens,
+            renormalize=beam,
+            batch_size=self.settings.batch_size,
+        )
+        texts = [self.tokenizer.decode(sequences[0]) for sequences in outputs]
+        lengths = [len(sequences[0]) for sequences in outputs]
+        return pl.DataFrame(
+            {"example_id": examples["example_id"], "text": texts, "generated_tokens": lengths}
+        )
+
+    def _select(self, examples: pl.DataFrame) -> pl.DataFrame:
+        from unimp_bench.models.generation import DistinctCandidates
+        from unimp_bench.models.predict import generate
+
+        vocabulary = self.model.vocabulary
+        candidates = examples["candidates"].to_list()
+        candidate_ids = [[vocabulary.item_id(c) for c in row] for row in candidates]
+        prompts, images = self._inputs(examples)
+        outputs = generate(
+            self.model,
+            self.tokenizer,
+            self.store,
+            prompts,
+            images,
+            self.max_length,
+            lambda prompt_length, rows: [
+                DistinctCandidates(
+                    prompt_length, candidate_ids[rows], vocabulary.total, self.tokenizer.eos_id
+                )
+            ],
+            num_beams=1,
+            num_return=1,
+            max_new_tokens=max(len(row) for row in candidates) + 1,
+            renormalize=False,
+            batch_size=self.settings.batch_size,
+        )
+        selected = [[token - vocabulary.item_start for token in sequences[0]] for sequences in outputs]
+        return pl.DataFrame(
+            {"example_id": examples["example_id"], "selected": selected},
+            schema_overrides={"selected": pl.List(pl.Int64)},
+        )
+
+
+def extra_model_scores(task: Task, predictions: pl.DataFrame) -> dict[str, float]:
+    """Scores beyond the task's metrics that only model predictions carry, from the saved file:
+    invalid-ID and duplicate rates of generated rankings (per returned beam), and MAE/RMSE of the
+    expected rating next to those of the most likely rating."""
+    scores: dict[str, float] = {}
+    if task.metric_family == "ranking" and "invalid" in predictions.columns:
+        beams = max(1, int(predictions["beams"].sum()))
+        scores["invalid_id_rate"] = int(predictions["invalid"].sum()) / beams
+        scores["duplicate_rate"] = int(predictions["duplicates"].sum()) / beams
+    return scores
+
+
+def _predictions_key(
+    path_of_weights: Path, example_set: ExampleSet, task: Task, split: str, settings, method
+) -> dict:
+    return {
+        "weights_sha256": file_sha256(path_of_weights),
+        "examples_sha256": example_set.entry(task, split)["sha256"],
+        "task": task.name,
+        "task_version": task.version,
+        "split": split,
+        "method": method,
+        "settings": to_mapping(settings),
+    }
+
+
+def sharded_predictions(
+    predict, examples: pl.DataFrame, partial: Path, key: dict, shard_size: int, show_progress: bool
+) -> tuple[pl.DataFrame, int]:
+    """Predictions shard by shard; each finished shard is written atomically under `partial`, so an
+    interrupted evaluation resumes at the first missing shard (if `key`, what determines the
+    predictions, is unchanged; otherwise the old shards are discarded). Returns (predictions, shards
+    reused)."""
+    import io
+    import shutil
+
+    from unimp_bench.fileio import read_json, write_json_atomic
+    from unimp_bench.progress import ProgressReporter
+
+    key_path = partial / "key.json"
+    if partial.exists() and (not key_path.is_file() or read_json(key_path, "delete it") != key):
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(key_path, key)
+    shards, reused = [], 0
+    count = max(1, -(-len(examples) // shard_size))
+    with ProgressReporter(show_progress) as progress:
+        bar = progress.add("evaluating", len(examples))
+        for index in range(count):
+            path = partial / f"shard_{index:05d}.parquet"
+            chunk = examples.slice(index * shard_size, shard_size)
+            if path.is_file():
+                shard = pl.read_parquet(path)
+                reused += 1
+            else:
+                shard = predict(chunk)
+                buffer = io.BytesIO()
+                shard.write_parquet(buffer, compression="zstd")
+                write_bytes_atomic(path, buffer.getvalue())
+            shards.append(shard)
+            progress.advance(bar, len(chunk))
+    return pl.concat(shards, how="vertical"), reused
+
+
+def _default_method(export: Path, meta: dict) -> str:
+    run = meta.get("provenance", {}).get("run")
+    name = "UniMP" + (f"-{Path(run).name}" if run else "")
+    if export.parent.name.startswith("step_"):
+        name += f"@{export.parent.name}"
+    return name
+
+
+def evaluate_checkpoint(
+    task_name: str,
+    checkpoint: Path,
+    data_dir: Path,
+    split: str,
+    out: Path,
+    settings: ModelEvalSettings = ModelEvalSettings(),
+    scoring: ScoringSettings = ScoringSettings(),
+    examples_dir: Path | None = None,
+    seed: int = 0,
+    method: str | None = None,
+    show_progress: bool = False,
+) -> tuple[Result, Path, dict]:
+    """`unimp-bench eval`: a trained UniMP on one task and split; writes predictions and a Result.
+    Returns the result, its path and a run report (shards reused, perturbation counts)."""
+    import shutil
+
+    from unimp_bench.data.contract import open_dataset
+    from unimp_bench.examples import examples_for
+    from unimp_bench.models.export import WEIGHTS_FILE, load_exported, resolve_export
+    from unimp_bench.robustness import perturb
+    from unimp_bench.tasks import EVALUATION_SPLITS, registry
+
+    task = registry().get(task_name)
+    if split not in EVALUATION_SPLITS:
+        raise UnimpError(f"--split must be one of {', '.join(EVALUATION_SPLITS)}")
+    export = resolve_export(checkpoint)
+    dataset = open_dataset(data_dir)
+    loaded = load_exported(export)
+    trained_on = loaded.meta.get("provenance", {}).get("dataset", {}).get("content_hash")
+    if trained_on and trained_on != dataset.manifest["content_hash"]:
+        raise UnimpError(
+            f"{checkpoint} was trained on another dataset than {data_dir}; "
+            "its item tokens would name other items"
+        )
+    method = method or _default_method(export, loaded.meta) + settings.method_tag(task)
+    predictor = UniMPPredictor(loaded, dataset, settings, method, show_progress)
+    reason = predictor.cannot_serve(task)
+    if reason:
+        raise UnimpError(f"{method} cannot be evaluated on {task.name}: {reason}")
+    with examples_for(data_dir, [task.name], [split], examples_dir, seed, show_progress) as example_set:
+        examples = load_examples_to_score(example_set, task, split)
+        if settings.limit is not None:
+            examples = examples.head(settings.limit)
+        attributes, has_image = _item_text_and_images(dataset, example_set)
+        examples, robustness = perturb(examples, attributes, has_image, settings.perturbation)
+        stem = f"{_safe(method)}__{task.name}__{split}"
+        partial = out / "predictions" / ".partial" / stem
+        key = _predictions_key(export / WEIGHTS_FILE, example_set, task, split, settings, method)
+        predictions, reused = sharded_predictions(
+            lambda chunk: predictor.predict(task, chunk),
+            examples,
+            partial,
+            key,
+            settings.shard_size,
+            show_progress,
+        )
+        predictions_path = write_predictions(predictions, out / "predictions" / f"{stem}.parquet")
+        scores, used = score_predictions(
+            task, examples, predictions, scoring, dataset.root, predictions_path.parent
+        )
+        scores |= extra_model_scores(task, predictions)
+        if task.metric_family == "rating":
+            expected = rating_metrics(predictions["rating_expected"], examples["rating"])
+            scores |= {f"{name}-expected": value for name, value in expected.items()}
+        config = predictor.config() | {"robustness": robustness, "limit": settings.limit}
+        result = make_result(
+            method,
+            task,
+            split,
+            example_set,
+            scores,
+            len(examples),
+            used,
+            predictions_path,
+            config=config,
+            checkpoint=str(export.resolve()),
+        )
+        path = write_result(result, out)
+    shutil.rmtree(partial, ignore_errors=True)
+    return result, path, {"reused_shards": reused, "robustness": robustness}
+
+
+def _safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "x"
+
+
+def _item_text_and_images(dataset, example_set: ExampleSet) -> tuple[list[list[tuple[str, str]]], np.ndarray]:
+    """Each item's (key, value) attributes as the examples' prompts show them, and whether it has an image."""
+    from unimp_bench.config import from_mapping
+    from unimp_bench.prompts import PromptSettings, item_attributes
+
+    prompt_settings = from_mapping(
+        PromptSettings, example_set.manifest["settings"]["prompt"], "prompt settings"
+    )
+    items = dataset.scan("items").sort("item_idx").collect()
+    attributes = [item_attributes(row, prompt_settings) for row in items.iter_rows(named=True)]
+    return attributes, items["image_path"].is_not_null().to_numpy()

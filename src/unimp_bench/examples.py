@@ -16,8 +16,11 @@ tasks were built with it. An example that cannot be built is counted under its r
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -459,3 +462,30 @@ def open_examples(root: Path) -> ExampleSet:
     if manifest.get("examples_version") != EXAMPLES_VERSION:
         raise UnimpError(f"{root} was built by an incompatible unimp-bench; build the examples again")
     return ExampleSet(root, manifest)
+
+
+@contextlib.contextmanager
+def examples_for(
+    data_dir: Path,
+    tasks: list[str],
+    splits: list[str],
+    examples_dir: Path | None,
+    seed: int,
+    show_progress: bool = False,
+) -> Iterator[ExampleSet]:
+    """The examples a method is scored on: `examples_dir` when given (it must come from `data_dir`),
+    otherwise the tasks' splits built with default settings and `seed` into a temporary folder, which
+    is what every baseline and model sees when no folder is given."""
+    with tempfile.TemporaryDirectory(prefix="unimp-bench-examples-") as scratch:
+        if examples_dir is None:
+            examples_dir = Path(scratch) / "examples"
+            build_examples(
+                data_dir, examples_dir, tasks, splits, BuildSettings(seed=seed), show_progress=show_progress
+            )
+        example_set = open_examples(examples_dir)
+        dataset = open_dataset(data_dir)
+        if example_set.manifest["dataset"]["content_hash"] != dataset.manifest["content_hash"]:
+            raise UnimpError(
+                f"the examples in {examples_dir} were built from another dataset than {data_dir}"
+            )
+        yield example_set

@@ -247,15 +247,19 @@ def bertscore(
     num_layers: int,
     batch_size: int = 64,
 ) -> dict[str, float]:
+    """Mean BERTScore P/R/F1. An empty hypothesis or reference (a model that generated nothing)
+    scores 0: there is no token to match, and bert-score's own empty-string path needs a tokenizer
+    method transformers 5 removed."""
     from bert_score import BERTScorer
 
-    scorer = BERTScorer(model_type=model_path, num_layers=num_layers, batch_size=batch_size, lang="en")
-    precision, recall, f1 = scorer.score(list(hypotheses), list(references))
-    return {
-        "BERTScore-P": float(precision.mean()),
-        "BERTScore-R": float(recall.mean()),
-        "BERTScore-F1": float(f1.mean()),
-    }
+    pairs = [i for i, (h, r) in enumerate(zip(hypotheses, references)) if h.strip() and r.strip()]
+    totals = np.zeros((3, len(hypotheses)))
+    if pairs:
+        scorer = BERTScorer(model_type=model_path, num_layers=num_layers, batch_size=batch_size, lang="en")
+        scored = scorer.score([hypotheses[i] for i in pairs], [references[i] for i in pairs])
+        totals[:, pairs] = np.stack([t.numpy() for t in scored])
+    precision, recall, f1 = totals.mean(axis=1) if len(hypotheses) else (math.nan,) * 3
+    return {"BERTScore-P": float(precision), "BERTScore-R": float(recall), "BERTScore-F1": float(f1)}
 
 
 def text_metrics(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from unimp_bench.baselines.registry import load_baseline, make_predictor
 from unimp_bench.data.contract import open_dataset
 from unimp_bench.errors import UnimpError
 from unimp_bench.evaluate import ScoringSettings, evaluate_predictor
-from unimp_bench.examples import BuildSettings, build_examples, open_examples
+from unimp_bench.examples import examples_for
 from unimp_bench.results import Result
 from unimp_bench.tasks import EVALUATION_SPLITS, registry
 
@@ -41,23 +40,7 @@ def run_baseline(
     predictor = make_predictor(spec, dataset)
     tuned = predictor.tunes_on_valid(task)
     needed = sorted(set(splits) | ({"valid"} if tuned else set()), key=EVALUATION_SPLITS.index)
-    with tempfile.TemporaryDirectory(prefix="unimp-bench-examples-") as scratch:
-        if examples_dir is None:
-            examples_dir = Path(scratch) / "examples"
-            build_examples(
-                data_dir,
-                examples_dir,
-                [task.name],
-                needed,
-                BuildSettings(seed=seed),
-                show_progress=show_progress,
-            )
-        example_set = open_examples(examples_dir)
-        built_on = example_set.manifest["dataset"]["content_hash"]
-        if built_on != dataset.manifest["content_hash"]:
-            raise UnimpError(
-                f"the examples in {examples_dir} were built from another dataset than {data_dir}"
-            )
+    with examples_for(data_dir, [task.name], needed, examples_dir, seed, show_progress) as example_set:
         if tuned:
             predictor.tune(task, example_set.load(task, "valid"))
         return [evaluate_predictor(predictor, task, split, example_set, out, scoring) for split in splits]

@@ -133,3 +133,18 @@ def load_exported(folder: Path) -> LoadedModel:
             state[name].copy_(tensor.to(state[name].dtype))
     model.eval()
     return LoadedModel(model, PromptTokenizer(base, model.vocabulary), meta)
+
+
+def resolve_export(checkpoint: Path) -> Path:
+    """The export folder a --checkpoint names: a run folder (its latest export), one checkpoint folder
+    inside it (checkpoints/step_N), or an export folder itself."""
+    if not checkpoint.exists():
+        raise UnimpError(f"checkpoint {checkpoint} does not exist")
+    for folder in (checkpoint, checkpoint / "export"):
+        if (folder / META_FILE).is_file():
+            return folder
+    if (checkpoint / "checkpoints").is_dir():
+        raise UnimpError(f"run {checkpoint} has no export yet; train at least until its first checkpoint")
+    raise UnimpError(
+        f"{checkpoint} is neither a training run, nor one of its checkpoints, nor an exported model"
+    )

@@ -1,22 +1,56 @@
-"""Batched scoring with a trained UniMP: item scores for exact full ranking in one forward pass.
+"""Batched inference with a trained UniMP: next-token scores for ranking and rating prediction in one
+forward pass, and decoding through transformers' generate() (models/generation.py).
 
 Item ids are single tokens, so the logits at the last prompt token restricted to the item rows rank the
-whole catalog exactly. The evaluation engine builds on this; the learning benchmark uses it directly.
+whole catalog exactly; the same holds for the rating rows. The evaluation engine builds on these; the
+learning benchmark uses `item_scores` directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from unimp_bench.models.inputs import ImageFeatureStore, collate, encode_examples
+from unimp_bench.models.inputs import EncodedExample, ImageFeatureStore, collate, encode_examples
 from unimp_bench.models.tokenization import PromptTokenizer
 from unimp_bench.models.unimp import UniMP
 
 
+def _encode_prompts(tokenizer, prompts, image_items, max_length) -> list[EncodedExample]:
+    return encode_examples(tokenizer, prompts, image_items, [[] for _ in prompts], None, max_length)
+
+
 @torch.no_grad()
+def next_token_scores(
+    model: UniMP,
+    tokenizer: PromptTokenizer,
+    store: ImageFeatureStore,
+    prompts: Sequence[str],
+    image_items: Sequence[Sequence[int]],
+    max_length: int,
+    vocabulary: str,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """[n_prompts, n] logits of the next token after each prompt over the `items` or `ratings` rows."""
+    model.eval()
+    rows = []
+    device = model.added_output.device
+    for start in range(0, len(prompts), batch_size):
+        chunk = slice(start, start + batch_size)
+        encoded = _encode_prompts(tokenizer, prompts[chunk], image_items[chunk], max_length)
+        batch = collate(encoded, tokenizer.pad_id).to(device)
+        features, present = store.lookup(batch.image_items)
+        select = torch.zeros_like(batch.task_mask)
+        select[torch.arange(len(encoded), device=device), batch.last_prompt] = True
+        rows.append(
+            model(batch.input_ids, batch.attention_mask, features, present, select, vocabulary).float().cpu()
+        )
+    width = model.vocabulary.num_items if vocabulary == "items" else model.vocabulary.num_ratings
+    return torch.cat(rows).numpy() if rows else np.zeros((0, width), dtype=np.float32)
+
+
 def item_scores(
     model: UniMP,
     tokenizer: PromptTokenizer,
@@ -27,24 +61,83 @@ def item_scores(
     batch_size: int = 32,
 ) -> np.ndarray:
     """[n_prompts, n_items] logits of every catalog item as the next token after each prompt."""
+    return next_token_scores(model, tokenizer, store, prompts, image_items, max_length, "items", batch_size)
+
+
+def collate_left(
+    examples: Sequence[EncodedExample], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded input_ids [B, T], attention_mask [B, T] and image_items [B, N] (-1 = padding): the
+    layout generate() appends new tokens to."""
+    length = max(len(e.ids) for e in examples)
+    images = max((len(e.image_items) for e in examples), default=0)
+    input_ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
+    image_items = torch.full((len(examples), images), -1, dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.ids)
+        input_ids[row, length - n :] = torch.tensor(example.ids)
+        attention_mask[row, length - n :] = 1
+        if example.image_items:
+            image_items[row, : len(example.image_items)] = torch.tensor(example.image_items)
+    return input_ids, attention_mask, image_items
+
+
+@torch.no_grad()
+def generate(
+    model: UniMP,
+    tokenizer: PromptTokenizer,
+    store: ImageFeatureStore,
+    prompts: Sequence[str],
+    image_items: Sequence[Sequence[int]],
+    max_length: int,
+    processors: Callable[[int, slice], list],
+    num_beams: int,
+    num_return: int,
+    max_new_tokens: int,
+    renormalize: bool,
+    batch_size: int = 8,
+) -> list[list[list[int]]]:
+    """For each prompt, `num_return` generated token sequences, best first, EOS and padding removed.
+
+    `processors(prompt_length, rows)` returns the logits processors of one batch (`rows` selects the
+    batch's examples, for per-example constraints)."""
+    from transformers import LogitsProcessorList
+
+    from unimp_bench.models.generation import GenerationAdapter
+
     model.eval()
-    rows = []
+    adapter = GenerationAdapter(model, tokenizer.eos_id, tokenizer.pad_id)
     device = model.added_output.device
+    out: list[list[list[int]]] = []
     for start in range(0, len(prompts), batch_size):
-        chunk = slice(start, start + batch_size)
-        encoded = encode_examples(
-            tokenizer,
-            prompts[chunk],
-            image_items[chunk],
-            [[] for _ in prompts[chunk]],
-            None,
-            max_length,
+        rows = slice(start, min(start + batch_size, len(prompts)))
+        encoded = _encode_prompts(tokenizer, prompts[rows], image_items[rows], max_length)
+        input_ids, attention_mask, items = collate_left(encoded, tokenizer.pad_id)
+        features, present = store.lookup(items.to(device))
+        prompt_length = input_ids.shape[1]
+        sequences = adapter.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            image_features=features,
+            image_present=present,
+            logits_processor=LogitsProcessorList(processors(prompt_length, rows)),
+            num_beams=num_beams,
+            num_return_sequences=num_return,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            renormalize_logits=renormalize,
         )
-        batch = collate(encoded, tokenizer.pad_id).to(device)
-        features, present = store.lookup(batch.image_items)
-        select = torch.zeros_like(batch.task_mask)
-        select[torch.arange(len(encoded), device=device), batch.last_prompt] = True
-        rows.append(
-            model(batch.input_ids, batch.attention_mask, features, present, select, "items").float().cpu()
-        )
-    return torch.cat(rows).numpy() if rows else np.zeros((0, model.vocabulary.num_items), dtype=np.float32)
+        generated = sequences[:, prompt_length:].cpu().tolist()
+        for example in range(len(encoded)):
+            out.append(
+                [
+                    _until_end(seq, tokenizer.eos_id)
+                    for seq in generated[example * num_return : (example + 1) * num_return]
+                ]
+            )
+    return out
+
+
+def _until_end(tokens: list[int], eos_id: int) -> list[int]:
+    return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens

@@ -26,6 +26,7 @@ the trainer; forward() only computes.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 
 import torch
@@ -261,6 +262,9 @@ class UniMP(nn.Module):
             r = config.resampler
             self.resampler = PerceiverResampler(visual_dim, r.latents, r.depth, r.heads, r.head_dim)
         self.context = VisualContext()
+        # positions come from the attention mask, so left-padded batches (generation) match right-padded
+        # ones; MPT (ALiBi) has no position ids to pass
+        self.takes_position_ids = "position_ids" in inspect.signature(lm.base_model.forward).parameters
         if fusion == "cross_attention":
             layers = resolve_attribute(lm, decoder_layers)
             for index in range(len(layers)):
@@ -305,8 +309,22 @@ class UniMP(nn.Module):
             return hidden @ added[rows].T
         return torch.cat([self.lm.get_output_embeddings()(hidden), hidden @ added.T], dim=-1)
 
-    def _decode(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.lm.base_model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
+    def _decode(self, embeds: torch.Tensor, attention_mask: torch.Tensor, cache=None) -> torch.Tensor:
+        """embeds [B, T_new, H]; attention_mask [B, T_all] covers the cached tokens too."""
+        extra = {}
+        first_real = attention_mask.long().argmax(dim=1, keepdim=True)  # [B, 1]
+        if self.takes_position_ids and (cache is not None or bool((first_real > 0).any())):
+            # left padding (generation): count positions from each row's first real token, so a prompt
+            # gets the positions it has right-padded (training, ranking), where the LM's default holds
+            steps = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+            extra["position_ids"] = (steps - first_real).clamp(min=0)[:, -embeds.shape[1] :]
+        out = self.lm.base_model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            past_key_values=cache,
+            use_cache=cache is not None,
+            **extra,
+        )
         return out.last_hidden_state
 
     # -- forward ------------------------------------------------------------------------------------
@@ -319,27 +337,34 @@ class UniMP(nn.Module):
         image_present: torch.Tensor | None = None,  # [B, N] bool
         select: torch.Tensor | None = None,  # [B, T] bool: only these positions get logits
         vocabulary: str = "all",  # all | items | ratings
+        cache=None,  # a transformers Cache holding earlier tokens (generation); it is updated in place
+        sequence_ids: torch.Tensor | None = None,  # [B, T_all] every token so far, when cache is given
     ) -> torch.Tensor:
-        """Logits [B, T, V] (or [S, V] for the S selected positions; V shrinks for items/ratings)."""
+        """Logits [B, T, V] (or [S, V] for the S selected positions; V shrinks for items/ratings).
+
+        With `cache`, input_ids holds only the T new tokens, attention_mask and sequence_ids cover all
+        T_all tokens (the image mask depends on where the [IMG]/[EOC] markers are in the whole text)."""
         fusion = self.config.fusion
+        if cache is not None and fusion in ("early", "inline"):
+            raise ValueError(f"fusion {fusion} recomputes the whole sequence; call it without a cache")
         embeds = self.embed(input_ids)  # [B, T, H]
         uses_vision = fusion != "none" and image_features is not None and image_features.shape[1] > 0
         if not uses_vision:
-            hidden = self._decode(embeds, attention_mask)
+            hidden = self._decode(embeds, attention_mask, cache)
         else:
             visual = self.resampler(image_features.to(self.resampler.latents.dtype))  # [B, N, L, Dv]
             visible = cross_attention_mask(
-                input_ids,
+                input_ids if sequence_ids is None else sequence_ids,
                 image_present,
                 self.vocabulary.image_id,
                 self.vocabulary.end_of_chunk_id,
                 self.config.mask,
-            )  # [B, T, N]
+            )[:, -input_ids.shape[1] :]  # [B, T, N]: the rows of the new tokens
             if fusion == "cross_attention":
                 with self.context.scope(visual, visible):
-                    hidden = self._decode(embeds, attention_mask)
+                    hidden = self._decode(embeds, attention_mask, cache)
             elif fusion == "late":
-                hidden = self.late_block(self._decode(embeds, attention_mask), visual, visible)
+                hidden = self.late_block(self._decode(embeds, attention_mask, cache), visual, visible)
             elif fusion == "inline":
                 # each [IMG] marker's embedding gets its own image (latents averaged, projected)
                 pooled = self.visual_projection(visual.mean(dim=2)).to(embeds.dtype)  # [B, N, H]

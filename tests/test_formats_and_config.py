@@ -151,6 +151,13 @@ def test_recipes_reject_unknown_keys_and_bad_values(tmp_path):
         from_mapping(Recipe, {"name": "x", "version": "one"}, "recipe x")
     with pytest.raises(UnimpError, match="new_user_fraction"):
         from_mapping(Recipe, {"name": "x", "version": 1, "new_user_fraction": 1.5}, "recipe x")
+    # YAML 1.1 reads 1e-1 (no dot) as a string; a float field takes it as the number it means
+    assert (
+        from_mapping(Recipe, {"name": "x", "version": 1, "new_user_fraction": "1e-1"}, "r").new_user_fraction
+        == 0.1
+    )
+    with pytest.raises(UnimpError, match="must be of type float"):
+        from_mapping(Recipe, {"name": "x", "version": 1, "new_user_fraction": "a tenth"}, "recipe x")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nversion: 1\nk_core: [\n")
     with pytest.raises(UnimpError, match="not valid YAML"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 from unimp_bench.errors import UnimpError
 
 T = TypeVar("T")
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def load_yaml(path: Path) -> Any:
@@ -49,6 +51,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return {_coerce(k, key_type, where): _coerce(v, value_type, f"{where}.{k}") for k, v in value.items()}
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string; every user means the number
     if annotation in (int, float, str, bool):
         if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
             raise UnimpError(f"{where} must be of type {annotation.__name__}, got {value!r}")

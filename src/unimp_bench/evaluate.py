@@ -36,6 +36,7 @@ from unimp_bench.metrics import (
     ranking_metrics,
     rating_metrics,
     set_metrics,
+    target_rank_counts,
     target_rank_from_list,
     text_metrics,
 )
@@ -494,9 +495,7 @@ class UniMPPredictor:
         if seen is not None:
             for row, items in enumerate(seen):
                 scores[row, items[items != targets[row]]] = -np.inf
-        target_scores = scores[np.arange(len(targets)), targets][:, None]
-        greater = (scores > target_scores).sum(axis=1)
-        ties = (scores == target_scores).sum(axis=1) - 1
+        greater, ties = target_rank_counts(scores, targets)  # NaN scores are refused there
         order = np.argsort(-scores, axis=1, kind="stable")[:, :SHOWN_TOP]  # equal scores: lower item id first
         return ranking_predictions(examples["example_id"], greater, ties, order.tolist())
 
@@ -514,10 +513,10 @@ class UniMPPredictor:
             for row, items in enumerate(seen):
                 banned[row, items] = True
 
-        def processors(prompt_length: int, rows: slice) -> list:
+        def processors(prompt_length: int, rows: np.ndarray) -> list:
             if not constrained:
                 return []
-            rows_banned = banned[rows] if banned is not None else None
+            rows_banned = banned[torch.as_tensor(rows)] if banned is not None else None
             return [ItemThenEnd(prompt_length, vocabulary.item_start, self.tokenizer.eos_id, rows_banned)]
 
         prompts, images = self._inputs(examples)
@@ -639,7 +638,7 @@ class UniMPPredictor:
             self.max_length,
             lambda prompt_length, rows: [
                 DistinctCandidates(
-                    prompt_length, candidate_ids[rows], vocabulary.total, self.tokenizer.eos_id
+                    prompt_length, [candidate_ids[i] for i in rows], vocabulary.total, self.tokenizer.eos_id
                 )
             ],
             num_beams=1,

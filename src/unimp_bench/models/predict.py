@@ -22,6 +22,12 @@ def _encode_prompts(tokenizer, prompts, image_items, max_length) -> list[Encoded
     return encode_examples(tokenizer, prompts, image_items, [[] for _ in prompts], None, max_length)
 
 
+def _length_batches(encoded: Sequence[EncodedExample], batch_size: int) -> list[np.ndarray]:
+    """Indices of the examples per batch, batches of similar length (less padding to compute)."""
+    order = np.argsort([len(e.ids) for e in encoded], kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 @torch.no_grad()
 def next_token_scores(
     model: UniMP,
@@ -35,20 +41,18 @@ def next_token_scores(
 ) -> np.ndarray:
     """[n_prompts, n] logits of the next token after each prompt over the `items` or `ratings` rows."""
     model.eval()
-    rows = []
     device = model.added_output.device
-    for start in range(0, len(prompts), batch_size):
-        chunk = slice(start, start + batch_size)
-        encoded = _encode_prompts(tokenizer, prompts[chunk], image_items[chunk], max_length)
-        batch = collate(encoded, tokenizer.pad_id).to(device)
+    width = model.vocabulary.num_items if vocabulary == "items" else model.vocabulary.num_ratings
+    out = np.zeros((len(prompts), width), dtype=np.float32)
+    encoded = _encode_prompts(tokenizer, prompts, image_items, max_length)
+    for indices in _length_batches(encoded, batch_size):
+        batch = collate([encoded[i] for i in indices], tokenizer.pad_id).to(device)
         features, present = store.lookup(batch.image_items)
         select = torch.zeros_like(batch.task_mask)
-        select[torch.arange(len(encoded), device=device), batch.last_prompt] = True
-        rows.append(
-            model(batch.input_ids, batch.attention_mask, features, present, select, vocabulary).float().cpu()
-        )
-    width = model.vocabulary.num_items if vocabulary == "items" else model.vocabulary.num_ratings
-    return torch.cat(rows).numpy() if rows else np.zeros((0, width), dtype=np.float32)
+        select[torch.arange(len(indices), device=device), batch.last_prompt] = True
+        logits = model(batch.input_ids, batch.attention_mask, features, present, select, vocabulary)
+        out[indices] = logits.float().cpu().numpy()
+    return out
 
 
 def item_scores(
@@ -100,8 +104,8 @@ def generate(
 ) -> list[list[list[int]]]:
     """For each prompt, `num_return` generated token sequences, best first, EOS and padding removed.
 
-    `processors(prompt_length, rows)` returns the logits processors of one batch (`rows` selects the
-    batch's examples, for per-example constraints)."""
+    `processors(prompt_length, rows)` returns the logits processors of one batch (`rows`: the indices
+    of the batch's examples, for per-example constraints; batches group prompts of similar length)."""
     from transformers import LogitsProcessorList
 
     from unimp_bench.models.generation import GenerationAdapter
@@ -109,11 +113,10 @@ def generate(
     model.eval()
     adapter = GenerationAdapter(model, tokenizer.eos_id, tokenizer.pad_id)
     device = model.added_output.device
-    out: list[list[list[int]]] = []
-    for start in range(0, len(prompts), batch_size):
-        rows = slice(start, min(start + batch_size, len(prompts)))
-        encoded = _encode_prompts(tokenizer, prompts[rows], image_items[rows], max_length)
-        input_ids, attention_mask, items = collate_left(encoded, tokenizer.pad_id)
+    out: list[list[list[int]]] = [[] for _ in prompts]
+    encoded = _encode_prompts(tokenizer, prompts, image_items, max_length)
+    for indices in _length_batches(encoded, batch_size):
+        input_ids, attention_mask, items = collate_left([encoded[i] for i in indices], tokenizer.pad_id)
         features, present = store.lookup(items.to(device))
         prompt_length = input_ids.shape[1]
         sequences = adapter.generate(
@@ -121,7 +124,7 @@ def generate(
             attention_mask=attention_mask.to(device),
             image_features=features,
             image_present=present,
-            logits_processor=LogitsProcessorList(processors(prompt_length, rows)),
+            logits_processor=LogitsProcessorList(processors(prompt_length, indices)),
             num_beams=num_beams,
             num_return_sequences=num_return,
             max_new_tokens=max_new_tokens,
@@ -129,13 +132,9 @@ def generate(
             renormalize_logits=renormalize,
         )
         generated = sequences[:, prompt_length:].cpu().tolist()
-        for example in range(len(encoded)):
-            out.append(
-                [
-                    _until_end(seq, tokenizer.eos_id)
-                    for seq in generated[example * num_return : (example + 1) * num_return]
-                ]
-            )
+        for position, example in enumerate(indices):
+            returned = generated[position * num_return : (position + 1) * num_return]
+            out[example] = [_until_end(tokens, tokenizer.eos_id) for tokens in returned]
     return out
 
 

@@ -1,0 +1,373 @@
+"""`unimp-bench eval` on a tiny checkpoint trained on the synthetic corpus: every task end to end with
+its scores recomputed from the saved predictions, exact ranking vs constrained beam search, the
+invalid-ID rate of unconstrained generation, seen-item exclusion, generalization splits, robustness
+perturbations and resumable shards."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from unimp_bench.cli import app
+from unimp_bench.errors import UnimpError
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = [
+    "model.lm.hidden_size=32",
+    "model.lm.layers=2",
+    "model.lm.intermediate_size=64",
+    "model.lm.bpe_vocab_size=400",
+    "model.max_length=256",
+    "train.micro_batch=8",
+    "train.lr=3e-3",
+    "train.log_every=50",
+]
+LIMIT = 24
+CHUNK = re.compile(r"\[IMG\] ?(.*?) ?<item_(\d+)> \[EOC\]")
+
+
+def kept_attributes(body: str, pairs: list[tuple[str, str]]) -> int:
+    """How many of an item's (key, value) pairs a chunk body shows, checking that it shows them in
+    order and nothing else."""
+    kept = 0
+    for key, value in pairs:
+        if body == f"{key} {value}" or body.startswith(f"{key} {value} "):
+            body = body[len(f"{key} {value}") :].lstrip()
+            kept += 1
+    assert body == "", body
+    return kept
+
+
+@pytest.fixture(scope="module")
+def run(synthetic_data, tmp_path_factory) -> Path:
+    """A tiny UniMP trained for 25 steps on the synthetic corpus (every trainable task)."""
+    run = tmp_path_factory.mktemp("eval-train") / "tiny"
+    args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(synthetic_data)]
+    args += ["--out", str(run), "--max-steps", "25"]
+    for override in SMALL:
+        args += ["--set", override]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def evaluate(run, data, examples, out, task, *options) -> tuple[dict, pl.DataFrame, str]:
+    args = ["eval", "--task", task, "--checkpoint", str(run), "--data", str(data)]
+    args += ["--examples", str(examples), "--out", str(out), *options]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    path = Path(result.output.split("-> ")[-1].split()[0])
+    payload = json.loads(path.read_text())
+    predictions = pl.read_parquet(out / "predictions" / payload["provenance"]["predictions"]["file"])
+    return payload, predictions, result.output
+
+
+def examples_of(examples: Path, task: str, split: str = "test", limit: int | None = LIMIT) -> pl.DataFrame:
+    frame = pl.read_parquet(examples / task / f"{split}.parquet")
+    return frame.head(limit) if limit else frame
+
+
+def seen_before(data: Path, frame: pl.DataFrame) -> list[set[int]]:
+    interactions = pl.read_parquet(data / "interactions.parquet")
+    return [
+        set(interactions.filter((pl.col("user_idx") == u) & (pl.col("pos") < p))["item_idx"].to_list())
+        for u, p in zip(frame["user_idx"], frame["target_pos"])
+    ]
+
+
+def test_ranking_end_to_end_with_scores_recomputed_by_hand(run, synthetic_data, synthetic_examples, tmp_path):
+    for task in ("recommendation", "search"):
+        payload, predictions, _ = evaluate(
+            run, synthetic_data, synthetic_examples, tmp_path, task, "--limit", str(LIMIT)
+        )
+        assert payload["method"] == "UniMP-tiny" and payload["n_examples"] == LIMIT
+        assert payload["provenance"]["config"]["eval"]["seen_items"] == "keep"  # the default is recorded
+        assert payload["provenance"]["checkpoint"].endswith("export")
+        # ranks by hand from the exact counts: rank = greater + ties / 2 (expected tie rule)
+        rank = predictions["greater"].to_numpy() + predictions["ties"].to_numpy() / 2
+        hits = rank < 10
+        assert payload["scores"]["HR@10"] == pytest.approx(hits.mean())
+        assert payload["scores"]["MRR@10"] == pytest.approx(np.where(hits, 1 / (rank + 1), 0).mean())
+        # the counts agree with the shown top-10: a target listed at index i has i items above it
+        frame = examples_of(synthetic_examples, task)
+        for target, shown, greater in zip(
+            frame["target_item"], predictions["ranked"].to_list(), predictions["greater"]
+        ):
+            assert len(shown) == 10 and len(set(shown)) == 10
+            if target in shown:
+                assert shown.index(target) == greater
+
+
+def test_exact_ranking_and_constrained_beam_search_agree_on_the_top10(
+    run, synthetic_data, synthetic_examples, tmp_path
+):
+    for seen in ("keep", "exclude"):
+        exact, exact_predictions, _ = evaluate(
+            run,
+            synthetic_data,
+            synthetic_examples,
+            tmp_path,
+            "recommendation",
+            "--limit",
+            "12",
+            "--seen-items",
+            seen,
+        )
+        beam, beam_predictions, _ = evaluate(
+            run, synthetic_data, synthetic_examples, tmp_path, "recommendation", "--limit", "12",
+            "--seen-items", seen, "--ranking", "beam",
+        )  # fmt: skip
+        assert beam["method"] == exact["method"].replace("UniMP-tiny", "UniMP-tiny+beam")
+        assert beam_predictions["ranked"].to_list() == exact_predictions["ranked"].to_list()
+        assert beam["scores"]["invalid_id_rate"] == 0 and beam["scores"]["duplicate_rate"] == 0
+        for metric in ("HR@3", "HR@10", "NDCG@10", "MRR@10"):
+            assert beam["scores"][metric] == pytest.approx(exact["scores"][metric])
+
+
+def test_excluded_seen_items_are_never_ranked_and_the_choice_is_recorded(
+    run, synthetic_data, synthetic_examples, tmp_path
+):
+    keep, keep_predictions, _ = evaluate(
+        run, synthetic_data, synthetic_examples, tmp_path, "recommendation", "--limit", str(LIMIT)
+    )
+    payload, predictions, _ = evaluate(
+        run,
+        synthetic_data,
+        synthetic_examples,
+        tmp_path,
+        "recommendation",
+        "--limit",
+        str(LIMIT),
+        "--seen-items",
+        "exclude",
+    )
+    assert payload["method"] == "UniMP-tiny+exclude_seen"
+    assert payload["provenance"]["config"]["eval"]["seen_items"] == "exclude"
+    seen = seen_before(synthetic_data, examples_of(synthetic_examples, "recommendation"))
+    assert any(
+        set(shown) & s for shown, s in zip(keep_predictions["ranked"].to_list(), seen)
+    )  # kept by default
+    for shown, s in zip(predictions["ranked"].to_list(), seen):
+        assert not set(shown) & s
+    # leaving items out can only move targets up
+    assert (predictions["greater"].to_numpy() <= keep_predictions["greater"].to_numpy()).all()
+    assert payload["scores"]["HR@10"] >= keep["scores"]["HR@10"]
+
+
+def test_a_random_model_reports_its_invalid_id_rate(run, synthetic_data, synthetic_examples, tmp_path):
+    """Unconstrained beams of an untrained model are mostly not item ids: the rate is reported, and it
+    is what the saved predictions say."""
+    from unimp_bench.examples import open_examples
+    from unimp_bench.models.config import ModelConfig
+    from unimp_bench.models.export import export_model
+    from unimp_bench.models.factory import build_model
+    from unimp_bench.models.tokenization import load_saved_tokenizer
+    from unimp_bench.train import load_run_config
+
+    config: ModelConfig = load_run_config(run / "config.yaml").model
+    tokenizer = load_saved_tokenizer(run / "tokenizer")
+    items = len(pl.read_parquet(synthetic_data / "items.parquet"))
+    model = build_model(config, len(tokenizer), items, seed=5)
+    dataset = open_examples(synthetic_examples).manifest["dataset"]
+    export_model(model, tmp_path / "random", run / "tokenizer", set(), None, {"dataset": dataset})
+    payload, predictions, _ = evaluate(
+        tmp_path / "random", synthetic_data, synthetic_examples, tmp_path / "out", "search",
+        "--limit", "8", "--ranking", "unconstrained", "--beams", "5",
+    )  # fmt: skip
+    assert payload["method"] == "UniMP+unconstrained"
+    rate = predictions["invalid"].sum() / predictions["beams"].sum()
+    assert predictions["beams"].to_list() == [5] * 8
+    assert payload["scores"]["invalid_id_rate"] == pytest.approx(rate) and rate > 0.5
+    assert payload["scores"]["duplicate_rate"] == pytest.approx(predictions["duplicates"].sum() / 40)
+    for ranked, generated in zip(predictions["ranked"].to_list(), predictions["generated"].to_list()):
+        assert len(ranked) <= 5 and all(f"<item_{i}>" in generated for i in ranked)
+
+
+def test_preference_predicts_by_argmax_and_by_expected_value(
+    run, synthetic_data, synthetic_examples, tmp_path
+):
+    payload, predictions, _ = evaluate(
+        run, synthetic_data, synthetic_examples, tmp_path, "preference", "--limit", str(LIMIT)
+    )
+    truth = examples_of(synthetic_examples, "preference")["rating"].to_numpy()
+    probabilities = np.array(predictions["rating_probabilities"].to_list())
+    assert probabilities.shape == (LIMIT, 5) and np.allclose(probabilities.sum(axis=1), 1)
+    argmax = probabilities.argmax(axis=1) + 1
+    expected = probabilities @ np.arange(1, 6)
+    assert predictions["rating"].to_list() == argmax.tolist()
+    assert np.allclose(predictions["rating_expected"], expected)
+    assert payload["scores"]["MAE"] == pytest.approx(np.abs(argmax - truth).mean())
+    assert payload["scores"]["RMSE"] == pytest.approx(np.sqrt(((argmax - truth) ** 2).mean()))
+    assert payload["scores"]["MAE-expected"] == pytest.approx(np.abs(expected - truth).mean())
+    assert payload["scores"]["RMSE-expected"] == pytest.approx(np.sqrt(((expected - truth) ** 2).mean()))
+
+
+def test_selection_decodes_distinct_candidates_and_scores_by_hand(
+    run, synthetic_data, synthetic_examples, tmp_path
+):
+    payload, predictions, _ = evaluate(
+        run, synthetic_data, synthetic_examples, tmp_path, "selection", "--limit", str(LIMIT)
+    )
+    frame = examples_of(synthetic_examples, "selection")
+    precision, recall = [], []
+    for selected, candidates, positives in zip(
+        predictions["selected"].to_list(), frame["candidates"].to_list(), frame["positives"].to_list()
+    ):
+        assert selected and len(set(selected)) == len(selected) and set(selected) <= set(candidates)
+        hits = len(set(selected) & set(positives))
+        precision.append(hits / len(selected))
+        recall.append(hits / len(positives))
+    assert payload["scores"]["Precision"] == pytest.approx(np.mean(precision))
+    assert payload["scores"]["Recall"] == pytest.approx(np.mean(recall))
+
+
+def test_explanations_respect_the_length_cap_and_rescore_identically(
+    run, synthetic_data, synthetic_examples, tmp_path
+):
+    payload, predictions, _ = evaluate(
+        run, synthetic_data, synthetic_examples, tmp_path, "explanation", "--limit", "6",
+        "--max-new-tokens", "5", "--text-decoding", "beam", "--text-beams", "2",
+    )  # fmt: skip
+    assert payload["method"] == "UniMP-tiny+beam2"
+    assert max(predictions["generated_tokens"]) <= 5
+    assert not any("<item_" in text or "[IMG]" in text for text in predictions["text"])
+    # the scorer `unimp-bench score` uses reproduces every metric from the saved predictions
+    examples = examples_of(synthetic_examples, "explanation", limit=6)
+    from unimp_bench.evaluate import ScoringSettings, score_predictions
+    from unimp_bench.tasks import registry
+
+    scores, used = score_predictions(
+        registry().get("explanation"), examples, predictions.select("example_id", "text"), ScoringSettings()
+    )
+    for name, value in scores.items():
+        assert payload["scores"][name] == pytest.approx(value, abs=1e-6)
+    assert payload["provenance"]["metric_settings"]["bertscore_model"] == used["bertscore_model"]
+
+
+@pytest.mark.parametrize("split", ["new_user", "new_domain"])
+def test_generalization_splits_use_the_same_path(run, synthetic_data, synthetic_examples, tmp_path, split):
+    payload, predictions, _ = evaluate(
+        run, synthetic_data, synthetic_examples, tmp_path, "recommendation", "--split", split
+    )
+    assert payload["split"] == split
+    assert payload["n_examples"] == len(examples_of(synthetic_examples, "recommendation", split, limit=None))
+    assert predictions["example_id"].str.starts_with(f"recommendation:{split}:").all()
+
+
+def test_robustness_changes_exactly_the_requested_fraction(synthetic_data, synthetic_examples):
+    from unimp_bench.data.contract import open_dataset
+    from unimp_bench.evaluate import _item_text_and_images
+    from unimp_bench.examples import open_examples
+    from unimp_bench.robustness import Perturbation, perturb
+
+    example_set = open_examples(synthetic_examples)
+    attributes, has_image = _item_text_and_images(open_dataset(synthetic_data), example_set)
+    frame = examples_of(synthetic_examples, "preference", limit=None)
+    changed, report = perturb(frame, attributes, has_image, Perturbation(0.2, 0.3, seed=1))
+    again, _ = perturb(frame, attributes, has_image, Perturbation(0.2, 0.3, seed=1))
+    assert changed.equals(again)  # seeded
+
+    # text: every chunk keeps a subsequence of its attributes; exactly round(0.2 x slots) are gone
+    slots = sum(len(attributes[i]) for items in frame["image_items"] for i in items)
+    assert report["attribute_slots"] == slots and report["dropped_attributes"] == round(0.2 * slots)
+    remaining = 0
+    for prompt, items in zip(changed["prompt"], frame["image_items"]):
+        chunks = CHUNK.findall(prompt)
+        assert [int(item) for _, item in chunks] == list(items)
+        for (body, _), original in zip(chunks, items):
+            remaining += kept_attributes(body, attributes[original])
+    assert slots - remaining == report["dropped_attributes"]
+    # the history spans still cover exactly the (shortened) history chunks
+    for prompt, spans, history in zip(changed["prompt"], changed["history_spans"], frame["history"]):
+        assert [prompt[s:e].split()[-2] for s, e in spans] == [f"<item_{i}>" for i in history]
+
+    # images: only history markers move, to another product that has an image
+    history_slots = sum(int(has_image[i]) for h in frame["history"] for i in h)
+    swapped = 0
+    for before, after, history in zip(frame["image_items"], changed["image_items"], frame["history"]):
+        for position, (a, b) in enumerate(zip(before, after)):
+            if a != b:
+                swapped += 1
+                assert position < len(history) and has_image[b]
+    assert swapped == report["swapped_images"] == round(0.3 * history_slots)
+
+
+def test_robustness_options_are_recorded_in_the_result(run, synthetic_data, synthetic_examples, tmp_path):
+    payload, _, output = evaluate(
+        run, synthetic_data, synthetic_examples, tmp_path, "recommendation", "--limit", "8",
+        "--drop-text-attrs", "0.2", "--mismatch-images", "0.2", "--perturbation-seed", "3",
+    )  # fmt: skip
+    assert payload["method"] == "UniMP-tiny+drop_text_0.2+mismatch_images_0.2"
+    robustness = payload["provenance"]["config"]["robustness"]
+    assert robustness["seed"] == 3 and robustness["drop_text_attrs"] == 0.2
+    assert robustness["dropped_attributes"] == round(0.2 * robustness["attribute_slots"])
+    assert "history images swapped" in output
+
+
+def test_an_interrupted_evaluation_resumes_from_its_shards(
+    run, synthetic_data, synthetic_examples, tmp_path, monkeypatch
+):
+    from unimp_bench import evaluate as evaluation
+
+    options = ("--limit", "20", "--shard-size", "8")
+    straight, straight_predictions, _ = evaluate(
+        run, synthetic_data, synthetic_examples, tmp_path / "a", "preference", *options
+    )
+
+    calls = {"n": 0}
+    original = evaluation.UniMPPredictor.predict
+
+    def failing(self, task, examples):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise UnimpError("interrupted")
+        return original(self, task, examples)
+
+    monkeypatch.setattr(evaluation.UniMPPredictor, "predict", failing)
+    args = ["eval", "--task", "preference", "--checkpoint", str(run), "--data", str(synthetic_data)]
+    args += ["--examples", str(synthetic_examples), "--out", str(tmp_path / "b"), *options]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 1 and "interrupted" in first.output
+    monkeypatch.setattr(evaluation.UniMPPredictor, "predict", original)
+    resumed, resumed_predictions, output = evaluate(
+        run, synthetic_data, synthetic_examples, tmp_path / "b", "preference", *options
+    )
+    assert "resumed: 1 shard(s)" in output
+    assert resumed_predictions.equals(straight_predictions)
+    assert resumed["scores"] == straight["scores"]
+    assert not (tmp_path / "b" / "predictions" / ".partial").exists() or not any(
+        (tmp_path / "b" / "predictions" / ".partial").iterdir()
+    )
+
+
+def test_eval_errors_are_one_sentence(run, synthetic_data, synthetic_examples, tmp_path):
+    base = ["--data", str(synthetic_data), "--examples", str(synthetic_examples), "--out", str(tmp_path)]
+    cases = [
+        (["--task", "search", "--checkpoint", str(tmp_path / "nothing")], "does not exist"),
+        (["--task", "search", "--checkpoint", str(tmp_path)], "neither a training run"),
+        (["--task", "image_generation", "--checkpoint", str(run)], "cannot generate images"),
+        (["--task", "search", "--checkpoint", str(run), "--ranking", "sampled"], "--ranking must be one of"),
+        (["--task", "search", "--checkpoint", str(run), "--split", "train"], "--split must be one of"),
+        (["--task", "search", "--checkpoint", str(run), "--drop-text-attrs", "1.5"], "between 0 and 1"),
+    ]
+    for options, message in cases:
+        result = CliRunner().invoke(app, ["eval", *options, *base])
+        assert result.exit_code == 1, result.output
+        assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_checkpoint_of_another_dataset_is_refused(run, tmp_path):
+    from unimp_bench.data.api import prepare_synthetic_dataset
+
+    other = tmp_path / "other"
+    prepare_synthetic_dataset(other, users=300, items=120, seed=9)
+    result = CliRunner().invoke(
+        app, ["eval", "--task", "search", "--checkpoint", str(run), "--data", str(other)]
+    )
+    assert result.exit_code == 1 and "trained on another dataset" in result.output

@@ -654,7 +654,7 @@ class UniMPPredictor:
         )
 
 
-def extra_model_scores(task: Task, predictions: pl.DataFrame) -> dict[str, float]:
+def extra_model_scores(task: Task, examples: pl.DataFrame, predictions: pl.DataFrame) -> dict[str, float]:
     """Scores beyond the task's metrics that only model predictions carry, from the saved file:
     invalid-ID and duplicate rates of generated rankings (per returned beam), and MAE/RMSE of the
     expected rating next to those of the most likely rating."""
@@ -663,6 +663,12 @@ def extra_model_scores(task: Task, predictions: pl.DataFrame) -> dict[str, float
         beams = max(1, int(predictions["beams"].sum()))
         scores["invalid_id_rate"] = int(predictions["invalid"].sum()) / beams
         scores["duplicate_rate"] = int(predictions["duplicates"].sum()) / beams
+    if task.metric_family == "rating" and "rating_expected" in predictions.columns:
+        joined = align(
+            examples.select("example_id", "rating"), predictions.select("example_id", "rating_expected")
+        )
+        expected = rating_metrics(joined["rating_expected"], joined["rating"])
+        scores |= {f"{name}-expected": value for name, value in expected.items()}
     return scores
 
 
@@ -787,10 +793,7 @@ def evaluate_checkpoint(
         scores, used = score_predictions(
             task, examples, predictions, scoring, dataset.root, predictions_path.parent
         )
-        scores |= extra_model_scores(task, predictions)
-        if task.metric_family == "rating":
-            expected = rating_metrics(predictions["rating_expected"], examples["rating"])
-            scores |= {f"{name}-expected": value for name, value in expected.items()}
+        scores |= extra_model_scores(task, examples, predictions)
         config = predictor.config() | {"robustness": robustness, "limit": settings.limit}
         result = make_result(
             method,

@@ -473,24 +473,41 @@ class UniMPPredictor:
             return self._select(examples)
         raise UnimpError(self.cannot_serve(task) or f"UniMP does not serve task {task.name}")
 
-    def _inputs(self, examples: pl.DataFrame) -> tuple[list[str], list[list[int]]]:
-        return examples["prompt"].to_list(), examples["image_items"].to_list()
-
-    def _rank_exact(self, examples: pl.DataFrame, seen: list[np.ndarray] | None) -> pl.DataFrame:
-        from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
+    def _scores(self, examples: pl.DataFrame, vocabulary: str) -> np.ndarray:
+        """Next-token logits after each prompt over the `items` or `ratings` rows, [n, width]."""
         from unimp_bench.models.predict import next_token_scores
 
-        prompts, images = self._inputs(examples)
-        scores = next_token_scores(
+        return next_token_scores(
             self.model,
             self.tokenizer,
             self.store,
-            prompts,
-            images,
+            examples["prompt"].to_list(),
+            examples["image_items"].to_list(),
             self.max_length,
-            "items",
+            vocabulary,
             self.settings.batch_size,
         ).astype(np.float64)
+
+    def _generate(self, examples: pl.DataFrame, processors, **options) -> list[list[list[int]]]:
+        """generate() over the examples' prompts; see models.predict.generate for the options."""
+        from unimp_bench.models.predict import generate
+
+        options.setdefault("batch_size", self.settings.batch_size)
+        return generate(
+            self.model,
+            self.tokenizer,
+            self.store,
+            examples["prompt"].to_list(),
+            examples["image_items"].to_list(),
+            self.max_length,
+            processors,
+            **options,
+        )
+
+    def _rank_exact(self, examples: pl.DataFrame, seen: list[np.ndarray] | None) -> pl.DataFrame:
+        from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
+
+        scores = self._scores(examples, "items")
         targets = examples["target_item"].to_numpy()
         if seen is not None:
             for row, items in enumerate(seen):
@@ -503,7 +520,6 @@ class UniMPPredictor:
         import torch
 
         from unimp_bench.models.generation import ItemThenEnd
-        from unimp_bench.models.predict import generate
 
         vocabulary, beams = self.model.vocabulary, self.settings.beams
         constrained = self.settings.ranking == "beam"
@@ -519,14 +535,8 @@ class UniMPPredictor:
             rows_banned = banned[torch.as_tensor(rows)] if banned is not None else None
             return [ItemThenEnd(prompt_length, vocabulary.item_start, self.tokenizer.eos_id, rows_banned)]
 
-        prompts, images = self._inputs(examples)
-        outputs = generate(
-            self.model,
-            self.tokenizer,
-            self.store,
-            prompts,
-            images,
-            self.max_length,
+        outputs = self._generate(
+            examples,
             processors,
             num_beams=beams,
             num_return=beams,
@@ -569,19 +579,7 @@ class UniMPPredictor:
         )
 
     def _rate(self, examples: pl.DataFrame) -> pl.DataFrame:
-        from unimp_bench.models.predict import next_token_scores
-
-        prompts, images = self._inputs(examples)
-        logits = next_token_scores(
-            self.model,
-            self.tokenizer,
-            self.store,
-            prompts,
-            images,
-            self.max_length,
-            "ratings",
-            self.settings.batch_size,
-        ).astype(np.float64)
+        logits = self._scores(examples, "ratings")
         probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities /= probabilities.sum(axis=1, keepdims=True)  # softmax over the rating tokens only
         levels = np.arange(1, logits.shape[1] + 1, dtype=np.float64)
@@ -596,24 +594,16 @@ class UniMPPredictor:
 
     def _explain(self, examples: pl.DataFrame) -> pl.DataFrame:
         from unimp_bench.models.generation import BaseVocabularyOnly
-        from unimp_bench.models.predict import generate
 
         beam = self.settings.text_decoding == "beam"
-        prompts, images = self._inputs(examples)
         base_size = self.model.vocabulary.base_size
-        outputs = generate(
-            self.model,
-            self.tokenizer,
-            self.store,
-            prompts,
-            images,
-            self.max_length,
+        outputs = self._generate(
+            examples,
             lambda prompt_length, rows: [BaseVocabularyOnly(base_size)],
             num_beams=self.settings.text_beams if beam else 1,
             num_return=1,
             max_new_tokens=self.settings.max_new_tokens,
             renormalize=beam,
-            batch_size=self.settings.batch_size,
         )
         texts = [self.tokenizer.decode(sequences[0]) for sequences in outputs]
         lengths = [len(sequences[0]) for sequences in outputs]
@@ -623,29 +613,19 @@ class UniMPPredictor:
 
     def _select(self, examples: pl.DataFrame) -> pl.DataFrame:
         from unimp_bench.models.generation import DistinctCandidates
-        from unimp_bench.models.predict import generate
 
-        vocabulary = self.model.vocabulary
+        vocabulary, eos = self.model.vocabulary, self.tokenizer.eos_id
         candidates = examples["candidates"].to_list()
         candidate_ids = [[vocabulary.item_id(c) for c in row] for row in candidates]
-        prompts, images = self._inputs(examples)
-        outputs = generate(
-            self.model,
-            self.tokenizer,
-            self.store,
-            prompts,
-            images,
-            self.max_length,
+        outputs = self._generate(
+            examples,
             lambda prompt_length, rows: [
-                DistinctCandidates(
-                    prompt_length, [candidate_ids[i] for i in rows], vocabulary.total, self.tokenizer.eos_id
-                )
+                DistinctCandidates(prompt_length, [candidate_ids[i] for i in rows], vocabulary.total, eos)
             ],
             num_beams=1,
             num_return=1,
             max_new_tokens=max(len(row) for row in candidates) + 1,
             renormalize=False,
-            batch_size=self.settings.batch_size,
         )
         selected = [[token - vocabulary.item_start for token in sequences[0]] for sequences in outputs]
         return pl.DataFrame(

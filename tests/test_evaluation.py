@@ -371,3 +371,46 @@ def test_a_checkpoint_of_another_dataset_is_refused(run, tmp_path):
         app, ["eval", "--task", "search", "--checkpoint", str(run), "--data", str(other)]
     )
     assert result.exit_code == 1 and "trained on another dataset" in result.output
+
+
+def test_one_checkpoint_folder_of_a_run_can_be_evaluated(run, synthetic_data, synthetic_examples, tmp_path):
+    checkpoint = run / "checkpoints" / "step_00000025"
+    args = [
+        "eval",
+        "--task",
+        "recommendation",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(synthetic_data),
+    ]
+    args += ["--examples", str(synthetic_examples), "--out", str(tmp_path), "--limit", "4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "UniMP-tiny@step_00000025 recommendation/test (4 examples)" in result.output
+    payload = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert payload["provenance"]["checkpoint"] == str((checkpoint / "export").resolve())
+    assert payload["provenance"]["config"]["model"]["step"] == 25
+
+
+@pytest.mark.slow
+def test_demo_with_model_puts_unimp_on_the_leaderboard(tmp_path):
+    result = CliRunner().invoke(
+        app, ["demo", "--out", str(tmp_path / "demo"), "--with-model", "--model-steps", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    board = pl.read_csv(tmp_path / "demo" / "leaderboard.csv")
+    unimp = board.filter(pl.col("method") == "UniMP-run")
+    assert sorted(unimp["task"].unique()) == [
+        "explanation",
+        "preference",
+        "recommendation",
+        "search",
+        "selection",
+    ]
+    assert sorted(unimp.filter(pl.col("task") == "recommendation")["split"]) == [
+        "new_domain",
+        "new_user",
+        "test",
+    ]
+    assert board.filter(pl.col("method") == "pop").height > 0

@@ -529,17 +529,23 @@ def demo_command(
         Path("demo"), "--out", help="Folder for the dataset, examples, results and leaderboard."
     ),
     overwrite: bool = typer.Option(False, help="Replace an existing demo folder."),
+    with_model: bool = typer.Option(
+        False, "--with-model", help="Also train the tiny UniMP on the CPU and evaluate it on every task."
+    ),
+    model_steps: int = typer.Option(600, help="Optimizer steps of that training (600: about 6 CPU minutes)."),
 ):
-    """Run the whole benchmark on the embedded synthetic corpus (CPU, about a minute).
+    """Run the whole benchmark on the embedded synthetic corpus (CPU, about a minute; with
+    --with-model about ten).
 
-    Example: unimp-bench demo --out demo --overwrite
+    Example: unimp-bench demo --out demo --overwrite --with-model
     """
     from rich.table import Table
 
     from unimp_bench.demo import run_demo
 
-    wide = run_demo(out_dir, overwrite, out.print, show_progress=_show_progress())
-    headline = [m for m in ("HR@10", "NDCG@10", "F1") if m in wide.columns]
+    steps = model_steps if with_model else None
+    wide = run_demo(out_dir, overwrite, out.print, show_progress=_show_progress(), model_steps=steps)
+    headline = [m for m in ("HR@10", "NDCG@10", "MAE", "F1", "ROUGE-L") if m in wide.columns]
     table = Table("method", "task", "split", "examples", *headline)
     for row in wide.iter_rows(named=True):
         values = [f"{row[m]:.4f}" if row[m] is not None else "" for m in headline]

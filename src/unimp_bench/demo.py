@@ -11,30 +11,55 @@ import polars as pl
 from unimp_bench.baselines.runner import run_baseline
 from unimp_bench.data.api import dataset_statistics_table, prepare_synthetic_dataset
 from unimp_bench.errors import UnimpError
+from unimp_bench.evaluate import evaluate_checkpoint
 from unimp_bench.examples import build_examples
 from unimp_bench.leaderboard import export_leaderboard
+from unimp_bench.train import run_training
 
 DEMO_BASELINES = (("pop", "recommendation"), ("pop", "selection"), ("bm25", "search"))
 DEMO_SPLITS = ["valid", "test", "new_user", "new_domain"]
+# what --with-model evaluates: every task on test, and recommendation on both generalization splits
+DEMO_MODEL_RUNS = (
+    *(("test", task) for task in ("recommendation", "search", "preference", "explanation", "selection")),
+    ("new_user", "recommendation"),
+    ("new_domain", "recommendation"),
+)
 
 
 def run_demo(
-    out: Path, overwrite: bool, say: Callable[[object], None], show_progress: bool = False
+    out: Path,
+    overwrite: bool,
+    say: Callable[[object], None],
+    show_progress: bool = False,
+    model_steps: int | None = None,
 ) -> pl.DataFrame:
-    """prepare synthetic -> stats -> build examples -> baselines -> leaderboard, all under `out`."""
+    """prepare synthetic -> stats -> build examples -> baselines -> (train + eval the tiny UniMP) ->
+    leaderboard, all under `out`."""
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UnimpError(f"output {out} already exists; pass --overwrite to replace it")
+    if model_steps is not None and model_steps < 1:
+        raise UnimpError("--model-steps must be at least 1")
     data, examples, results = out / "data", out / "examples", out / "results"
-    say("1/4 preparing the synthetic corpus")
+    stages = 5 if model_steps else 4
+    say(f"1/{stages} preparing the synthetic corpus")
     prepare_synthetic_dataset(data, overwrite=True, show_progress=show_progress)
     say(dataset_statistics_table(data))
-    say("2/4 building the task examples")
+    say(f"2/{stages} building the task examples")
     build_examples(data, examples, overwrite=True, show_progress=show_progress)
-    say("3/4 running the reference baselines")
+    say(f"3/{stages} running the reference baselines")
     shutil.rmtree(results, ignore_errors=True)
     for model, task in DEMO_BASELINES:
         run_baseline(model, task, data, results, DEMO_SPLITS, examples_dir=examples)
-    say("4/4 writing the leaderboard")
+    if model_steps:
+        say(f"4/{stages} training the tiny UniMP for {model_steps} steps on the CPU, then evaluating it")
+        run = out / "run"
+        overrides = [f"train.steps={model_steps}", f"train.save_every={model_steps}"]
+        run_training(Path("tiny"), data, run, 0, None, False, None, overrides, True, show_progress)
+        for split, task in DEMO_MODEL_RUNS:
+            evaluate_checkpoint(
+                task, run, data, split, results, examples_dir=examples, show_progress=show_progress
+            )
+    say(f"{stages}/{stages} writing the leaderboard")
     return export_leaderboard(
         results, out / "leaderboard.csv", out / "leaderboard.md", out / "leaderboard.png"
     )

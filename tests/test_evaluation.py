@@ -86,7 +86,7 @@ def test_ranking_end_to_end_with_scores_recomputed_by_hand(run, synthetic_data, 
         payload, predictions, _ = evaluate(
             run, synthetic_data, synthetic_examples, tmp_path, task, "--limit", str(LIMIT)
         )
-        assert payload["method"] == "UniMP-tiny" and payload["n_examples"] == LIMIT
+        assert payload["method"] == f"UniMP-tiny+first_{LIMIT}" and payload["n_examples"] == LIMIT
         assert payload["provenance"]["config"]["eval"]["seen_items"] == "keep"  # the default is recorded
         assert payload["provenance"]["checkpoint"].endswith("export")
         # ranks by hand from the exact counts: rank = greater + ties / 2 (expected tie rule)
@@ -124,6 +124,7 @@ def test_exact_ranking_and_constrained_beam_search_agree_on_the_top10(
             "--seen-items", seen, "--ranking", "beam",
         )  # fmt: skip
         assert beam["method"] == exact["method"].replace("UniMP-tiny", "UniMP-tiny+beam")
+        assert exact["method"] == "UniMP-tiny" + ("+exclude_seen" if seen == "exclude" else "") + "+first_12"
         assert beam_predictions["ranked"].to_list() == exact_predictions["ranked"].to_list()
         assert beam["scores"]["invalid_id_rate"] == 0 and beam["scores"]["duplicate_rate"] == 0
         for metric in ("HR@3", "HR@10", "NDCG@10", "MRR@10"):
@@ -147,7 +148,7 @@ def test_excluded_seen_items_are_never_ranked_and_the_choice_is_recorded(
         "--seen-items",
         "exclude",
     )
-    assert payload["method"] == "UniMP-tiny+exclude_seen"
+    assert payload["method"] == f"UniMP-tiny+exclude_seen+first_{LIMIT}"
     assert payload["provenance"]["config"]["eval"]["seen_items"] == "exclude"
     seen = seen_before(synthetic_data, examples_of(synthetic_examples, "recommendation"))
     assert any(
@@ -180,7 +181,7 @@ def test_a_random_model_reports_its_invalid_id_rate(run, synthetic_data, synthet
         tmp_path / "random", synthetic_data, synthetic_examples, tmp_path / "out", "search",
         "--limit", "8", "--ranking", "unconstrained", "--beams", "5",
     )  # fmt: skip
-    assert payload["method"] == "UniMP+unconstrained"
+    assert payload["method"] == "UniMP+unconstrained+first_8"
     rate = predictions["invalid"].sum() / predictions["beams"].sum()
     assert predictions["beams"].to_list() == [5] * 8
     assert payload["scores"]["invalid_id_rate"] == pytest.approx(rate) and rate > 0.5
@@ -234,7 +235,7 @@ def test_explanations_respect_the_length_cap_and_rescore_identically(
         run, synthetic_data, synthetic_examples, tmp_path, "explanation", "--limit", "6",
         "--max-new-tokens", "5", "--text-decoding", "beam", "--text-beams", "2",
     )  # fmt: skip
-    assert payload["method"] == "UniMP-tiny+beam2"
+    assert payload["method"] == "UniMP-tiny+beam2+first_6"
     assert max(predictions["generated_tokens"]) <= 5
     assert not any("<item_" in text or "[IMG]" in text for text in predictions["text"])
     # the scorer `unimp-bench score` uses reproduces every metric from the saved predictions
@@ -303,7 +304,7 @@ def test_robustness_options_are_recorded_in_the_result(run, synthetic_data, synt
         run, synthetic_data, synthetic_examples, tmp_path, "recommendation", "--limit", "8",
         "--drop-text-attrs", "0.2", "--mismatch-images", "0.2", "--perturbation-seed", "3",
     )  # fmt: skip
-    assert payload["method"] == "UniMP-tiny+drop_text_0.2+mismatch_images_0.2"
+    assert payload["method"] == "UniMP-tiny+drop_text_0.2+mismatch_images_0.2+first_8"
     robustness = payload["provenance"]["config"]["robustness"]
     assert robustness["seed"] == 3 and robustness["drop_text_attrs"] == 0.2
     assert robustness["dropped_attributes"] == round(0.2 * robustness["attribute_slots"])
@@ -387,7 +388,7 @@ def test_one_checkpoint_folder_of_a_run_can_be_evaluated(run, synthetic_data, sy
     args += ["--examples", str(synthetic_examples), "--out", str(tmp_path), "--limit", "4"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "UniMP-tiny@step_00000025 recommendation/test (4 examples)" in result.output
+    assert "UniMP-tiny@step_00000025+first_4 recommendation/test (4 examples)" in result.output
     payload = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert payload["provenance"]["checkpoint"] == str((checkpoint / "export").resolve())
     assert payload["provenance"]["config"]["model"]["step"] == 25

@@ -1,6 +1,6 @@
 """Where a task meets a model or a baseline: predictions are checked against examples and scored.
 
-Every predictor (a baseline here, the UniMP model in its own issue) hands over one prediction per
+Every predictor (a baseline, or `UniMPPredictor` for a trained UniMP) hands over one prediction per
 example, keyed by `example_id`. The fields a prediction needs depend on the task's metric family:
 
 | family  | tasks                   | prediction fields                                                     |
@@ -406,7 +406,9 @@ class ModelEvalSettings:
             tag += "+exclude_seen" if self.seen_items == "exclude" else ""
         if task.metric_family == "text" and self.text_decoding == "beam":
             tag += f"+beam{self.text_beams}"
-        return tag + self.perturbation.tag()
+        tag += self.perturbation.tag()
+        # a quick look must never replace the full result of the same model in a results folder
+        return tag + (f"+first_{self.limit}" if self.limit is not None else "")
 
 
 class UniMPPredictor:

@@ -415,3 +415,31 @@ def test_demo_with_model_puts_unimp_on_the_leaderboard(tmp_path):
         "test",
     ]
     assert board.filter(pl.col("method") == "pop").height > 0
+
+
+@pytest.mark.parametrize("fusion", ["early", "inline", "late"])
+def test_constrained_beams_match_exact_ranking_for_every_fusion(
+    fusion, run, synthetic_data, synthetic_examples, tmp_path
+):
+    """early/inline fusion decode without a KV cache, late fusion with one: all give the exact top-10."""
+    from dataclasses import replace
+
+    from unimp_bench.examples import open_examples
+    from unimp_bench.models.export import export_model
+    from unimp_bench.models.factory import build_model
+    from unimp_bench.models.tokenization import load_saved_tokenizer
+    from unimp_bench.train import load_run_config
+
+    config = replace(load_run_config(run / "config.yaml").model, fusion=fusion)
+    items = len(pl.read_parquet(synthetic_data / "items.parquet"))
+    model = build_model(config, len(load_saved_tokenizer(run / "tokenizer")), items, seed=2)
+    dataset = open_examples(synthetic_examples).manifest["dataset"]
+    export_model(model, tmp_path / fusion, run / "tokenizer", set(), None, {"dataset": dataset})
+    rankings = []
+    for mode in ("exact", "beam"):
+        _, predictions, _ = evaluate(
+            tmp_path / fusion, synthetic_data, synthetic_examples, tmp_path / "out", "search",
+            "--limit", "6", "--ranking", mode,
+        )  # fmt: skip
+        rankings.append(predictions["ranked"].to_list())
+    assert rankings[0] == rankings[1]

@@ -57,6 +57,24 @@ def run(synthetic_data, tmp_path_factory) -> Path:
     return run
 
 
+def random_export(run: Path, data: Path, examples: Path, folder: Path, seed: int, **model_changes) -> Path:
+    """An untrained UniMP of the run's configuration (with `model_changes`), exported to `folder`."""
+    from dataclasses import replace
+
+    from unimp_bench.examples import open_examples
+    from unimp_bench.models.export import export_model
+    from unimp_bench.models.factory import build_model
+    from unimp_bench.models.tokenization import load_saved_tokenizer
+    from unimp_bench.train import load_run_config
+
+    config = replace(load_run_config(run / "config.yaml").model, **model_changes)
+    items = len(pl.read_parquet(data / "items.parquet"))
+    model = build_model(config, len(load_saved_tokenizer(run / "tokenizer")), items, seed=seed)
+    dataset = open_examples(examples).manifest["dataset"]
+    export_model(model, folder, run / "tokenizer", set(), None, {"dataset": dataset})
+    return folder
+
+
 def evaluate(run, data, examples, out, task, *options) -> tuple[dict, pl.DataFrame, str]:
     args = ["eval", "--task", task, "--checkpoint", str(run), "--data", str(data)]
     args += ["--examples", str(examples), "--out", str(out), *options]
@@ -164,19 +182,7 @@ def test_excluded_seen_items_are_never_ranked_and_the_choice_is_recorded(
 def test_a_random_model_reports_its_invalid_id_rate(run, synthetic_data, synthetic_examples, tmp_path):
     """Unconstrained beams of an untrained model are mostly not item ids: the rate is reported, and it
     is what the saved predictions say."""
-    from unimp_bench.examples import open_examples
-    from unimp_bench.models.config import ModelConfig
-    from unimp_bench.models.export import export_model
-    from unimp_bench.models.factory import build_model
-    from unimp_bench.models.tokenization import load_saved_tokenizer
-    from unimp_bench.train import load_run_config
-
-    config: ModelConfig = load_run_config(run / "config.yaml").model
-    tokenizer = load_saved_tokenizer(run / "tokenizer")
-    items = len(pl.read_parquet(synthetic_data / "items.parquet"))
-    model = build_model(config, len(tokenizer), items, seed=5)
-    dataset = open_examples(synthetic_examples).manifest["dataset"]
-    export_model(model, tmp_path / "random", run / "tokenizer", set(), None, {"dataset": dataset})
+    random_export(run, synthetic_data, synthetic_examples, tmp_path / "random", seed=5)
     payload, predictions, _ = evaluate(
         tmp_path / "random", synthetic_data, synthetic_examples, tmp_path / "out", "search",
         "--limit", "8", "--ranking", "unconstrained", "--beams", "5",
@@ -422,19 +428,7 @@ def test_constrained_beams_match_exact_ranking_for_every_fusion(
     fusion, run, synthetic_data, synthetic_examples, tmp_path
 ):
     """early/inline fusion decode without a KV cache, late fusion with one: all give the exact top-10."""
-    from dataclasses import replace
-
-    from unimp_bench.examples import open_examples
-    from unimp_bench.models.export import export_model
-    from unimp_bench.models.factory import build_model
-    from unimp_bench.models.tokenization import load_saved_tokenizer
-    from unimp_bench.train import load_run_config
-
-    config = replace(load_run_config(run / "config.yaml").model, fusion=fusion)
-    items = len(pl.read_parquet(synthetic_data / "items.parquet"))
-    model = build_model(config, len(load_saved_tokenizer(run / "tokenizer")), items, seed=2)
-    dataset = open_examples(synthetic_examples).manifest["dataset"]
-    export_model(model, tmp_path / fusion, run / "tokenizer", set(), None, {"dataset": dataset})
+    random_export(run, synthetic_data, synthetic_examples, tmp_path / fusion, seed=2, fusion=fusion)
     rankings = []
     for mode in ("exact", "beam"):
         _, predictions, _ = evaluate(

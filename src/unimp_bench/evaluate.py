@@ -437,7 +437,8 @@ class UniMPPredictor:
                 progress=progress,
             )
 
-    def cannot_serve(self, task: Task) -> str | None:
+    @staticmethod
+    def cannot_serve(task: Task) -> str | None:
         if task.metric_family == "image":
             return "this UniMP checkpoint has no image tokenizer, so it cannot generate images"
         return None
@@ -750,10 +751,10 @@ def evaluate_checkpoint(
             "its item tokens would name other items"
         )
     method = method or _default_method(export, loaded.meta) + settings.method_tag(task)
-    predictor = UniMPPredictor(loaded, dataset, settings, method, show_progress)
-    reason = predictor.cannot_serve(task)
+    reason = UniMPPredictor.cannot_serve(task)
     if reason:
         raise UnimpError(f"{method} cannot be evaluated on {task.name}: {reason}")
+    predictor = UniMPPredictor(loaded, dataset, settings, method, show_progress)
     with examples_for(data_dir, [task.name], [split], examples_dir, seed, show_progress) as example_set:
         examples = load_examples_to_score(example_set, task, split)
         if settings.limit is not None:

@@ -152,6 +152,28 @@ def prepare_synthetic_command(
     _print_summary(out_dir, manifest)
 
 
+@prepare_app.command("sequences")
+@friendly_errors
+def prepare_sequences_command(
+    sequence_file: Path = typer.Argument(
+        ..., help="Processed sequences: one `user item item ...` line per user."
+    ),
+    out_dir: Path = typer.Option(..., "--out", help="Output dataset folder (written atomically)."),
+    domain: str = typer.Option(None, help="Domain name of the items (default: the file name, e.g. Beauty)."),
+    seed: int = typer.Option(0, help="Seed of the user and item index permutations."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+):
+    """Import a processed sequence file (the S3-Rec/SASRec Amazon format) with its published protocol:
+    every user kept, last item test, second last valid, no further filtering.
+
+    Example: unimp-bench prepare sequences Beauty.txt --out data/beauty-seq
+    """
+    from unimp_bench.data.sequences import prepare_sequences_dataset
+
+    manifest = prepare_sequences_dataset(sequence_file, out_dir, domain, seed, overwrite)
+    _print_summary(out_dir, manifest)
+
+
 def _print_summary(out_dir: Path, manifest: dict) -> None:
     totals = manifest["totals"]
     out.print(

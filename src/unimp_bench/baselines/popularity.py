@@ -18,6 +18,21 @@ from unimp_bench.tasks import Task
 @dataclass(frozen=True)
 class PopularityParams:
     exclude_seen: bool = False  # leave out items the user interacted with before the target
+    # train: the train split of training users (what any model may learn from). all: every
+    # interaction, test targets included: it leaks the answers, and exists only to reproduce
+    # published numbers that were computed that way (the S3-Rec PopRec figures are)
+    counts_from: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.counts_from not in ("train", "all"):
+            raise UnimpError("pop params: counts_from must be train or all")
+
+
+def all_counts(dataset: PreparedDataset) -> np.ndarray:
+    """Interactions per item over every split and user (test targets included)."""
+    items = dataset.scan("items").select(pl.len()).collect().item()
+    every = dataset.scan("interactions").select("item_idx").collect()
+    return np.bincount(every["item_idx"].to_numpy(), minlength=items).astype(np.float64)
 
 
 def training_counts(dataset: PreparedDataset) -> np.ndarray:
@@ -55,7 +70,7 @@ class PopularityPredictor:
     def __init__(self, params: PopularityParams, dataset: PreparedDataset):
         self.params = params
         self.dataset = dataset
-        self.counts = training_counts(dataset)
+        self.counts = training_counts(dataset) if params.counts_from == "train" else all_counts(dataset)
         self.ranking = SortedScores(self.counts)
         self.threshold: float | None = None
 
@@ -64,7 +79,8 @@ class PopularityPredictor:
         return cls(from_mapping(PopularityParams, spec.params, f"{spec.name} params"), dataset)
 
     def config(self) -> dict:
-        config = {"params": to_mapping(self.params), "popularity_from": "train split of training users"}
+        source = {"train": "train split of training users", "all": "every interaction (leaks test targets)"}
+        config = {"params": to_mapping(self.params), "popularity_from": source[self.params.counts_from]}
         if self.threshold is not None:
             config["selection_threshold"] = self.threshold
             config["threshold_tuned_on"] = "valid"

@@ -99,3 +99,22 @@ def synthetic_examples(synthetic_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("examples") / "examples"
     build_examples(synthetic_data, out)
     return out
+
+
+# the tiny preset shrunk further so a few CPU training steps take about a second
+SHRUNK_TINY_MODEL = [
+    "model.lm.hidden_size=32",
+    "model.lm.layers=2",
+    "model.lm.intermediate_size=64",
+    "model.lm.bpe_vocab_size=400",
+    "model.max_length=256",
+]
+
+
+def tiny_train_args(data: Path, run: Path, max_steps: int, overrides: list[str]) -> list[str]:
+    """`unimp-bench train` arguments for the tiny preset with the given `--set` overrides."""
+    args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(data)]
+    args += ["--out", str(run), "--max-steps", str(max_steps)]
+    for override in overrides:
+        args += ["--set", override]
+    return args

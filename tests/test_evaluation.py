@@ -14,16 +14,11 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from conftest import SHRUNK_TINY_MODEL, tiny_train_args
 from unimp_bench.cli import app
 from unimp_bench.errors import UnimpError
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL = [
-    "model.lm.hidden_size=32",
-    "model.lm.layers=2",
-    "model.lm.intermediate_size=64",
-    "model.lm.bpe_vocab_size=400",
-    "model.max_length=256",
+SMALL = SHRUNK_TINY_MODEL + [
     "train.micro_batch=8",
     "train.lr=3e-3",
     "train.log_every=50",
@@ -48,11 +43,7 @@ def kept_attributes(body: str, pairs: list[tuple[str, str]]) -> int:
 def run(synthetic_data, tmp_path_factory) -> Path:
     """A tiny UniMP trained for 25 steps on the synthetic corpus (every trainable task)."""
     run = tmp_path_factory.mktemp("eval-train") / "tiny"
-    args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(synthetic_data)]
-    args += ["--out", str(run), "--max-steps", "25"]
-    for override in SMALL:
-        args += ["--set", override]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, tiny_train_args(synthetic_data, run, 25, SMALL))
     assert result.exit_code == 0, result.output
     return run
 

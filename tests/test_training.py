@@ -11,6 +11,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from conftest import SHRUNK_TINY_MODEL, tiny_train_args
 from unimp_bench.cli import app
 from unimp_bench.errors import UnimpError
 from unimp_bench.train import (
@@ -23,13 +24,7 @@ from unimp_bench.train import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-# the tiny preset shrunk further so a few steps take about a second
-SMALL = [
-    "model.lm.hidden_size=32",
-    "model.lm.layers=2",
-    "model.lm.intermediate_size=64",
-    "model.lm.bpe_vocab_size=400",
-    "model.max_length=256",
+SMALL = SHRUNK_TINY_MODEL + [
     "train.micro_batch=4",
     "train.log_every=1",
     "train.max_examples_per_task=64",
@@ -43,11 +38,7 @@ def read_log(run: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def cli_run(synthetic_data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("train") / "run"
-    args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(synthetic_data)]
-    args += ["--out", str(run), "--max-steps", "3"]
-    for override in SMALL:
-        args += ["--set", override]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, tiny_train_args(synthetic_data, run, 3, SMALL))
     assert result.exit_code == 0, result.output
     assert "trained 3 steps" in result.output
     return run
@@ -77,7 +68,7 @@ def test_export_of_a_run_loads_and_ranks_the_catalog(cli_run, synthetic_data):
     from unimp_bench.data.contract import open_dataset
     from unimp_bench.models.export import load_exported
     from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, catalog_image_paths
-    from unimp_bench.models.predict import item_scores
+    from unimp_bench.models.predict import next_token_scores
 
     loaded = load_exported(cli_run / "export")
     assert loaded.meta["provenance"]["step"] == 3
@@ -85,7 +76,7 @@ def test_export_of_a_run_loads_and_ranks_the_catalog(cli_run, synthetic_data):
     paths = catalog_image_paths(open_dataset(synthetic_data))
     store = ImageFeatureStore(loaded.model, ItemImages(synthetic_data, paths, 32), 1.0)
     prompt = "[CLS] [IMG] title a <item_3> [EOC] [IMG] title b <item_5> [EOC] Which item next?"
-    scores = item_scores(loaded.model, loaded.tokenizer, store, [prompt], [[3, 5]], 256)
+    scores = next_token_scores(loaded.model, loaded.tokenizer, store, [prompt], [[3, 5]], 256, "items")
     assert scores.shape == (1, len(paths)) and bool(torch.isfinite(torch.from_numpy(scores)).all())
 
 

@@ -40,7 +40,7 @@ from unimp_bench.metrics import (
     target_rank_from_list,
     text_metrics,
 )
-from unimp_bench.results import Result, write_result
+from unimp_bench.results import Result, safe_name, write_result
 from unimp_bench.robustness import Perturbation
 from unimp_bench.tasks import Task
 
@@ -676,7 +676,6 @@ def sharded_predictions(
     interrupted evaluation resumes at the first missing shard (if `key`, what determines the
     predictions, is unchanged; otherwise the old shards are discarded). Returns (predictions, shards
     reused)."""
-    import io
     import shutil
 
     from unimp_bench.fileio import read_json, write_json_atomic
@@ -699,9 +698,7 @@ def sharded_predictions(
                 reused += 1
             else:
                 shard = predict(chunk)
-                buffer = io.BytesIO()
-                shard.write_parquet(buffer, compression="zstd")
-                write_bytes_atomic(path, buffer.getvalue())
+                write_predictions(shard, path)
             shards.append(shard)
             progress.advance(bar, len(chunk))
     return pl.concat(shards, how="vertical"), reused
@@ -761,7 +758,7 @@ def evaluate_checkpoint(
             examples = examples.head(settings.limit)
         attributes, has_image = _item_text_and_images(dataset, example_set)
         examples, robustness = perturb(examples, attributes, has_image, settings.perturbation)
-        stem = f"{_safe(method)}__{task.name}__{split}"
+        stem = f"{safe_name(method)}__{task.name}__{split}"
         partial = out / "predictions" / ".partial" / stem
         key = _predictions_key(export / WEIGHTS_FILE, example_set, task, split, settings, method)
         predictions, reused = sharded_predictions(
@@ -793,12 +790,6 @@ def evaluate_checkpoint(
         path = write_result(result, out)
     shutil.rmtree(partial, ignore_errors=True)
     return result, path, {"reused_shards": reused, "robustness": robustness}
-
-
-def _safe(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "x"
 
 
 def _item_text_and_images(dataset, example_set: ExampleSet) -> tuple[list[list[tuple[str, str]]], np.ndarray]:

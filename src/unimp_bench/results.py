@@ -43,7 +43,12 @@ class Result:
 
     def file_name(self) -> str:
         parts = (self.method, self.task, self.split, self.dataset["name"], self.dataset["content_hash"][:12])
-        return "__".join(_UNSAFE.sub("-", str(p)).strip("-") or "x" for p in parts) + ".json"
+        return "__".join(safe_name(str(p)) for p in parts) + ".json"
+
+
+def safe_name(text: str) -> str:
+    """`text` usable in a file name: runs of other characters than letters, digits, . _ - become -."""
+    return _UNSAFE.sub("-", text).strip("-") or "x"
 
 
 def write_result(result: Result, folder: Path) -> Path:

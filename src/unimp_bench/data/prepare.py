@@ -118,7 +118,7 @@ def _run_domains(
     return [future.result() for future in sorted(futures, key=futures.get)]
 
 
-def _seeded_permutation(n: int, seed: int, stream: int) -> np.ndarray:
+def seeded_permutation(n: int, seed: int, stream: int) -> np.ndarray:
     return np.random.default_rng([seed, stream]).permutation(n).astype(np.int32)
 
 
@@ -140,7 +140,7 @@ def combine(results: list[DomainResult], recipe: Recipe) -> tuple[pl.DataFrame, 
         ).alias("order"),
     )
     items = pl.concat([pl.read_ipc(r.items_path) for r in results]).sort("domain", "asin")
-    items = items.with_columns(pl.Series("item_idx", _seeded_permutation(items.height, recipe.seed, 2)))
+    items = items.with_columns(pl.Series("item_idx", seeded_permutation(items.height, recipe.seed, 2)))
     users = _assign_users(keys, recipe, recipe.new_domain in domain_rank)
 
     keys = keys.join(users.select("user_id", "user_idx"), on="user_id").join(
@@ -158,14 +158,14 @@ def _assign_users(keys: pl.DataFrame, recipe: Recipe, held_domain_present: bool)
     """Seeded user ids and groups: every user of the held-out domain is new_domain, a seeded share of
     the others new_user, the rest train."""
     users = keys.select("user_id").unique().sort("user_id")
-    users = users.with_columns(pl.Series("user_idx", _seeded_permutation(users.height, recipe.seed, 1)))
+    users = users.with_columns(pl.Series("user_idx", seeded_permutation(users.height, recipe.seed, 1)))
     in_held_domain = pl.lit(False)
     if held_domain_present:
         held = keys.filter(pl.col("domain") == recipe.new_domain).select("user_id").unique()
         in_held_domain = pl.col("user_id").is_in(held["user_id"].implode())
     remaining = users.filter(~in_held_domain)["user_id"]
     n_new = int(round(recipe.new_user_fraction * remaining.len()))
-    chosen = remaining.gather(np.sort(_seeded_permutation(remaining.len(), recipe.seed, 3)[:n_new]))
+    chosen = remaining.gather(np.sort(seeded_permutation(remaining.len(), recipe.seed, 3)[:n_new]))
     group = (
         pl.when(in_held_domain)
         .then(pl.lit("new_domain"))

@@ -22,7 +22,7 @@ import polars as pl
 
 from unimp_bench import __version__
 from unimp_bench.data.contract import COLUMNS, SCHEMA_VERSION
-from unimp_bench.data.prepare import content_hash, domain_statistics
+from unimp_bench.data.prepare import content_hash, domain_statistics, seeded_permutation
 from unimp_bench.data.rejects import RejectLog
 from unimp_bench.errors import UnimpError
 from unimp_bench.fileio import atomic_directory, file_sha256, write_json_atomic
@@ -76,10 +76,10 @@ def prepare_sequences_dataset(
         raise UnimpError(f"{path} holds no `user item item ...` line")
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     raw_items = sorted({item for sequence in sequences for item in sequence}, key=_sort_key)
-    item_index = dict(zip(raw_items, np.random.default_rng([seed, 2]).permutation(len(raw_items)).tolist()))
+    item_index = dict(zip(raw_items, seeded_permutation(len(raw_items), seed, 2).tolist()))
     order = sorted(range(len(users)), key=lambda i: _sort_key(users[i]))
     user_index = np.empty(len(users), dtype=np.int64)
-    user_index[order] = np.random.default_rng([seed, 1]).permutation(len(users))
+    user_index[order] = seeded_permutation(len(users), seed, 1)
 
     positions = np.concatenate([np.arange(n) for n in lengths])
     last = np.repeat(lengths - 1, lengths)

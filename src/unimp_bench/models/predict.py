@@ -3,7 +3,7 @@ forward pass, and decoding through transformers' generate() (models/generation.p
 
 Item ids are single tokens, so the logits at the last prompt token restricted to the item rows rank the
 whole catalog exactly; the same holds for the rating rows. The evaluation engine builds on these; the
-learning benchmark uses `item_scores` directly.
+learning benchmark uses `next_token_scores` directly.
 """
 
 from __future__ import annotations
@@ -53,19 +53,6 @@ def next_token_scores(
         logits = model(batch.input_ids, batch.attention_mask, features, present, select, vocabulary)
         out[indices] = logits.float().cpu().numpy()
     return out
-
-
-def item_scores(
-    model: UniMP,
-    tokenizer: PromptTokenizer,
-    store: ImageFeatureStore,
-    prompts: Sequence[str],
-    image_items: Sequence[Sequence[int]],
-    max_length: int,
-    batch_size: int = 32,
-) -> np.ndarray:
-    """[n_prompts, n_items] logits of every catalog item as the next token after each prompt."""
-    return next_token_scores(model, tokenizer, store, prompts, image_items, max_length, "items", batch_size)
 
 
 def collate_left(

@@ -312,10 +312,11 @@ class UniMP(nn.Module):
     def _decode(self, embeds: torch.Tensor, attention_mask: torch.Tensor, cache=None) -> torch.Tensor:
         """embeds [B, T_new, H]; attention_mask [B, T_all] covers the cached tokens too."""
         extra = {}
-        first_real = attention_mask.long().argmax(dim=1, keepdim=True)  # [B, 1]
-        if self.takes_position_ids and (cache is not None or bool((first_real > 0).any())):
-            # left padding (generation): count positions from each row's first real token, so a prompt
-            # gets the positions it has right-padded (training, ranking), where the LM's default holds
+        # left padding (generation): count positions from each row's first real token, so a prompt
+        # gets the positions it has right-padded (training, ranking), where the LM's default holds
+        left_padded = cache is not None or bool((attention_mask[:, 0] == 0).any())
+        if self.takes_position_ids and left_padded:
+            first_real = attention_mask.long().argmax(dim=1, keepdim=True)  # [B, 1]
             steps = torch.arange(attention_mask.shape[1], device=attention_mask.device)
             extra["position_ids"] = (steps - first_real).clamp(min=0)[:, -embeds.shape[1] :]
         out = self.lm.base_model(

@@ -756,7 +756,9 @@ def evaluate_checkpoint(
         examples = load_examples_to_score(example_set, task, split)
         if settings.limit is not None:
             examples = examples.head(settings.limit)
-        attributes, has_image = _item_text_and_images(dataset, example_set)
+        attributes, has_image = [], np.zeros(0, dtype=bool)  # unperturbed runs need no item texts
+        if settings.perturbation.active:
+            attributes, has_image = _item_text_and_images(dataset, example_set)
         examples, robustness = perturb(examples, attributes, has_image, settings.perturbation)
         stem = f"{safe_name(method)}__{task.name}__{split}"
         partial = out / "predictions" / ".partial" / stem

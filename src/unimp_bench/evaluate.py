@@ -333,6 +333,30 @@ def write_predictions(frame: pl.DataFrame, path: Path) -> Path:
     return path
 
 
+def not_applicable_result(
+    method: str, task: Task, split: str, example_set: ExampleSet, n_examples: int, reason: str, config: dict, out: Path
+) -> tuple[Result, Path]:
+    """A result that says the method cannot serve this split: every metric of the task is null and
+    the reason is recorded, so the leaderboard shows "n/a" instead of silently missing a row."""
+    result = Result(
+        method=method,
+        task=task.name,
+        task_version=task.version,
+        split=split,
+        dataset={k: v for k, v in example_set.manifest["dataset"].items() if k != "path"},
+        scores={metric: float("nan") for metric in task.metrics},
+        n_examples=n_examples,
+        provenance={
+            "package_version": __version__,
+            "seed": example_set.manifest["settings"]["seed"],
+            "examples": _examples_provenance(example_set, task, split),
+            "not_applicable": reason,
+            "config": config,
+        },
+    )
+    return result, write_result(result, out)
+
+
 def evaluate_predictor(
     predictor,
     task: Task,
@@ -342,8 +366,13 @@ def evaluate_predictor(
     settings: ScoringSettings,
 ) -> tuple[Result, Path]:
     """Run a predictor on one split. A predictor has `name`, `config()`, `predict(task, examples)`,
-    `tunes_on_valid(task)` and, where that is true, `tune(task, valid_examples)`."""
+    `tunes_on_valid(task)` and, where that is true, `tune(task, valid_examples)`; it may have
+    `not_applicable(task, split)`, a reason why it cannot serve that split, which is then recorded as
+    a result without scores rather than skipped."""
     examples = load_examples_to_score(example_set, task, split)
+    reason = predictor.not_applicable(task, split) if hasattr(predictor, "not_applicable") else None
+    if reason:
+        return not_applicable_result(predictor.name, task, split, example_set, len(examples), reason, predictor.config(), out)
     predictions = predictor.predict(task, examples)
     predictions_path = write_predictions(
         predictions, out / "predictions" / f"{predictor.name}__{task.name}__{split}.parquet"

@@ -39,6 +39,7 @@ LONG_SCHEMA = {
     "metric": pl.String,
     "value": pl.Float64,
     "origin": pl.String,  # the result file, or the paper's table
+    "note": pl.String,  # why a method has no scores here ("not applicable: ..."), else null
 }
 
 
@@ -61,6 +62,8 @@ def measured_rows(folder: Path) -> pl.DataFrame:
             else result.dataset.get("name", "?")
         )
         dataset = f"{label} ({result.dataset['content_hash'][:8]})"
+        reason = result.provenance.get("not_applicable")
+        note = f"not applicable: {reason}" if reason else None
         for metric, value in result.scores.items():
             rows.append(
                 {
@@ -75,6 +78,7 @@ def measured_rows(folder: Path) -> pl.DataFrame:
                     "metric": metric,
                     "value": value,
                     "origin": str(path.relative_to(folder)),
+                    "note": note,
                 }
             )
     return pl.DataFrame(rows, schema=LONG_SCHEMA)
@@ -95,6 +99,7 @@ def paper_rows() -> pl.DataFrame:
                 "metric": PAPER_METRIC_ALIASES.get(row["metric"], row["metric"]),
                 "value": float(row["value"]),
                 "origin": row["table"],
+                "note": None,
             }
             for row in csv.DictReader(handle)
         ]
@@ -124,7 +129,7 @@ def _metric_order(name: str) -> tuple:
 def wide_table(long: pl.DataFrame) -> pl.DataFrame:
     """One row per source x dataset x method x task x split, one column per metric."""
     metrics = sorted(long["metric"].unique().to_list(), key=_metric_order)
-    keys = [*ROW_KEYS, "origin"]
+    keys = [*ROW_KEYS, "origin", "note"]
     wide = long.select(*keys, "metric", "value").pivot(
         on="metric", index=keys, values="value", aggregate_function=None
     )
@@ -146,8 +151,13 @@ def markdown(wide: pl.DataFrame) -> str:
     header = "| " + " | ".join(wide.columns) + " |"
     rule = "|" + "|".join("---" for _ in wide.columns) + "|"
     lines = [header, rule]
-    for row in wide.iter_rows():
-        lines.append("| " + " | ".join(_format(v).replace("|", "\\|") for v in row) + " |")
+    metric_columns = set(wide.columns) - {*ROW_KEYS, "origin", "note"}
+    for row in wide.iter_rows(named=True):
+        cells = [
+            "n/a" if row.get("note") and name in metric_columns and _format(v) == "" else _format(v)
+            for name, v in row.items()
+        ]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

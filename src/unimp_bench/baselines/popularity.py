@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 
 from unimp_bench.baselines.ranking import SHOWN_TOP, SortedScores, ranking_predictions
+from unimp_bench.baselines.selection import SelectionThreshold
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.errors import UnimpError
-from unimp_bench.metrics import set_metrics
 from unimp_bench.tasks import Task
 
 
@@ -72,7 +72,11 @@ class PopularityPredictor:
         self.dataset = dataset
         self.counts = training_counts(dataset) if params.counts_from == "train" else all_counts(dataset)
         self.ranking = SortedScores(self.counts)
-        self.threshold: float | None = None
+        self.selection = SelectionThreshold()
+
+    @property
+    def threshold(self) -> float | None:
+        return self.selection.threshold
 
     @classmethod
     def from_spec(cls, spec, dataset: PreparedDataset) -> PopularityPredictor:
@@ -81,21 +85,15 @@ class PopularityPredictor:
     def config(self) -> dict:
         source = {"train": "train split of training users", "all": "every interaction (leaks test targets)"}
         config = {"params": to_mapping(self.params), "popularity_from": source[self.params.counts_from]}
-        if self.threshold is not None:
-            config["selection_threshold"] = self.threshold
-            config["threshold_tuned_on"] = "valid"
-        return config
+        return config | self.selection.describe()
 
     def predict(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:
         if task.builder == "recommendation":
             return self._rank(examples)
         if task.builder == "selection":
-            if self.threshold is None:
-                raise UnimpError("the popularity threshold for selection must be tuned on valid first")
-            return examples.select(
-                "example_id",
-                pl.Series("selected", self._select(examples["candidates"].to_list(), self.threshold)),
-            )
+            candidates = examples["candidates"].to_list()
+            selected = self.selection.select(candidates, self._candidate_counts(candidates))
+            return examples.select("example_id", pl.Series("selected", selected))
         raise UnimpError(f"popularity does not serve task {task.name}")
 
     def _rank(self, examples: pl.DataFrame) -> pl.DataFrame:
@@ -110,19 +108,16 @@ class PopularityPredictor:
             )
         return ranking_predictions(examples["example_id"], greater, ties, shown)
 
+    def _candidate_counts(self, candidates: list[list[int]]) -> list[np.ndarray]:
+        return [self.counts[np.asarray(row, dtype=np.int64)] for row in candidates]
+
     def _select(self, candidates: list[list[int]], threshold: float) -> list[list[int]]:
-        return [[c for c in row if self.counts[c] >= threshold] for row in candidates]
+        return SelectionThreshold._apply(candidates, self._candidate_counts(candidates), threshold)
 
     def tunes_on_valid(self, task: Task) -> bool:
         return task.builder == "selection"  # the selection threshold
 
     def tune(self, task: Task, valid: pl.DataFrame) -> None:
-        """Pick the popularity threshold with the best example-averaged F1 on valid examples only
-        (ties: the lowest threshold)."""
+        """The popularity threshold with the best example-averaged F1 on valid examples only."""
         candidates = valid["candidates"].to_list()
-        positives = valid["positives"].to_list()
-        if not candidates:
-            raise UnimpError("no valid selection examples to tune the popularity threshold on")
-        options = sorted({float(self.counts[c]) for row in candidates for c in row})
-        best = max(options, key=lambda t: (set_metrics(self._select(candidates, t), positives)["F1"], -t))
-        self.threshold = best
+        self.selection.tune(candidates, self._candidate_counts(candidates), valid["positives"].to_list())

@@ -4,9 +4,21 @@
   np.float), which RecBole still uses at import time and in its metric classes; they are restored
   as aliases of the types they always meant before RecBole is imported.
 - recbole.quick_start is never imported: it pulls in ray, which needs pkg_resources.
+- Graph models (LightGCN, NGCF, ...) fill their adjacency with scipy's private
+  `dok_matrix._update`, which newer scipy removed; it is restored as an update of the matrix's
+  own key -> value store.
+- RecBole's Config reads `--key=value` options from sys.argv, which would let our own command line
+  leak into its configuration; it is given an empty command line while it is built.
+- pandas 3's copy-on-write silently ignores RecBole's in-place column fills: pandas stays below 3
+  (pyproject.toml).
 """
 
 from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -17,6 +29,18 @@ def apply_numpy_aliases() -> None:
     for name, value in _ALIASES.items():
         if name not in np.__dict__:
             setattr(np, name, value)
+    _restore_dok_update()
+
+
+def _restore_dok_update() -> None:
+    import scipy.sparse as sparse
+
+    if not hasattr(sparse.dok_matrix, "_update"):
+
+        def _update(self, entries) -> None:
+            self._dict.update(entries)
+
+        sparse.dok_matrix._update = _update
 
 
 def import_recbole_metrics():
@@ -25,3 +49,16 @@ def import_recbole_metrics():
     from recbole.evaluator import metrics
 
     return metrics
+
+
+@contextlib.contextmanager
+def quiet_recbole() -> Iterator[None]:
+    """RecBole calls with our command line hidden from it and its pandas deprecation noise muted."""
+    arguments = sys.argv
+    sys.argv = arguments[:1]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.argv = arguments

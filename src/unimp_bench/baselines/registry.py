@@ -10,7 +10,7 @@ from unimp_bench.config import from_mapping, load_yaml
 from unimp_bench.errors import UnimpError
 from unimp_bench.resources import resource_dir
 
-ENGINES = ("native",)
+ENGINES = ("native", "recbole")
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,15 @@ def load_baseline(model: str, config: Path | None = None) -> BaselineSpec:
     return spec
 
 
-def make_predictor(spec: BaselineSpec, dataset):
-    """The predictor object for a native baseline, its parameters checked by its own dataclass."""
-    from unimp_bench.baselines.bm25 import BM25Predictor
-    from unimp_bench.baselines.popularity import PopularityPredictor
+def make_predictor(spec: BaselineSpec, dataset, show_progress: bool = False):
+    """The predictor of a baseline, its parameters checked by its own dataclass; a RecBole baseline is
+    trained here, on the dataset's train split."""
+    if spec.engine == "recbole":
+        from unimp_bench.baselines.recbole_engine import RecBolePredictor
 
-    native = {"pop": PopularityPredictor, "bm25": BM25Predictor}
-    if spec.name.lower() not in native:
-        raise UnimpError(f"baseline {spec.name} has no native implementation yet")
-    return native[spec.name.lower()].from_spec(spec, dataset)
+        return RecBolePredictor.from_spec(spec, dataset, show_progress)
+    from unimp_bench.baselines.native import NATIVE
+
+    if spec.name.lower() not in NATIVE:
+        raise UnimpError(f"baseline {spec.name} has no native implementation")
+    return NATIVE[spec.name.lower()].from_spec(spec, dataset)

@@ -37,7 +37,7 @@ def run_baseline(
             f"baselines are scored on {', '.join(EVALUATION_SPLITS)}; not on {', '.join(unknown)}"
         )
     dataset = open_dataset(data_dir)
-    predictor = make_predictor(spec, dataset)
+    predictor = make_predictor(spec, dataset, show_progress)
     tuned = predictor.tunes_on_valid(task)
     needed = sorted(set(splits) | ({"valid"} if tuned else set()), key=EVALUATION_SPLITS.index)
     with examples_for(data_dir, [task.name], needed, examples_dir, seed, show_progress) as example_set:

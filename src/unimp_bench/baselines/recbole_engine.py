@@ -1,0 +1,421 @@
+"""RecBole models trained on OUR split and scored by OUR metrics.
+
+The dataset is exported to RecBole's pre-split atomic files (`recbole_export`), RecBole builds its
+dataset, train dataloader (negative sampling, BERT4Rec masking, ...) and model from those files, and
+this module runs the training loop itself: Adam (or the configured learner) over
+`model.calculate_loss`, one validation pass per epoch over every training user's valid interaction
+scored with our NDCG@10, early stopping after `stopping_step` epochs without improvement, and the best
+epoch's weights kept in memory. S3Rec runs its self-supervised pre-training stage first
+(`pretrain_epochs`) and is fine-tuned from those weights.
+
+Scoring uses the model's `full_sort_predict` over the whole catalog for each example's user and
+history (every interaction before the target, the last `max_history` of them), mapped back to our
+item ids, and turned into exact (greater, ties) counts, so RecBole's metric code is never involved.
+
+A model that learned one vector per user (BPR, LightGCN, HGN: it has a `user_embedding`) cannot score
+a user it never saw; on the new_user and new_domain splits it is reported as not applicable.
+
+RecBole's own options go under `recbole:` in the baseline YAML; a key RecBole does not define, or one
+unimp-bench sets itself (data paths, split, epochs, seed, ...), is an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+import yaml
+
+from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
+from unimp_bench.baselines.recbole_compat import apply_numpy_aliases, quiet_recbole
+from unimp_bench.baselines.recbole_export import export_recbole
+from unimp_bench.baselines.selection import SelectionThreshold
+from unimp_bench.config import from_mapping, to_mapping
+from unimp_bench.data.contract import PreparedDataset
+from unimp_bench.errors import UnimpError
+from unimp_bench.metrics import ranking_metrics, target_rank_counts
+from unimp_bench.tasks import Task
+
+DATASET_NAME = "unimp"
+# options unimp-bench sets itself; a baseline YAML changes them through the fields of RecBoleParams
+OWNED_KEYS = {
+    "data_path", "dataset", "benchmark_filename", "load_col", "unload_col", "eval_args", "epochs",
+    "stopping_step", "valid_metric", "MAX_ITEM_LIST_LENGTH", "seed", "reproducibility", "use_gpu",
+    "gpu_id", "device", "checkpoint_dir", "show_progress", "state", "train_stage", "pre_model_path",
+    "pretrain_epochs", "save_step", "eval_batch_size", "USER_ID_FIELD", "ITEM_ID_FIELD",
+    "TIME_FIELD", "RATING_FIELD", "field_separator", "seq_separator", "log_wandb",
+}
+UNSEEN_USER_SPLITS = ("new_user", "new_domain")
+
+
+@dataclass(frozen=True)
+class RecBoleParams:
+    model: str  # a RecBole model class name, e.g. SASRec
+    max_history: int = 50  # the history a sequential model reads (RecBole's MAX_ITEM_LIST_LENGTH)
+    epochs: int = 200  # at most; training stops earlier when valid NDCG@10 stops improving
+    stopping_step: int = 10  # epochs without a better valid NDCG@10 before stopping
+    pretrain_epochs: int = 0  # S3Rec's self-supervised pre-training stage
+    exclude_seen: bool = False  # leave the user's earlier items out of the ranking
+    seed: int = 2020
+    eval_batch_size: int = 1024  # examples scored per full-sort batch
+    recbole: dict[str, Any] = field(default_factory=dict)  # RecBole's own options
+
+    def __post_init__(self) -> None:
+        if self.max_history < 1 or self.epochs < 1 or self.stopping_step < 1 or self.eval_batch_size < 1:
+            raise UnimpError("recbole params: max_history, epochs, stopping_step, eval_batch_size must be >= 1")
+        if self.pretrain_epochs < 0:
+            raise UnimpError("recbole params: pretrain_epochs must be >= 0")
+
+
+def _recbole_defaults(model: str) -> dict[str, Any]:
+    """Every option RecBole defines for `model`: its overall, dataset and model property files."""
+    import recbole
+
+    properties = Path(recbole.__file__).parent / "properties"
+    keys: dict[str, Any] = {}
+    for path in (properties / "overall.yaml", properties / "dataset" / "sample.yaml", properties / "model" / f"{model}.yaml"):
+        if path.exists():
+            keys |= yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return keys
+
+
+def _model_class(name: str):
+    apply_numpy_aliases()
+    from recbole.utils import get_model
+
+    try:
+        return get_model(name)
+    except ValueError:
+        raise UnimpError(f"RecBole has no model named {name!r}") from None
+
+
+def _check_options(params: RecBoleParams) -> None:
+    owned = sorted(set(params.recbole) & OWNED_KEYS)
+    if owned:
+        raise UnimpError(
+            f"recbole options {', '.join(owned)} are set by unimp-bench; use the baseline's own fields "
+            "(max_history, epochs, stopping_step, pretrain_epochs, seed, eval_batch_size)"
+        )
+    known = _recbole_defaults(params.model)
+    unknown = sorted(set(params.recbole) - set(known))
+    if unknown:
+        raise UnimpError(f"RecBole {params.model} has no option(s) {', '.join(unknown)}")
+
+
+def user_histories(dataset: PreparedDataset) -> dict[int, np.ndarray]:
+    """Every user's items in chronological order (all splits and groups): histories are prefixes."""
+    frame = (
+        dataset.scan("interactions")
+        .sort("user_idx", "pos")
+        .group_by("user_idx", maintain_order=True)
+        .agg("item_idx")
+        .collect()
+    )
+    return {u: np.asarray(items, dtype=np.int64) for u, items in frame.iter_rows()}
+
+
+class RecBolePredictor:
+    """One RecBole model, trained at construction, behind the predictor seam of evaluate.py."""
+
+    def __init__(self, name: str, params: RecBoleParams, dataset: PreparedDataset, show_progress: bool = False):
+        self.name = name
+        self.params = params
+        self.dataset = dataset
+        self.show_progress = show_progress
+        self.histories = user_histories(dataset)
+        self.catalog_size = dataset.scan("items").select(pl.len()).collect().item()
+        self.training: dict[str, Any] = {}
+        self.selection = SelectionThreshold()
+        _check_options(params)
+        self._train()
+
+    @classmethod
+    def from_spec(cls, spec, dataset: PreparedDataset, show_progress: bool = False) -> RecBolePredictor:
+        return cls(spec.name, from_mapping(RecBoleParams, spec.params, f"{spec.name} params"), dataset, show_progress)
+
+    # ------------------------------------------------------------------ RecBole set-up and training
+
+    def _config(self, folder: Path, stage: str | None = None):
+        from recbole.config import Config
+
+        options = {
+            "data_path": str(folder),
+            "benchmark_filename": ["train", "valid", "test"],
+            "load_col": None,
+            "eval_args": {"order": "TO", "split": {"LS": "valid_and_test"}, "mode": "full", "group_by": "user"},
+            # RecBole pads histories to the longest one in the files, and some models (HGN) need
+            # that width to equal MAX_ITEM_LIST_LENGTH
+            "MAX_ITEM_LIST_LENGTH": self.sequence_width,
+            "seed": self.params.seed,
+            "reproducibility": True,
+            "use_gpu": torch.cuda.is_available(),
+            "checkpoint_dir": str(folder / "saved"),
+            "show_progress": False,
+            "epochs": self.params.epochs,
+            "stopping_step": self.params.stopping_step,
+            "eval_batch_size": self.params.eval_batch_size,
+            "log_wandb": False,
+        }
+        model_defaults = _recbole_defaults(self.params.model)
+        loss_type = self.params.recbole.get("loss_type", model_defaults.get("loss_type"))
+        if loss_type == "CE":  # a softmax over all items: RecBole refuses negative sampling with it
+            options["train_neg_sample_args"] = None
+        if stage is not None:
+            options |= {"train_stage": stage, "pre_model_path": str(folder / "pretrained.pth")}
+        options |= self.params.recbole
+        with quiet_recbole():
+            return Config(model=self.params.model, dataset=DATASET_NAME, config_dict=options)
+
+    def _train(self) -> None:
+        model_class = _model_class(self.params.model)
+        from recbole.data import create_dataset
+        from recbole.data.utils import create_samplers, get_dataloader
+        from recbole.utils import ModelType, init_seed
+
+        layout = "sequential" if model_class.type == ModelType.SEQUENTIAL else "general"
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="unimp-bench-recbole-") as scratch:
+            folder = Path(scratch) / "atomic"
+            exported = export_recbole(self.dataset, folder, layout, self.params.max_history, DATASET_NAME)
+            self.sequence_width = max(1, exported.longest_history)
+            pretraining = self.params.pretrain_epochs > 0
+            config = self._config(folder, "pretrain" if pretraining else None)
+            init_seed(config["seed"], config["reproducibility"])
+            with quiet_recbole():
+                rb_dataset = create_dataset(config)
+                built = rb_dataset.build()
+                train_sampler, _, _ = create_samplers(config, rb_dataset, built)
+                train_data = get_dataloader(config, "train")(config, built[0], train_sampler, shuffle=True)
+            self.rb_dataset = rb_dataset
+            self.device = config["device"]
+            self._index_items()
+            if pretraining:
+                model = model_class(config, train_data.dataset).to(self.device)
+                self._pretrain(model, config, train_data)
+                torch.save({"state_dict": model.state_dict()}, folder / "pretrained.pth")
+                config = self._config(folder, "finetune")
+                init_seed(config["seed"], config["reproducibility"])
+            self.rb_config = config
+            self.model = model_class(config, train_data.dataset).to(self.device)
+            self.uses_user_ids = hasattr(self.model, "user_embedding")
+            self._fit(config, train_data)
+        self.training["seconds"] = round(time.perf_counter() - started, 3)
+
+    def _index_items(self) -> None:
+        """Our item ids <-> RecBole's internal ids (0 is RecBole's padding)."""
+        tokens = self.rb_dataset.field2id_token["item_id"]
+        self.item_of_internal = np.full(len(tokens), -1, dtype=np.int64)
+        self.item_of_internal[1:] = np.asarray(tokens[1:], dtype=np.int64)
+        self.internal_of_item = np.zeros(self.catalog_size, dtype=np.int64)
+        self.internal_of_item[self.item_of_internal[1:]] = np.arange(1, len(tokens))
+        if len(tokens) - 1 != self.catalog_size:
+            raise UnimpError(f"RecBole kept {len(tokens) - 1} of the {self.catalog_size} catalog items")
+
+    def _optimizer(self, config, model: torch.nn.Module) -> torch.optim.Optimizer:
+        learners = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+                    "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop}
+        learner = str(config["learner"]).lower()
+        if learner not in learners:
+            raise UnimpError(f"learner {learner!r} is not supported; use one of {', '.join(learners)}")
+        return learners[learner](model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
+
+    def _epoch(self, model, optimizer, train_data, clip) -> float:
+        model.train()
+        total = 0.0
+        for batch in train_data:
+            batch = batch.to(self.device)
+            optimizer.zero_grad()
+            loss = model.calculate_loss(batch)
+            if isinstance(loss, tuple):  # some models return their loss terms separately
+                loss = sum(loss)
+            if not torch.isfinite(loss):
+                raise UnimpError(f"{self.params.model} training diverged (loss {loss.item()}); lower learning_rate")
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
+            optimizer.step()
+            total += float(loss.item())
+        return total
+
+    def _pretrain(self, model, config, train_data) -> None:
+        optimizer = self._optimizer(config, model)
+        losses = [self._epoch(model, optimizer, train_data, config["clip_grad_norm"]) for _ in range(self.params.pretrain_epochs)]
+        self.training["pretrain_epochs"] = self.params.pretrain_epochs
+        self.training["pretrain_last_loss"] = round(losses[-1], 4)
+
+    def _fit(self, config, train_data) -> None:
+        model = self.model
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        from recbole.utils import ModelType
+
+        if model.type == ModelType.TRADITIONAL or not trainable:  # Pop and friends: one counting pass
+            for batch in train_data:
+                model.calculate_loss(batch.to(self.device))
+            self.training |= {"epochs_run": 1, "best_epoch": 1}
+            return
+        optimizer = self._optimizer(config, model)
+        valid_users, valid_targets = self._valid_targets()
+        best_score, best_state, best_epoch, waited, epoch = -math.inf, None, 0, 0, 0
+        curve = []
+        for epoch in range(1, self.params.epochs + 1):
+            loss = self._epoch(model, optimizer, train_data, config["clip_grad_norm"])
+            score = self._valid_ndcg(valid_users, valid_targets)
+            curve.append(round(score, 5))
+            if self.show_progress:
+                print(f"{self.name} epoch {epoch}: loss {loss:.4f}, valid NDCG@10 {score:.4f}", flush=True)
+            if score > best_score:
+                best_score, best_state, best_epoch, waited = score, copy.deepcopy(model.state_dict()), epoch, 0
+            else:
+                waited += 1
+                if waited >= self.params.stopping_step:
+                    break
+        model.load_state_dict(best_state)
+        self._forget_cached_embeddings()
+        self.training |= {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_NDCG@10": round(best_score, 6), "valid_curve": curve}
+
+    def _forget_cached_embeddings(self) -> None:
+        """Graph models (LightGCN, ...) cache propagated embeddings for prediction; new weights void them."""
+        for attribute in ("restore_user_e", "restore_item_e"):
+            if hasattr(self.model, attribute):
+                setattr(self.model, attribute, None)
+
+    def _valid_targets(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every training user and their valid interaction's position: what early stopping looks at."""
+        valid = (
+            self.dataset.scan("interactions")
+            .filter(pl.col("split") == "valid")
+            .join(self.dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"), on="user_idx")
+            .select("user_idx", "pos")
+            .sort("user_idx")
+            .collect()
+        )
+        return valid["user_idx"].to_numpy(), valid["pos"].to_numpy()
+
+    def _valid_ndcg(self, users: np.ndarray, positions: np.ndarray) -> float:
+        targets = np.asarray([self.histories[u][p] for u, p in zip(users.tolist(), positions.tolist())])
+        greater, ties, _ = self._rank(users, positions, targets, shown=0)
+        self._forget_cached_embeddings()  # the next epoch changes the weights again
+        return ranking_metrics(greater, ties, ["NDCG@10"])["NDCG@10"]
+
+    # ------------------------------------------------------------------ scoring
+
+    def _catalog_scores(self, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Scores [len(users), catalog] of the model for each (user, history before position)."""
+        from recbole.data.interaction import Interaction
+
+        model = self.model
+        length = self.sequence_width
+        sequences = np.zeros((len(users), length), dtype=np.int64)
+        lengths = np.zeros(len(users), dtype=np.int64)
+        for row, (user, position) in enumerate(zip(users.tolist(), positions.tolist())):
+            history = self.internal_of_item[self.histories[user][max(0, position - length) : position]]
+            sequences[row, : len(history)] = history  # RecBole pads sequences on the right
+            lengths[row] = len(history)
+        fields = {}
+        # models without user vectors still read the user field for the batch size: padding ids
+        user_ids = self._internal_users(users) if self.uses_user_ids else np.zeros(len(users), dtype=np.int64)
+        fields[model.USER_ID] = torch.as_tensor(user_ids)
+        if hasattr(model, "ITEM_SEQ"):
+            if (lengths == 0).any():
+                raise UnimpError(f"{self.name} needs at least one earlier item for every example")
+            fields[model.ITEM_SEQ] = torch.as_tensor(sequences)
+            fields[model.ITEM_SEQ_LEN] = torch.as_tensor(lengths)
+        model.eval()
+        with torch.no_grad():
+            internal = model.full_sort_predict(Interaction(fields).to(self.device))
+        internal = internal.view(len(users), -1).float().cpu().numpy()
+        scores = np.empty((len(users), self.catalog_size), dtype=np.float64)
+        scores[:, self.item_of_internal[1:]] = internal[:, 1 : len(self.item_of_internal)]
+        return scores
+
+    def _internal_users(self, users: np.ndarray) -> np.ndarray:
+        tokens = [str(u) for u in users.tolist()]
+        try:
+            return np.asarray(self.rb_dataset.token2id("user_id", tokens), dtype=np.int64).reshape(-1)
+        except ValueError:
+            raise UnimpError(f"{self.name} has no vector for a user it did not train on") from None
+
+    def _rank(self, users, positions, targets, shown: int) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+        greater, ties, tops = [], [], []
+        size = self.params.eval_batch_size
+        for start in range(0, len(users), size):
+            part = slice(start, start + size)
+            scores = self._catalog_scores(users[part], positions[part])
+            if self.params.exclude_seen:
+                for row, (user, position, target) in enumerate(zip(users[part].tolist(), positions[part].tolist(), targets[part].tolist())):
+                    seen = self.histories[user][:position]
+                    scores[row, seen[seen != target]] = -np.inf
+            g, t = target_rank_counts(scores, targets[part])
+            greater.append(g)
+            ties.append(t)
+            if shown:
+                top = np.argsort(-scores, axis=1, kind="stable")[:, :shown]
+                tops.extend(top.tolist())
+        return np.concatenate(greater), np.concatenate(ties), tops
+
+    def _probabilities(self, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Softmax over the catalog: comparable across users, so one threshold can serve them all."""
+        scores = self._catalog_scores(users, positions)
+        scores -= scores.max(axis=1, keepdims=True)
+        weights = np.exp(scores)
+        return weights / weights.sum(axis=1, keepdims=True)
+
+    # ------------------------------------------------------------------ the predictor seam
+
+    def not_applicable(self, task: Task, split: str) -> str | None:
+        if self.uses_user_ids and split in UNSEEN_USER_SPLITS:
+            return f"{self.params.model} learns one vector per training user and has none for {split} users"
+        return None
+
+    def config(self) -> dict:
+        effective = {k: self.config_value(k) for k in sorted(_recbole_defaults(self.params.model))}
+        config = {
+            "engine": "recbole",
+            "params": to_mapping(self.params),
+            "recbole_options": effective,
+            "training": self.training,
+            "history": f"every interaction before the target, the last {self.params.max_history}",
+        }
+        return config | self.selection.describe()
+
+    def config_value(self, key: str):
+        value = self.rb_config[key]
+        return value if isinstance(value, (int, float, str, bool, list, dict, type(None))) else str(value)
+
+    def predict(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:
+        users = examples["user_idx"].to_numpy().astype(np.int64)
+        positions = examples["target_pos"].to_numpy().astype(np.int64)
+        if task.builder == "recommendation":
+            targets = examples["target_item"].to_numpy().astype(np.int64)
+            greater, ties, shown = self._rank(users, positions, targets, SHOWN_TOP)
+            return ranking_predictions(examples["example_id"], greater, ties, shown)
+        if task.builder == "selection":
+            candidate_scores = self._candidate_scores(users, positions, examples["candidates"].to_list())
+            return examples.select("example_id", pl.Series("selected", self.selection.select(examples["candidates"].to_list(), candidate_scores)))
+        raise UnimpError(f"{self.name} does not serve task {task.name}")
+
+    def _candidate_scores(self, users, positions, candidates: list[list[int]]) -> list[np.ndarray]:
+        out = []
+        size = self.params.eval_batch_size
+        for start in range(0, len(users), size):
+            probabilities = self._probabilities(users[start : start + size], positions[start : start + size])
+            for row, items in enumerate(candidates[start : start + size]):
+                out.append(probabilities[row, np.asarray(items, dtype=np.int64)])
+        return out
+
+    def tunes_on_valid(self, task: Task) -> bool:
+        return task.builder == "selection"
+
+    def tune(self, task: Task, valid: pl.DataFrame) -> None:
+        users = valid["user_idx"].to_numpy().astype(np.int64)
+        positions = valid["target_pos"].to_numpy().astype(np.int64)
+        candidates = valid["candidates"].to_list()
+        self.selection.tune(candidates, self._candidate_scores(users, positions, candidates), valid["positives"].to_list())

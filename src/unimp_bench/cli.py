@@ -318,7 +318,8 @@ def _scoring_settings(
 
 
 def _print_result(result, path: Path) -> None:
-    scores = ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
+    reason = result.provenance.get("not_applicable")
+    scores = f"not applicable: {reason}" if reason else ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
     out.print(f"{result.method} {result.task}/{result.split} ({result.n_examples} examples): {scores}")
     out.print(f"  -> {path}", highlight=False)
 
@@ -427,6 +428,37 @@ def baselines_run_command(
         show_progress=_show_progress(),
     ):
         _print_result(result, path)
+
+
+@baselines_app.command("list")
+@friendly_errors
+def baselines_list_command():
+    """List the shipped baselines: engine and the tasks each serves."""
+    from unimp_bench.baselines.registry import available_baselines, load_baseline
+
+    for name in available_baselines():
+        spec = load_baseline(name)
+        out.print(f"{spec.name:<12} {spec.engine:<8} {', '.join(spec.tasks)}")
+
+
+@baselines_app.command("export")
+@friendly_errors
+def baselines_export_command(
+    data: Path = typer.Argument(..., help="A prepared dataset folder."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for the RecBole atomic files (RecBole's data_path)."),
+    layout: str = typer.Option("sequential", help="sequential (pre-augmented item_id_list rows) or general."),
+    max_history: int = typer.Option(50, "--max-history", help="Items kept in each sequential history."),
+    name: str = typer.Option("unimp", help="RecBole dataset name (the files' prefix)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
+):
+    """Write RecBole atomic files with OUR train/valid/test split, for running RecBole yourself
+    (set benchmark_filename: [train, valid, test] and load_col: ~ in its config)."""
+    from unimp_bench.baselines.recbole_export import export_recbole
+    from unimp_bench.data.contract import open_dataset
+
+    exported = export_recbole(open_dataset(data), out_dir, layout, max_history, name, overwrite)
+    for part, path in exported.files.items():
+        out.print(f"{part:<6} {path}", highlight=False)
 
 
 @app.command("train")

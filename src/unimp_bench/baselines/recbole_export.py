@@ -36,6 +36,7 @@ from unimp_bench.fileio import atomic_directory
 LAYOUTS = ("general", "sequential")
 PARTS = ("train", "valid", "test")
 _WHITESPACE = re.compile(r"\s+")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ def export_recbole(
         raise UnimpError(f"unknown RecBole layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if max_history < 1:
         raise UnimpError("the exported history length must be at least 1")
+    if not _NAME.fullmatch(name):
+        raise UnimpError(f"RecBole dataset name {name!r} must use only letters, digits, . _ and -")
     users = _training_user_sequences(dataset)
     if users.is_empty():
         raise UnimpError(f"{dataset.root} has no training users to export")

@@ -1,0 +1,128 @@
+"""Validation of the RecBole path: SASRec (and Pop) through `unimp-bench baselines run` on the S3-Rec
+processed Amazon sequences, against the published full-ranking numbers.
+
+Protocol of the published numbers (shared/reference/s3rec_full_ranking.csv): every user kept, last item
+test, second last valid, full ranking over the catalog with the user's earlier items left out. So the
+runs here set `exclude_seen: true`; everything else comes from the committed baselines/<model>.yaml,
+or from a grid of candidate settings (--grid), the best chosen on VALID NDCG@10 only.
+
+Prints one JSON line per run (valid and test scores, epochs, wall and CPU seconds) and, at the end, the
+chosen run's test HR@10 / NDCG@10 next to the published ones with the relative difference.
+
+Usage:
+  python benchmarks/sasrec_beauty.py                          # the committed SASRec.yaml on Beauty
+  python benchmarks/sasrec_beauty.py --grid                   # the hyper-parameter search on valid
+  python benchmarks/sasrec_beauty.py --sequences OTHER.txt --no-reference   # another domain
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import resource
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+DEFAULT_SEQUENCES = SHARED / "data/amazon-raw/aHuiWang__CIKM2020-S3Rec/data/Beauty.txt"
+REFERENCE = SHARED / "reference/s3rec_full_ranking.csv"
+# candidates around RecBole's defaults; chosen on valid NDCG@10 only
+GRID = [
+    {},
+    {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2},
+    {"learning_rate": 0.0005},
+    {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}},
+]
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def prepared(sequences: Path, work: Path) -> tuple[Path, Path]:
+    from unimp_bench.data.sequences import prepare_sequences_dataset
+    from unimp_bench.examples import build_examples
+
+    data = work / f"data-{sequences.stem}"
+    examples = work / f"examples-{sequences.stem}"
+    if not (data / "manifest.json").exists():
+        prepare_sequences_dataset(sequences, data, overwrite=True)
+    if not (examples / "manifest.json").exists():
+        build_examples(data, examples, ["recommendation"], ["valid", "test"], overwrite=True)
+    return data, examples
+
+
+def run(model: str, overrides: dict, params: dict, data: Path, examples: Path, work: Path, tag: str) -> dict:
+    from unimp_bench.baselines.registry import available_baselines
+    from unimp_bench.baselines.runner import run_baseline
+
+    spec = yaml.safe_load(available_baselines()[model.lower()].read_text(encoding="utf-8"))
+    spec["params"] = spec.get("params", {}) | params | {"exclude_seen": True}
+    if "recbole" in spec["params"] or overrides:
+        spec["params"]["recbole"] = spec["params"].get("recbole", {}) | overrides
+    config = work / f"{model}-{tag}.yaml"
+    config.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    results = run_baseline(
+        model, "recommendation", data, work / f"results-{tag}", ["valid", "test"], examples, config, show_progress=True
+    )
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    by_split = {result.split: result for result, _ in results}
+    training = by_split["test"].provenance["config"].get("training", {})
+    return {
+        "model": model,
+        "tag": tag,
+        "overrides": overrides,
+        "valid": {k: round(v, 4) for k, v in by_split["valid"].scores.items() if k.endswith("@10") or k.endswith("@5")},
+        "test": {k: round(v, 4) for k, v in by_split["test"].scores.items() if k.endswith("@10") or k.endswith("@5")},
+        "epochs_run": training.get("epochs_run"),
+        "best_epoch": training.get("best_epoch"),
+        "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),
+    }
+
+
+def published(dataset: str, method: str) -> dict[str, float]:
+    with open(REFERENCE, newline="", encoding="utf-8") as handle:
+        return {r["metric"]: float(r["value"]) for r in csv.DictReader(handle) if r["dataset"] == dataset and r["method"] == method}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sequences", type=Path, default=DEFAULT_SEQUENCES)
+    parser.add_argument("--work", type=Path, default=REPO / "bench-out" / "sasrec")
+    parser.add_argument("--model", default="SASRec")
+    parser.add_argument("--grid", action="store_true", help="search the candidate settings on valid")
+    parser.add_argument("--epochs", type=int, default=None, help="cap on epochs (quick looks only)")
+    parser.add_argument("--no-reference", action="store_true", help="no published numbers to compare with")
+    args = parser.parse_args()
+
+    import torch
+
+    print(json.dumps({"torch_threads": torch.get_num_threads()}))
+    data, examples = prepared(args.sequences, args.work)
+    params = {"epochs": args.epochs} if args.epochs else {}
+    candidates = GRID if args.grid else [{}]
+    runs = []
+    for index, overrides in enumerate(candidates):
+        outcome = run(args.model, overrides, params, data, examples, args.work, f"{args.sequences.stem}-{index}")
+        print(json.dumps(outcome), flush=True)
+        runs.append(outcome)
+    best = max(runs, key=lambda r: r["valid"]["NDCG@10"])  # chosen on valid only
+    summary = {"chosen": best["tag"], "overrides": best["overrides"], "test": best["test"]}
+    if not args.no_reference:
+        reference = published(args.sequences.stem, args.model)
+        summary["published"] = {k: reference[k] for k in ("HR@10", "NDCG@10") if k in reference}
+        summary["relative_difference"] = {
+            k: round(best["test"][k] / v - 1.0, 4) for k, v in summary["published"].items()
+        }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

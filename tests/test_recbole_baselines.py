@@ -1,0 +1,228 @@
+"""RecBole baselines on our split: the export, the runner, not-applicable results, threshold tuning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from unimp_bench.baselines.recbole_export import export_recbole, read_atomic
+from unimp_bench.baselines.registry import available_baselines, load_baseline
+from unimp_bench.baselines.runner import run_baseline
+from unimp_bench.data.contract import open_dataset
+from unimp_bench.errors import UnimpError
+from unimp_bench.results import read_result
+
+RECBOLE_BASELINES = sorted(
+    name for name in available_baselines() if load_baseline(name).engine == "recbole"
+)
+
+
+def quick_config(tmp_path: Path, model: str, **params) -> Path:
+    """The shipped YAML of `model` with a short training, for tests."""
+    spec = yaml.safe_load(available_baselines()[model.lower()].read_text())
+    spec["params"] |= {"epochs": 1} | params
+    if "pretrain_epochs" in spec["params"]:
+        spec["params"]["pretrain_epochs"] = 1
+    path = tmp_path / f"{model}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def training_sequences(data: Path) -> dict[int, list[tuple[int, str]]]:
+    interactions = pl.read_parquet(data / "interactions.parquet").sort("user_idx", "pos")
+    users = pl.read_parquet(data / "users.parquet").filter(pl.col("group") == "train")
+    kept = interactions.join(users.select("user_idx"), on="user_idx")
+    sequences: dict[int, list[tuple[int, str]]] = {}
+    for user, item, split in kept.select("user_idx", "item_idx", "split").iter_rows():
+        sequences.setdefault(user, []).append((item, split))
+    return sequences
+
+
+def test_general_export_puts_every_interaction_in_the_file_of_its_split(synthetic_data, tmp_path):
+    exported = export_recbole(open_dataset(synthetic_data), tmp_path / "general", "general")
+    expected = {
+        (user, item, split) for user, rows in training_sequences(synthetic_data).items() for item, split in rows
+    }
+    written = set()
+    for part in ("train", "valid", "test"):
+        frame = read_atomic(exported.files[part])
+        written |= {(u, i, part) for u, i in frame.select("user_id", "item_id").iter_rows()}
+        assert frame.height == len({r for r in expected if r[2] == part})
+    assert written == expected
+    # held-out users never reach a training file
+    held_out = pl.read_parquet(synthetic_data / "users.parquet").filter(pl.col("group") != "train")
+    assert not set(held_out["user_idx"].to_list()) & {u for u, _, _ in written}
+
+
+def test_sequential_export_rows_are_the_prefixes_of_each_split(synthetic_data, tmp_path):
+    exported = export_recbole(open_dataset(synthetic_data), tmp_path / "seq", "sequential", max_history=4)
+    expected = {part: set() for part in ("train", "valid", "test")}
+    for user, rows in training_sequences(synthetic_data).items():
+        items = [item for item, _ in rows]
+        for p in range(1, len(rows)):
+            expected[rows[p][1]].add((user, tuple(items[max(0, p - 4) : p]), items[p]))
+    for part, rows in expected.items():
+        frame = read_atomic(exported.files[part])
+        got = {(u, tuple(h), i) for u, h, i in frame.select("user_id", "item_id_list", "item_id").iter_rows()}
+        assert got == rows and frame.height == len(rows)
+    assert exported.longest_history == 4
+    # every catalog item is listed with its categories as whitespace-free tokens
+    items = read_atomic(exported.files["item"])
+    catalog = pl.read_parquet(synthetic_data / "items.parquet").sort("item_idx")
+    assert sorted(items["item_id"].to_list()) == catalog["item_idx"].to_list()
+    first = catalog.row(0, named=True)
+    listed = items.filter(pl.col("item_id") == first["item_idx"])["categories"][0].to_list()
+    assert listed == [c.replace(" ", "_") for c in first["categories"]]
+
+
+def test_export_refuses_an_unsafe_name_and_an_unknown_layout(synthetic_data, tmp_path):
+    dataset = open_dataset(synthetic_data)
+    with pytest.raises(UnimpError, match="letters, digits"):
+        export_recbole(dataset, tmp_path / "x", "general", name="../evil")
+    with pytest.raises(UnimpError, match="unknown RecBole layout"):
+        export_recbole(dataset, tmp_path / "x", "graph")
+
+
+def test_recbole_pop_ranks_exactly_like_the_native_popularity(synthetic_data, synthetic_examples, tmp_path):
+    """RecBole counts popularity from the exported train file; identical rank counts to our own
+    popularity prove it trained on exactly our train split and its ids map back to ours."""
+    out = tmp_path / "results"
+    run_baseline("recbole-pop", "recommendation", synthetic_data, out, ["test"], synthetic_examples)
+    run_baseline("pop", "recommendation", synthetic_data, out, ["test"], synthetic_examples)
+    ours = pl.read_parquet(out / "predictions" / "pop__recommendation__test.parquet")
+    theirs = pl.read_parquet(out / "predictions" / "recbole-pop__recommendation__test.parquet")
+    assert theirs["greater"].to_list() == ours["greater"].to_list()
+    assert theirs["ties"].to_list() == ours["ties"].to_list()
+
+
+@pytest.fixture(scope="module")
+def cyclic_data(tmp_path_factory) -> Path:
+    """Users walk a fixed cycle of 12 items (each user from another start): the next item is always
+    the successor of the last one, so a sequence model must rank it first."""
+    from unimp_bench.data.sequences import prepare_sequences_dataset
+
+    folder = tmp_path_factory.mktemp("cyclic")
+    lines = []
+    for user in range(120):
+        start = user % 12
+        lines.append(" ".join([f"u{user}"] + [f"i{(start + k) % 12}" for k in range(7)]))
+    source = folder / "Cycle.txt"
+    source.write_text("\n".join(lines) + "\n")
+    prepare_sequences_dataset(source, folder / "data")
+    return folder / "data"
+
+
+def test_a_sequence_model_learns_a_known_ranking(cyclic_data, tmp_path):
+    config = quick_config(
+        tmp_path, "GRU4Rec", epochs=40, stopping_step=40,
+        recbole={"learning_rate": 0.01, "train_batch_size": 64, "embedding_size": 16, "hidden_size": 16, "dropout_prob": 0.0},
+    )
+    [(result, _)] = run_baseline("GRU4Rec", "recommendation", cyclic_data, tmp_path / "r", ["test"], config=config)
+    assert result.scores["HR@3"] == 1.0 and result.scores["MRR@3"] > 0.9
+    assert result.provenance["config"]["training"]["best_valid_NDCG@10"] > 0.9
+
+
+@pytest.mark.parametrize("model", RECBOLE_BASELINES)
+def test_every_recbole_baseline_runs_and_reports_unseen_users_honestly(model, synthetic_data, synthetic_examples, tmp_path):
+    config = quick_config(tmp_path, model)
+    results = run_baseline(
+        model, "recommendation", synthetic_data, tmp_path / "r", ["test", "new_user"], synthetic_examples, config
+    )
+    by_split = {result.split: (result, path) for result, path in results}
+    test, _ = by_split["test"]
+    assert test.n_examples > 0 and all(np.isfinite(v) and 0 <= v <= 1 for v in test.scores.values())
+    new_user, path = by_split["new_user"]
+    payload = json.loads(path.read_text())
+    if model in ("BPR", "LightGCN", "HGN"):  # one learned vector per training user
+        assert "new_user" in payload["provenance"]["not_applicable"]
+        assert all(v is None for v in payload["scores"].values())
+        assert set(payload["scores"]) == set(test.scores)
+    else:
+        assert "not_applicable" not in payload["provenance"]
+        assert all(np.isfinite(v) for v in new_user.scores.values())
+    assert test.provenance["config"]["training"]["epochs_run"] == 1
+
+
+def test_not_applicable_results_show_as_na_on_the_leaderboard(synthetic_data, synthetic_examples, tmp_path):
+    from unimp_bench.leaderboard import long_table, markdown, wide_table
+
+    out = tmp_path / "results"
+    run_baseline("BPR", "recommendation", synthetic_data, out, ["new_user"], synthetic_examples, quick_config(tmp_path, "BPR"))
+    run_baseline("pop", "recommendation", synthetic_data, out, ["new_user"], synthetic_examples)
+    long = long_table(out)
+    bpr = long.filter(pl.col("method") == "BPR")
+    assert bpr["value"].null_count() == bpr.height and bpr["note"][0].startswith("not applicable")
+    table = markdown(wide_table(long))
+    bpr_line = next(line for line in table.splitlines() if "| BPR |" in line)
+    assert "n/a" in bpr_line
+    pop_line = next(line for line in table.splitlines() if "| pop |" in line)
+    assert "n/a" not in pop_line
+
+
+def test_recbole_options_are_checked_before_training(synthetic_data, tmp_path):
+    spec = yaml.safe_load(available_baselines()["sasrec"].read_text())
+    spec["params"]["recbole"]["hiden_size"] = 32
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(yaml.safe_dump(spec))
+    with pytest.raises(UnimpError, match="no option.*hiden_size"):
+        run_baseline("SASRec", "recommendation", synthetic_data, tmp_path / "r", ["test"], config=bad)
+    spec["params"]["recbole"] = {"epochs": 3}
+    bad.write_text(yaml.safe_dump(spec))
+    with pytest.raises(UnimpError, match="set by unimp-bench"):
+        run_baseline("SASRec", "recommendation", synthetic_data, tmp_path / "r", ["test"], config=bad)
+
+
+def test_sasrec_selection_threshold_is_tuned_on_valid_and_never_reads_test(synthetic_data, synthetic_examples, tmp_path):
+    """Training is seeded, so two runs agree; scrambling every test label must not move the
+    threshold or any test prediction."""
+    import shutil
+
+    from unimp_bench.fileio import file_sha256
+
+    scrambled = tmp_path / "examples"
+    shutil.copytree(synthetic_examples, scrambled)
+    manifest = json.loads((scrambled / "manifest.json").read_text())
+    entry = manifest["tasks"]["selection"]["splits"]["test"]
+    path = scrambled / entry["file"]
+    test = pl.read_parquet(path)
+    test.with_columns(pl.col("candidates").list.reverse().list.head(2).alias("positives")).write_parquet(path)
+    entry["sha256"] = file_sha256(path)
+    (scrambled / "manifest.json").write_text(json.dumps(manifest))
+
+    config = quick_config(tmp_path, "SASRec")
+    runs = []
+    for index, examples in enumerate((synthetic_examples, scrambled)):
+        [(result, _)] = run_baseline(
+            "SASRec", "selection", synthetic_data, tmp_path / f"r{index}", ["test"], examples, config
+        )
+        predictions = pl.read_parquet(tmp_path / f"r{index}" / "predictions" / "SASRec__selection__test.parquet")
+        runs.append((result.provenance["config"]["selection_threshold"], predictions["selected"].to_list()))
+    assert runs[0] == runs[1]
+    assert runs[0][0] > 0 and result.provenance["config"]["threshold_tuned_on"] == "valid"
+
+
+def test_cli_lists_exports_and_runs_recbole_baselines(synthetic_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from unimp_bench.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["baselines", "list"])
+    assert listed.exit_code == 0 and "SASRec" in listed.output and "recbole" in listed.output
+    exported = runner.invoke(app, ["baselines", "export", str(synthetic_data), "--out", str(tmp_path / "atomic"), "--layout", "general"])
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "atomic" / "unimp" / "unimp.test.inter").exists()
+    ran = runner.invoke(
+        app,
+        ["baselines", "run", str(synthetic_data), "--model", "BPR", "--task", "recommendation",
+         "--config", str(quick_config(tmp_path, "BPR")), "--splits", "test,new_domain", "--out", str(tmp_path / "r")],
+    )
+    assert ran.exit_code == 0, ran.output
+    assert "BPR recommendation/new_domain" in ran.output and "not applicable" in ran.output
+    results = [read_result(p) for p in (tmp_path / "r").glob("*.json")]
+    assert {r.split for r in results} == {"test", "new_domain"}

@@ -76,7 +76,7 @@ def measured_rows(folder: Path) -> pl.DataFrame:
                     "split": result.split,
                     "n_examples": result.n_examples,
                     "metric": metric,
-                    "value": value,
+                    "value": None if note else value,
                     "origin": str(path.relative_to(folder)),
                     "note": note,
                 }

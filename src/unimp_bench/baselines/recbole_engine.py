@@ -36,6 +36,7 @@ import yaml
 
 from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
 from unimp_bench.baselines.recbole_compat import apply_numpy_aliases, quiet_recbole
+from unimp_bench.baselines.history import item_histories
 from unimp_bench.baselines.recbole_export import export_recbole
 from unimp_bench.baselines.selection import SelectionThreshold
 from unimp_bench.config import from_mapping, to_mapping
@@ -51,7 +52,7 @@ OWNED_KEYS = {
     "stopping_step", "valid_metric", "MAX_ITEM_LIST_LENGTH", "seed", "reproducibility", "use_gpu",
     "gpu_id", "device", "checkpoint_dir", "show_progress", "state", "train_stage", "pre_model_path",
     "pretrain_epochs", "save_step", "eval_batch_size", "USER_ID_FIELD", "ITEM_ID_FIELD",
-    "TIME_FIELD", "RATING_FIELD", "field_separator", "seq_separator", "log_wandb",
+    "TIME_FIELD", "RATING_FIELD", "field_separator", "seq_separator", "log_wandb", "alias_of_item_id",
 }
 UNSEEN_USER_SPLITS = ("new_user", "new_domain")
 
@@ -115,18 +116,6 @@ def _check_options(params: RecBoleParams) -> None:
         raise UnimpError(f"RecBole {params.model} has no option(s) {', '.join(unknown)}")
 
 
-def user_histories(dataset: PreparedDataset) -> dict[int, np.ndarray]:
-    """Every user's items in chronological order (all splits and groups): histories are prefixes."""
-    frame = (
-        dataset.scan("interactions")
-        .sort("user_idx", "pos")
-        .group_by("user_idx", maintain_order=True)
-        .agg("item_idx")
-        .collect()
-    )
-    return {u: np.asarray(items, dtype=np.int64) for u, items in frame.iter_rows()}
-
-
 class RecBolePredictor:
     """One RecBole model, trained at construction, behind the predictor seam of evaluate.py."""
 
@@ -135,7 +124,7 @@ class RecBolePredictor:
         self.params = params
         self.dataset = dataset
         self.show_progress = show_progress
-        self.histories = user_histories(dataset)
+        self.histories = item_histories(dataset)
         self.catalog_size = dataset.scan("items").select(pl.len()).collect().item()
         self.training: dict[str, Any] = {}
         self.selection = SelectionThreshold()
@@ -155,6 +144,9 @@ class RecBolePredictor:
             "data_path": str(folder),
             "benchmark_filename": ["train", "valid", "test"],
             "load_col": None,
+            # one id space for the history and the target: without the alias RecBole numbers the
+            # item_id_list tokens on their own, and histories would name other items than targets
+            "alias_of_item_id": ["item_id_list"] if self.layout == "sequential" else None,
             "eval_args": {"order": "TO", "split": {"LS": "valid_and_test"}, "mode": "full", "group_by": "user"},
             # RecBole pads histories to the longest one in the files, and some models (HGN) need
             # that width to equal MAX_ITEM_LIST_LENGTH
@@ -185,7 +177,7 @@ class RecBolePredictor:
         from recbole.data.utils import create_samplers, get_dataloader
         from recbole.utils import ModelType, init_seed
 
-        layout = "sequential" if model_class.type == ModelType.SEQUENTIAL else "general"
+        self.layout = layout = "sequential" if model_class.type == ModelType.SEQUENTIAL else "general"
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="unimp-bench-recbole-") as scratch:
             folder = Path(scratch) / "atomic"

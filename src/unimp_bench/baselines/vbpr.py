@@ -1,0 +1,226 @@
+"""VBPR (He & McAuley 2016): BPR matrix factorization plus a visual term from item image features.
+
+    score(u, i) = beta_i + gamma_u . gamma_i + theta_u . (E f_i) + beta' . f_i
+
+f_i are the item's image features: CLIP image embeddings (`features: clip`, open_clip weights from a
+local file) or, where no CLIP weights are at hand, an 8x8 RGB thumbnail (`features: thumbnail`, a weak
+but weight-free stand-in); an item without an image has f_i = 0. Trained with the BPR loss on the
+training interactions (one uniform negative per positive), the epoch with the best valid NDCG@10 kept.
+It learns one vector per training user, so it is not applicable to new_user / new_domain.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from unimp_bench.baselines.history import item_histories, training_interactions, training_users
+from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
+from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
+from unimp_bench.config import from_mapping, to_mapping
+from unimp_bench.data.contract import PreparedDataset
+from unimp_bench.errors import UnimpError
+from unimp_bench.metrics import ranking_metrics, target_rank_counts
+from unimp_bench.tasks import Task
+
+FEATURES = ("clip", "thumbnail")
+THUMBNAIL = 8
+
+
+@dataclass(frozen=True)
+class VBPRParams:
+    features: str = "clip"  # clip | thumbnail
+    clip_model: str = "ViT-L-14"
+    clip_checkpoint: str | None = None  # local open_clip weights for features: clip
+    factors: int = 32  # gamma dimension
+    visual_factors: int = 32  # theta dimension (E maps image features to it)
+    epochs: int = 50
+    stopping_step: int = 5
+    batch_size: int = 1024
+    learning_rate: float = 0.005
+    weight_decay: float = 1e-5
+    exclude_seen: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURES:
+            raise UnimpError(f"VBPR params: features must be one of {', '.join(FEATURES)}")
+
+
+def thumbnail_features(root: Path, paths: list[str | None]) -> np.ndarray:
+    """[items, 192]: each image shrunk to 8x8 RGB in [0, 1], centred; zeros without an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    features = np.zeros((len(paths), THUMBNAIL * THUMBNAIL * 3), dtype=np.float32)
+    for row, path in enumerate(paths):
+        if not path:
+            continue
+        try:
+            with Image.open(root / path) as image:
+                small = image.convert("RGB").resize((THUMBNAIL, THUMBNAIL), Image.BILINEAR)
+        except (OSError, UnidentifiedImageError):
+            raise UnimpError(f"item image {root / path} cannot be read") from None
+        features[row] = np.asarray(small, dtype=np.float32).ravel() / 255.0 - 0.5
+    return features
+
+
+def clip_features(root: Path, paths: list[str | None], embedder: ClipEmbedder) -> np.ndarray:
+    present = [row for row, path in enumerate(paths) if path]
+    if not present:
+        raise UnimpError("VBPR needs item images, and no item has one")
+    embedded = embedder.images([root / paths[row] for row in present])
+    features = np.zeros((len(paths), embedded.shape[1]), dtype=np.float32)
+    features[present] = embedded
+    return features
+
+
+class VisualBPR(nn.Module):
+    def __init__(self, users: int, features: torch.Tensor, factors: int, visual_factors: int):
+        super().__init__()
+        items = features.shape[0]
+        self.register_buffer("features", features)  # [items, F], fixed
+        self.user_gamma = nn.Embedding(users, factors)
+        self.item_gamma = nn.Embedding(items, factors)
+        self.user_theta = nn.Embedding(users, visual_factors)
+        self.item_bias = nn.Embedding(items, 1)
+        self.projection = nn.Linear(features.shape[1], visual_factors, bias=False)  # E
+        self.visual_bias = nn.Linear(features.shape[1], 1, bias=False)  # beta'
+        for table in (self.user_gamma, self.item_gamma, self.user_theta):
+            nn.init.normal_(table.weight, std=0.01)
+        nn.init.zeros_(self.item_bias.weight)
+
+    def item_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per item: gamma_i [I, K], E f_i [I, K'], beta_i + beta' . f_i [I]."""
+        visual = self.projection(self.features)
+        bias = self.item_bias.weight.squeeze(1) + self.visual_bias(self.features).squeeze(1)
+        return self.item_gamma.weight, visual, bias
+
+    def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        gamma, visual, bias = self.item_terms()
+        return (
+            bias[items]
+            + (self.user_gamma(users) * gamma[items]).sum(1)
+            + (self.user_theta(users) * visual[items]).sum(1)
+        )
+
+    def all_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """[B, items]."""
+        gamma, visual, bias = self.item_terms()
+        return bias + self.user_gamma(users) @ gamma.T + self.user_theta(users) @ visual.T
+
+
+class VBPRPredictor:
+    def __init__(
+        self, params: VBPRParams, dataset: PreparedDataset, embedder: ClipEmbedder | None = None, name: str = "VBPR"
+    ):
+        self.name = name
+        self.params = params
+        self.dataset = dataset
+        items = dataset.scan("items").select("item_idx", "image_path").sort("item_idx").collect()
+        paths = items["image_path"].to_list()
+        if params.features == "clip":
+            if embedder is None and not params.clip_checkpoint:
+                raise UnimpError(
+                    "VBPR needs local CLIP weights: set params.clip_checkpoint (open_clip "
+                    f"{params.clip_model} weights) in a copy of its YAML, or use vbpr-thumbnail"
+                )
+            embedder = embedder or ClipEmbedder.from_settings(ClipSettings(params.clip_model, params.clip_checkpoint))
+            features = clip_features(dataset.root, paths, embedder)
+        else:
+            features = thumbnail_features(dataset.root, paths)
+        self.items_with_image = int(sum(1 for p in paths if p))
+        self.known = training_users(dataset)
+        self.histories = item_histories(dataset)
+        n_users = dataset.scan("users").select(pl.len()).collect().item()
+        torch.manual_seed(params.seed)
+        self.model = VisualBPR(n_users, torch.as_tensor(features), params.factors, params.visual_factors)
+        self.training = self._fit()
+
+    @classmethod
+    def from_spec(cls, spec, dataset: PreparedDataset) -> VBPRPredictor:
+        return cls(from_mapping(VBPRParams, spec.params, f"{spec.name} params"), dataset, name=spec.name)
+
+    def _fit(self) -> dict:
+        params = self.params
+        train = training_interactions(self.dataset, ["user_idx", "item_idx"])
+        users = torch.as_tensor(train["user_idx"].to_numpy().astype(np.int64))
+        positives = torch.as_tensor(train["item_idx"].to_numpy().astype(np.int64))
+        valid = (
+            self.dataset.scan("interactions")
+            .filter(pl.col("split") == "valid")
+            .join(self.dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"), on="user_idx")
+            .select("user_idx", "pos", "item_idx")
+            .collect()
+        )
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+        generator = torch.Generator().manual_seed(params.seed)
+        n_items = self.model.features.shape[0]
+        best, best_state, best_epoch, waited, epoch = -1.0, None, 0, 0, 0
+        for epoch in range(1, params.epochs + 1):
+            self.model.train()
+            order = torch.randperm(len(users), generator=generator)
+            negatives = torch.randint(0, n_items, (len(users),), generator=generator)
+            for start in range(0, len(users), params.batch_size):
+                part = order[start : start + params.batch_size]
+                margin = self.model.pair_scores(users[part], positives[part]) - self.model.pair_scores(users[part], negatives[part])
+                loss = -nn.functional.logsigmoid(margin).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            score = self._ndcg(valid["user_idx"].to_numpy(), valid["pos"].to_numpy(), valid["item_idx"].to_numpy()) if len(valid) else 0.0
+            if score > best:
+                best, best_state, best_epoch, waited = score, copy.deepcopy(self.model.state_dict()), epoch, 0
+            else:
+                waited += 1
+                if waited >= params.stopping_step:
+                    break
+        self.model.load_state_dict(best_state)
+        return {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_NDCG@10": round(best, 6), "items_with_image": self.items_with_image}
+
+    def _scores(self, users: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        with torch.no_grad():
+            scores = self.model.all_scores(torch.as_tensor(users.astype(np.int64))).double().numpy()
+        if self.params.exclude_seen:
+            for row, (user, position, target) in enumerate(zip(users.tolist(), positions.tolist(), targets.tolist())):
+                seen = self.histories[user][:position]
+                scores[row, seen[seen != target]] = -np.inf
+        return scores
+
+    def _ndcg(self, users: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> float:
+        greater, ties = target_rank_counts(self._scores(users, positions, targets), targets)
+        return ranking_metrics(greater, ties, ["NDCG@10"])["NDCG@10"]
+
+    def config(self) -> dict:
+        return {"params": to_mapping(self.params), "training": self.training}
+
+    def tunes_on_valid(self, task: Task) -> bool:
+        return False
+
+    def not_applicable(self, task: Task, split: str) -> str | None:
+        if split in ("new_user", "new_domain"):
+            return f"{self.name} learns one vector per training user and has none for {split} users"
+        return None
+
+    def predict(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:
+        if task.builder != "recommendation":
+            raise UnimpError(f"{self.name} does not serve task {task.name}")
+        users = examples["user_idx"].to_numpy()
+        if not set(users.tolist()) <= self.known:
+            raise UnimpError("VBPR has no vector for a user it did not train on")
+        greater, ties, shown = [], [], []
+        for start in range(0, len(examples), 1024):
+            part = slice(start, start + 1024)
+            targets = examples["target_item"].to_numpy()[part]
+            scores = self._scores(users[part], examples["target_pos"].to_numpy()[part], targets)
+            g, t = target_rank_counts(scores, targets)
+            greater.append(g)
+            ties.append(t)
+            shown.extend(np.argsort(-scores, axis=1, kind="stable")[:, :SHOWN_TOP].tolist())
+        return ranking_predictions(examples["example_id"], np.concatenate(greater), np.concatenate(ties), shown)

@@ -69,7 +69,14 @@ def run(model: str, overrides: dict, params: dict, data: Path, examples: Path, w
     config.write_text(yaml.safe_dump(spec), encoding="utf-8")
     wall, cpu = time.perf_counter(), cpu_seconds()
     results = run_baseline(
-        model, "recommendation", data, work / f"results-{tag}", ["valid", "test"], examples, config, show_progress=True
+        model,
+        "recommendation",
+        data,
+        work / f"results-{tag}",
+        ["valid", "test"],
+        examples,
+        config,
+        show_progress=True,
     )
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     by_split = {result.split: result for result, _ in results}
@@ -78,8 +85,16 @@ def run(model: str, overrides: dict, params: dict, data: Path, examples: Path, w
         "model": model,
         "tag": tag,
         "overrides": overrides,
-        "valid": {k: round(v, 4) for k, v in by_split["valid"].scores.items() if k.endswith("@10") or k.endswith("@5")},
-        "test": {k: round(v, 4) for k, v in by_split["test"].scores.items() if k.endswith("@10") or k.endswith("@5")},
+        "valid": {
+            k: round(v, 4)
+            for k, v in by_split["valid"].scores.items()
+            if k.endswith("@10") or k.endswith("@5")
+        },
+        "test": {
+            k: round(v, 4)
+            for k, v in by_split["test"].scores.items()
+            if k.endswith("@10") or k.endswith("@5")
+        },
         "epochs_run": training.get("epochs_run"),
         "best_epoch": training.get("best_epoch"),
         "wall_seconds": round(wall, 1),
@@ -89,11 +104,17 @@ def run(model: str, overrides: dict, params: dict, data: Path, examples: Path, w
 
 def published(dataset: str, method: str) -> dict[str, float]:
     with open(REFERENCE, newline="", encoding="utf-8") as handle:
-        return {r["metric"]: float(r["value"]) for r in csv.DictReader(handle) if r["dataset"] == dataset and r["method"] == method}
+        return {
+            r["metric"]: float(r["value"])
+            for r in csv.DictReader(handle)
+            if r["dataset"] == dataset and r["method"] == method
+        }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sequences", type=Path, default=DEFAULT_SEQUENCES)
     parser.add_argument("--work", type=Path, default=REPO / "bench-out" / "sasrec")
     parser.add_argument("--model", default="SASRec")
@@ -110,7 +131,9 @@ def main() -> None:
     candidates = GRID if args.grid else [{}]
     runs = []
     for index, overrides in enumerate(candidates):
-        outcome = run(args.model, overrides, params, data, examples, args.work, f"{args.sequences.stem}-{index}")
+        outcome = run(
+            args.model, overrides, params, data, examples, args.work, f"{args.sequences.stem}-{index}"
+        )
         print(json.dumps(outcome), flush=True)
         runs.append(outcome)
     best = max(runs, key=lambda r: r["valid"]["NDCG@10"])  # chosen on valid only

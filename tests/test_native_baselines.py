@@ -31,7 +31,9 @@ def training_rows(data) -> pl.DataFrame:
 
 
 @pytest.mark.parametrize(("model", "task"), NATIVE_RUNS)
-def test_every_native_baseline_runs_on_the_synthetic_corpus(model, task, synthetic_data, synthetic_examples, tmp_path):
+def test_every_native_baseline_runs_on_the_synthetic_corpus(
+    model, task, synthetic_data, synthetic_examples, tmp_path
+):
     results = run_baseline(model, task, synthetic_data, tmp_path, ["test", "new_user"], synthetic_examples)
     by_split = {r.split: r for r, _ in results}
     assert by_split["test"].n_examples > 0
@@ -55,7 +57,9 @@ def test_means_are_the_hand_computed_means(synthetic_data, synthetic_examples):
     }
     for row, g, u, i in zip(examples.iter_rows(named=True), *predicted.values()):
         assert g == pytest.approx(global_mean)
-        earlier = interactions.filter((pl.col("user_idx") == row["user_idx"]) & (pl.col("pos") < row["target_pos"]))
+        earlier = interactions.filter(
+            (pl.col("user_idx") == row["user_idx"]) & (pl.col("pos") < row["target_pos"])
+        )
         assert u == pytest.approx(earlier["rating"].mean())
         item_ratings = train.filter(pl.col("item_idx") == row["target_item"])["rating"]
         assert i == pytest.approx(item_ratings.mean() if len(item_ratings) else global_mean)
@@ -63,7 +67,9 @@ def test_means_are_the_hand_computed_means(synthetic_data, synthetic_examples):
 
 def test_biased_mf_beats_the_global_mean(synthetic_data, synthetic_examples, tmp_path):
     scores = {
-        model: run_baseline(model, "preference", synthetic_data, tmp_path, ["test"], synthetic_examples)[0][0].scores
+        model: run_baseline(model, "preference", synthetic_data, tmp_path, ["test"], synthetic_examples)[0][
+            0
+        ].scores
         for model in ("global-mean", "BiasedMF")
     }
     assert scores["BiasedMF"]["RMSE"] < scores["global-mean"]["RMSE"]
@@ -80,15 +86,21 @@ def test_review_retrieval_answers_with_a_training_review_of_the_same_item(synthe
         item: {clean_text(r, task.review_max_words) for r in reviews}
         for item, reviews in train.group_by("item_idx").agg("review_text").iter_rows()
     }
-    from_item = sum(answer in by_item.get(item, set()) for answer, item in zip(answers, examples["target_item"]))
+    from_item = sum(
+        answer in by_item.get(item, set()) for answer, item in zip(answers, examples["target_item"])
+    )
     routes = predictor.config()["answers_by_route"]
-    item_routes = routes.get("closest to the user's reviews", 0) + routes.get("most typical review of the item", 0)
+    item_routes = routes.get("closest to the user's reviews", 0) + routes.get(
+        "most typical review of the item", 0
+    )
     assert from_item == item_routes and item_routes > 0.9 * len(examples)
     # the held-out answer itself is never retrievable: it is a test review
     assert sum(a == t for a, t in zip(answers, examples["review"])) < len(examples)
 
 
-def test_personal_bm25_weight_is_the_best_on_valid_and_zero_weight_is_bm25(synthetic_data, synthetic_examples):
+def test_personal_bm25_weight_is_the_best_on_valid_and_zero_weight_is_bm25(
+    synthetic_data, synthetic_examples
+):
     dataset = open_dataset(synthetic_data)
     task = registry().get("search")
     example_set = open_examples(synthetic_examples)

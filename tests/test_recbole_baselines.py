@@ -17,9 +17,7 @@ from unimp_bench.data.contract import open_dataset
 from unimp_bench.errors import UnimpError
 from unimp_bench.results import read_result
 
-RECBOLE_BASELINES = sorted(
-    name for name in available_baselines() if load_baseline(name).engine == "recbole"
-)
+RECBOLE_BASELINES = sorted(name for name in available_baselines() if load_baseline(name).engine == "recbole")
 
 
 def quick_config(tmp_path: Path, model: str, **params) -> Path:
@@ -46,7 +44,9 @@ def training_sequences(data: Path) -> dict[int, list[tuple[int, str]]]:
 def test_general_export_puts_every_interaction_in_the_file_of_its_split(synthetic_data, tmp_path):
     exported = export_recbole(open_dataset(synthetic_data), tmp_path / "general", "general")
     expected = {
-        (user, item, split) for user, rows in training_sequences(synthetic_data).items() for item, split in rows
+        (user, item, split)
+        for user, rows in training_sequences(synthetic_data).items()
+        for item, split in rows
     }
     written = set()
     for part in ("train", "valid", "test"):
@@ -119,19 +119,38 @@ def cyclic_data(tmp_path_factory) -> Path:
 
 def test_a_sequence_model_learns_a_known_ranking(cyclic_data, tmp_path):
     config = quick_config(
-        tmp_path, "GRU4Rec", epochs=40, stopping_step=40,
-        recbole={"learning_rate": 0.01, "train_batch_size": 64, "embedding_size": 16, "hidden_size": 16, "dropout_prob": 0.0},
+        tmp_path,
+        "GRU4Rec",
+        epochs=40,
+        stopping_step=40,
+        recbole={
+            "learning_rate": 0.01,
+            "train_batch_size": 64,
+            "embedding_size": 16,
+            "hidden_size": 16,
+            "dropout_prob": 0.0,
+        },
     )
-    [(result, _)] = run_baseline("GRU4Rec", "recommendation", cyclic_data, tmp_path / "r", ["test"], config=config)
+    [(result, _)] = run_baseline(
+        "GRU4Rec", "recommendation", cyclic_data, tmp_path / "r", ["test"], config=config
+    )
     assert result.scores["HR@3"] == 1.0 and result.scores["MRR@3"] > 0.9
     assert result.provenance["config"]["training"]["best_valid_NDCG@10"] > 0.9
 
 
 @pytest.mark.parametrize("model", RECBOLE_BASELINES)
-def test_every_recbole_baseline_runs_and_reports_unseen_users_honestly(model, synthetic_data, synthetic_examples, tmp_path):
+def test_every_recbole_baseline_runs_and_reports_unseen_users_honestly(
+    model, synthetic_data, synthetic_examples, tmp_path
+):
     config = quick_config(tmp_path, model)
     results = run_baseline(
-        model, "recommendation", synthetic_data, tmp_path / "r", ["test", "new_user"], synthetic_examples, config
+        model,
+        "recommendation",
+        synthetic_data,
+        tmp_path / "r",
+        ["test", "new_user"],
+        synthetic_examples,
+        config,
     )
     by_split = {result.split: (result, path) for result, path in results}
     test, _ = by_split["test"]
@@ -152,7 +171,15 @@ def test_not_applicable_results_show_as_na_on_the_leaderboard(synthetic_data, sy
     from unimp_bench.leaderboard import long_table, markdown, wide_table
 
     out = tmp_path / "results"
-    run_baseline("BPR", "recommendation", synthetic_data, out, ["new_user"], synthetic_examples, quick_config(tmp_path, "BPR"))
+    run_baseline(
+        "BPR",
+        "recommendation",
+        synthetic_data,
+        out,
+        ["new_user"],
+        synthetic_examples,
+        quick_config(tmp_path, "BPR"),
+    )
     run_baseline("pop", "recommendation", synthetic_data, out, ["new_user"], synthetic_examples)
     long = long_table(out)
     bpr = long.filter(pl.col("method") == "BPR")
@@ -177,7 +204,9 @@ def test_recbole_options_are_checked_before_training(synthetic_data, tmp_path):
         run_baseline("SASRec", "recommendation", synthetic_data, tmp_path / "r", ["test"], config=bad)
 
 
-def test_sasrec_selection_threshold_is_tuned_on_valid_and_never_reads_test(synthetic_data, synthetic_examples, tmp_path):
+def test_sasrec_selection_threshold_is_tuned_on_valid_and_never_reads_test(
+    synthetic_data, synthetic_examples, tmp_path
+):
     """Training is seeded, so two runs agree; scrambling every test label must not move the
     threshold or any test prediction."""
     import shutil
@@ -200,7 +229,9 @@ def test_sasrec_selection_threshold_is_tuned_on_valid_and_never_reads_test(synth
         [(result, _)] = run_baseline(
             "SASRec", "selection", synthetic_data, tmp_path / f"r{index}", ["test"], examples, config
         )
-        predictions = pl.read_parquet(tmp_path / f"r{index}" / "predictions" / "SASRec__selection__test.parquet")
+        predictions = pl.read_parquet(
+            tmp_path / f"r{index}" / "predictions" / "SASRec__selection__test.parquet"
+        )
         runs.append((result.provenance["config"]["selection_threshold"], predictions["selected"].to_list()))
     assert runs[0] == runs[1]
     assert runs[0][0] > 0 and result.provenance["config"]["threshold_tuned_on"] == "valid"
@@ -214,13 +245,37 @@ def test_cli_lists_exports_and_runs_recbole_baselines(synthetic_data, tmp_path):
     runner = CliRunner()
     listed = runner.invoke(app, ["baselines", "list"])
     assert listed.exit_code == 0 and "SASRec" in listed.output and "recbole" in listed.output
-    exported = runner.invoke(app, ["baselines", "export", str(synthetic_data), "--out", str(tmp_path / "atomic"), "--layout", "general"])
+    exported = runner.invoke(
+        app,
+        [
+            "baselines",
+            "export",
+            str(synthetic_data),
+            "--out",
+            str(tmp_path / "atomic"),
+            "--layout",
+            "general",
+        ],
+    )
     assert exported.exit_code == 0, exported.output
     assert (tmp_path / "atomic" / "unimp" / "unimp.test.inter").exists()
     ran = runner.invoke(
         app,
-        ["baselines", "run", str(synthetic_data), "--model", "BPR", "--task", "recommendation",
-         "--config", str(quick_config(tmp_path, "BPR")), "--splits", "test,new_domain", "--out", str(tmp_path / "r")],
+        [
+            "baselines",
+            "run",
+            str(synthetic_data),
+            "--model",
+            "BPR",
+            "--task",
+            "recommendation",
+            "--config",
+            str(quick_config(tmp_path, "BPR")),
+            "--splits",
+            "test,new_domain",
+            "--out",
+            str(tmp_path / "r"),
+        ],
     )
     assert ran.exit_code == 0, ran.output
     assert "BPR recommendation/new_domain" in ran.output and "not applicable" in ran.output

@@ -319,7 +319,9 @@ def _scoring_settings(
 
 def _print_result(result, path: Path) -> None:
     reason = result.provenance.get("not_applicable")
-    scores = f"not applicable: {reason}" if reason else ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
+    scores = (
+        f"not applicable: {reason}" if reason else ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
+    )
     out.print(f"{result.method} {result.task}/{result.split} ({result.n_examples} examples): {scores}")
     out.print(f"  -> {path}", highlight=False)
 
@@ -445,7 +447,9 @@ def baselines_list_command():
 @friendly_errors
 def baselines_export_command(
     data: Path = typer.Argument(..., help="A prepared dataset folder."),
-    out_dir: Path = typer.Option(..., "--out", help="Folder for the RecBole atomic files (RecBole's data_path)."),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="Folder for the RecBole atomic files (RecBole's data_path)."
+    ),
     layout: str = typer.Option("sequential", help="sequential (pre-augmented item_id_list rows) or general."),
     max_history: int = typer.Option(50, "--max-history", help="Items kept in each sequential history."),
     name: str = typer.Option("unimp", help="RecBole dataset name (the files' prefix)."),

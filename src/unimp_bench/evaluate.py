@@ -334,7 +334,14 @@ def write_predictions(frame: pl.DataFrame, path: Path) -> Path:
 
 
 def not_applicable_result(
-    method: str, task: Task, split: str, example_set: ExampleSet, n_examples: int, reason: str, config: dict, out: Path
+    method: str,
+    task: Task,
+    split: str,
+    example_set: ExampleSet,
+    n_examples: int,
+    reason: str,
+    config: dict,
+    out: Path,
 ) -> tuple[Result, Path]:
     """A result that says the method cannot serve this split: every metric of the task is null and
     the reason is recorded, so the leaderboard shows "n/a" instead of silently missing a row."""
@@ -372,7 +379,9 @@ def evaluate_predictor(
     examples = load_examples_to_score(example_set, task, split)
     reason = predictor.not_applicable(task, split) if hasattr(predictor, "not_applicable") else None
     if reason:
-        return not_applicable_result(predictor.name, task, split, example_set, len(examples), reason, predictor.config(), out)
+        return not_applicable_result(
+            predictor.name, task, split, example_set, len(examples), reason, predictor.config(), out
+        )
     predictions = predictor.predict(task, examples)
     predictions_path = write_predictions(
         predictions, out / "predictions" / f"{predictor.name}__{task.name}__{split}.parquet"

@@ -84,7 +84,9 @@ class ReviewRetrievalPredictor:
         texts = [
             self._answer(u, p, i, task.review_max_words)
             for u, p, i in zip(
-                examples["user_idx"].to_list(), examples["target_pos"].to_list(), examples["target_item"].to_list()
+                examples["user_idx"].to_list(),
+                examples["target_pos"].to_list(),
+                examples["target_item"].to_list(),
             )
         ]
         return examples.select("example_id", pl.Series("text", texts, dtype=pl.String))

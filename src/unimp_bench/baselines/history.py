@@ -21,7 +21,13 @@ def training_interactions(dataset: PreparedDataset, columns: list[str]) -> pl.Da
 
 
 def training_users(dataset: PreparedDataset) -> set[int]:
-    return set(dataset.scan("users").filter(pl.col("group") == "train").select("user_idx").collect()["user_idx"].to_list())
+    return set(
+        dataset.scan("users")
+        .filter(pl.col("group") == "train")
+        .select("user_idx")
+        .collect()["user_idx"]
+        .to_list()
+    )
 
 
 def user_histories(dataset: PreparedDataset, column: str = "item_idx") -> dict[int, list]:

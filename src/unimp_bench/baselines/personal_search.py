@@ -55,7 +55,9 @@ class PersonalBM25Predictor:
             raise UnimpError("bm25-personal params: weights must list at least one value")
         unknown = [f for f in params.bm25.fields if f not in DOCUMENT_FIELDS]
         if unknown:
-            raise UnimpError(f"bm25 fields must come from {', '.join(DOCUMENT_FIELDS)}; got {', '.join(unknown)}")
+            raise UnimpError(
+                f"bm25 fields must come from {', '.join(DOCUMENT_FIELDS)}; got {', '.join(unknown)}"
+            )
         self.params = params
         documents = item_documents(dataset.scan("items").collect(), params.bm25.fields)
         self.ranker = BM25Ranker(documents, params.bm25)
@@ -206,7 +208,10 @@ class ZAMPredictor:
         params = self.params
         rows = [(u, p) for u in sorted(self.known) for p in range(1, len(self.histories[u]))]
         splits = dict(
-            dataset.scan("interactions").select(pl.concat_str(["user_idx", "pos"], separator=":"), "split").collect().iter_rows()
+            dataset.scan("interactions")
+            .select(pl.concat_str(["user_idx", "pos"], separator=":"), "split")
+            .collect()
+            .iter_rows()
         )
         train = [(u, p) for u, p in rows if splits[f"{u}:{p}"] == "train"]
         valid = [(u, p) for u, p in rows if splits[f"{u}:{p}"] == "valid"]
@@ -250,7 +255,11 @@ class ZAMPredictor:
     def _score(self, users: list[int], positions: list[int], queries: list[str]) -> np.ndarray:
         self.model.eval()
         with torch.no_grad():
-            return self.model.scores(self._query_words(queries), self._history(users, positions)).double().numpy()
+            return (
+                self.model.scores(self._query_words(queries), self._history(users, positions))
+                .double()
+                .numpy()
+            )
 
     def _valid_ndcg(self, valid: list[tuple[int, int]]) -> float:
         users, positions = [u for u, _ in valid], [p for _, p in valid]
@@ -271,9 +280,13 @@ class ZAMPredictor:
         greater, ties, shown = [], [], []
         for start in range(0, len(examples), 1024):
             part = examples.slice(start, 1024)
-            scores = self._score(part["user_idx"].to_list(), part["target_pos"].to_list(), part["query"].to_list())
+            scores = self._score(
+                part["user_idx"].to_list(), part["target_pos"].to_list(), part["query"].to_list()
+            )
             g, t, s = _rank_rows(scores, part["target_item"].to_numpy())
             greater.append(g)
             ties.append(t)
             shown.extend(s)
-        return ranking_predictions(examples["example_id"], np.concatenate(greater), np.concatenate(ties), shown)
+        return ranking_predictions(
+            examples["example_id"], np.concatenate(greater), np.concatenate(ties), shown
+        )

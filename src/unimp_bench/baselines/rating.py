@@ -76,7 +76,8 @@ class MeanRatingPredictor:
             ratings = [self.item_means.get(i, self.global_mean) for i in examples["target_item"].to_list()]
         else:
             ratings = [
-                self._user_mean(u, p) for u, p in zip(examples["user_idx"].to_list(), examples["target_pos"].to_list())
+                self._user_mean(u, p)
+                for u, p in zip(examples["user_idx"].to_list(), examples["target_pos"].to_list())
             ]
         return examples.select("example_id", pl.Series("rating", ratings, dtype=pl.Float64))
 
@@ -123,8 +124,12 @@ class BiasedMFPredictor:
         self.mu = float(self.values.mean())
         self.user_bias = torch.zeros(self.n_users, requires_grad=True)
         self.item_bias = torch.zeros(self.n_items, requires_grad=True)
-        self.user_factors = (0.01 * torch.randn(self.n_users, params.factors, generator=generator)).requires_grad_()
-        self.item_factors = (0.01 * torch.randn(self.n_items, params.factors, generator=generator)).requires_grad_()
+        self.user_factors = (
+            0.01 * torch.randn(self.n_users, params.factors, generator=generator)
+        ).requires_grad_()
+        self.item_factors = (
+            0.01 * torch.randn(self.n_items, params.factors, generator=generator)
+        ).requires_grad_()
         weights = [self.user_bias, self.item_bias, self.user_factors, self.item_factors]
         optimizer = torch.optim.Adam(weights, lr=params.learning_rate)
         users, items = torch.as_tensor(self.users), torch.as_tensor(self.items)
@@ -137,15 +142,26 @@ class BiasedMFPredictor:
             optimizer.zero_grad()
             predicted = self._raw(users, items)
             penalty = (
-                self.user_factors[users].pow(2).sum(1) + self.item_factors[items].pow(2).sum(1)
-                + self.user_bias[users].pow(2) + self.item_bias[items].pow(2)
+                self.user_factors[users].pow(2).sum(1)
+                + self.item_factors[items].pow(2).sum(1)
+                + self.user_bias[users].pow(2)
+                + self.item_bias[items].pow(2)
             )
             loss = ((predicted - target) ** 2 + params.weight_decay * penalty).mean()
             loss.backward()
             optimizer.step()
-            rmse = float(np.sqrt(np.mean((self._predict(valid_users, valid_items) - valid_values) ** 2))) if len(valid) else 0.0
+            rmse = (
+                float(np.sqrt(np.mean((self._predict(valid_users, valid_items) - valid_values) ** 2)))
+                if len(valid)
+                else 0.0
+            )
             if rmse < best:
-                best, best_state, best_step, waited = rmse, copy.deepcopy([w.detach().clone() for w in weights]), step, 0
+                best, best_state, best_step, waited = (
+                    rmse,
+                    copy.deepcopy([w.detach().clone() for w in weights]),
+                    step,
+                    0,
+                )
             else:
                 waited += 1
                 if waited >= params.stopping_step:

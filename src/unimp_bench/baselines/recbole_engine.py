@@ -34,9 +34,9 @@ import polars as pl
 import torch
 import yaml
 
+from unimp_bench.baselines.history import item_histories
 from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
 from unimp_bench.baselines.recbole_compat import apply_numpy_aliases, quiet_recbole
-from unimp_bench.baselines.history import item_histories
 from unimp_bench.baselines.recbole_export import export_recbole
 from unimp_bench.baselines.selection import SelectionThreshold
 from unimp_bench.config import from_mapping, to_mapping
@@ -48,11 +48,37 @@ from unimp_bench.tasks import Task
 DATASET_NAME = "unimp"
 # options unimp-bench sets itself; a baseline YAML changes them through the fields of RecBoleParams
 OWNED_KEYS = {
-    "data_path", "dataset", "benchmark_filename", "load_col", "unload_col", "eval_args", "epochs",
-    "stopping_step", "valid_metric", "MAX_ITEM_LIST_LENGTH", "seed", "reproducibility", "use_gpu",
-    "gpu_id", "device", "checkpoint_dir", "show_progress", "state", "train_stage", "pre_model_path",
-    "pretrain_epochs", "save_step", "eval_batch_size", "USER_ID_FIELD", "ITEM_ID_FIELD",
-    "TIME_FIELD", "RATING_FIELD", "field_separator", "seq_separator", "log_wandb", "alias_of_item_id",
+    "data_path",
+    "dataset",
+    "benchmark_filename",
+    "load_col",
+    "unload_col",
+    "eval_args",
+    "epochs",
+    "stopping_step",
+    "valid_metric",
+    "MAX_ITEM_LIST_LENGTH",
+    "seed",
+    "reproducibility",
+    "use_gpu",
+    "gpu_id",
+    "device",
+    "checkpoint_dir",
+    "show_progress",
+    "state",
+    "train_stage",
+    "pre_model_path",
+    "pretrain_epochs",
+    "save_step",
+    "eval_batch_size",
+    "USER_ID_FIELD",
+    "ITEM_ID_FIELD",
+    "TIME_FIELD",
+    "RATING_FIELD",
+    "field_separator",
+    "seq_separator",
+    "log_wandb",
+    "alias_of_item_id",
 }
 UNSEEN_USER_SPLITS = ("new_user", "new_domain")
 
@@ -76,7 +102,9 @@ class RecBoleParams:
 
     def __post_init__(self) -> None:
         if self.max_history < 1 or self.epochs < 1 or self.stopping_step < 1 or self.eval_batch_size < 1:
-            raise UnimpError("recbole params: max_history, epochs, stopping_step, eval_batch_size must be >= 1")
+            raise UnimpError(
+                "recbole params: max_history, epochs, stopping_step, eval_batch_size must be >= 1"
+            )
         if self.pretrain_epochs < 0:
             raise UnimpError("recbole params: pretrain_epochs must be >= 0")
 
@@ -87,7 +115,11 @@ def _recbole_defaults(model: str) -> dict[str, Any]:
 
     properties = Path(recbole.__file__).parent / "properties"
     keys: dict[str, Any] = {}
-    for path in (properties / "overall.yaml", properties / "dataset" / "sample.yaml", properties / "model" / f"{model}.yaml"):
+    for path in (
+        properties / "overall.yaml",
+        properties / "dataset" / "sample.yaml",
+        properties / "model" / f"{model}.yaml",
+    ):
         if path.exists():
             keys |= yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     return keys
@@ -119,7 +151,9 @@ def _check_options(params: RecBoleParams) -> None:
 class RecBolePredictor:
     """One RecBole model, trained at construction, behind the predictor seam of evaluate.py."""
 
-    def __init__(self, name: str, params: RecBoleParams, dataset: PreparedDataset, show_progress: bool = False):
+    def __init__(
+        self, name: str, params: RecBoleParams, dataset: PreparedDataset, show_progress: bool = False
+    ):
         self.name = name
         self.params = params
         self.dataset = dataset
@@ -133,7 +167,9 @@ class RecBolePredictor:
 
     @classmethod
     def from_spec(cls, spec, dataset: PreparedDataset, show_progress: bool = False) -> RecBolePredictor:
-        return cls(spec.name, from_mapping(RecBoleParams, spec.params, f"{spec.name} params"), dataset, show_progress)
+        return cls(
+            spec.name, from_mapping(RecBoleParams, spec.params, f"{spec.name} params"), dataset, show_progress
+        )
 
     # ------------------------------------------------------------------ RecBole set-up and training
 
@@ -147,7 +183,12 @@ class RecBolePredictor:
             # one id space for the history and the target: without the alias RecBole numbers the
             # item_id_list tokens on their own, and histories would name other items than targets
             "alias_of_item_id": ["item_id_list"] if self.layout == "sequential" else None,
-            "eval_args": {"order": "TO", "split": {"LS": "valid_and_test"}, "mode": "full", "group_by": "user"},
+            "eval_args": {
+                "order": "TO",
+                "split": {"LS": "valid_and_test"},
+                "mode": "full",
+                "group_by": "user",
+            },
             # RecBole pads histories to the longest one in the files, and some models (HGN) need
             # that width to equal MAX_ITEM_LIST_LENGTH
             "MAX_ITEM_LIST_LENGTH": self.sequence_width,
@@ -218,12 +259,19 @@ class RecBolePredictor:
             raise UnimpError(f"RecBole kept {len(tokens) - 1} of the {self.catalog_size} catalog items")
 
     def _optimizer(self, config, model: torch.nn.Module) -> torch.optim.Optimizer:
-        learners = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-                    "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop}
+        learners = {
+            "adam": torch.optim.Adam,
+            "adamw": torch.optim.AdamW,
+            "sgd": torch.optim.SGD,
+            "adagrad": torch.optim.Adagrad,
+            "rmsprop": torch.optim.RMSprop,
+        }
         learner = str(config["learner"]).lower()
         if learner not in learners:
             raise UnimpError(f"learner {learner!r} is not supported; use one of {', '.join(learners)}")
-        return learners[learner](model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
+        return learners[learner](
+            model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"]
+        )
 
     def _batches(self, train_data, epoch: int):
         """RecBole's shuffled batches, or (length_buckets) batches of similar history length: the rows
@@ -259,7 +307,9 @@ class RecBolePredictor:
             if isinstance(loss, tuple):  # some models return their loss terms separately
                 loss = sum(loss)
             if not torch.isfinite(loss):
-                raise UnimpError(f"{self.params.model} training diverged (loss {loss.item()}); lower learning_rate")
+                raise UnimpError(
+                    f"{self.params.model} training diverged (loss {loss.item()}); lower learning_rate"
+                )
             loss.backward()
             if clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
@@ -299,15 +349,25 @@ class RecBolePredictor:
             if self.show_progress:
                 print(f"{self.name} epoch {epoch}: loss {loss:.4f}, valid NDCG@10 {score:.4f}", flush=True)
             if score > best_score:
-                best_score, best_state, best_epoch, waited = score, copy.deepcopy(model.state_dict()), epoch, 0
+                best_score, best_state, best_epoch, waited = (
+                    score,
+                    copy.deepcopy(model.state_dict()),
+                    epoch,
+                    0,
+                )
             else:
                 waited += 1
                 if waited >= self.params.stopping_step:
                     break
         model.load_state_dict(best_state)
         self._forget_cached_embeddings()
-        self.training |= {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_NDCG@10": round(best_score, 6), "valid_curve": curve,
-                          "seconds_per_epoch": round(float(np.mean(seconds)), 3)}
+        self.training |= {
+            "epochs_run": epoch,
+            "best_epoch": best_epoch,
+            "best_valid_NDCG@10": round(best_score, 6),
+            "valid_curve": curve,
+            "seconds_per_epoch": round(float(np.mean(seconds)), 3),
+        }
 
     def _forget_cached_embeddings(self) -> None:
         """Graph models (LightGCN, ...) cache propagated embeddings for prediction; new weights void them."""
@@ -320,7 +380,10 @@ class RecBolePredictor:
         valid = (
             self.dataset.scan("interactions")
             .filter(pl.col("split") == "valid")
-            .join(self.dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"), on="user_idx")
+            .join(
+                self.dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"),
+                on="user_idx",
+            )
             .select("user_idx", "pos")
             .sort("user_idx")
             .collect()
@@ -380,7 +443,9 @@ class RecBolePredictor:
             part = slice(start, start + size)
             scores = self._catalog_scores(users[part], positions[part])
             if self.params.exclude_seen:
-                for row, (user, position, target) in enumerate(zip(users[part].tolist(), positions[part].tolist(), targets[part].tolist())):
+                for row, (user, position, target) in enumerate(
+                    zip(users[part].tolist(), positions[part].tolist(), targets[part].tolist())
+                ):
                     seen = self.histories[user][:position]
                     scores[row, seen[seen != target]] = -np.inf
             g, t = target_rank_counts(scores, targets[part])
@@ -429,7 +494,12 @@ class RecBolePredictor:
             return ranking_predictions(examples["example_id"], greater, ties, shown)
         if task.builder == "selection":
             candidate_scores = self._candidate_scores(users, positions, examples["candidates"].to_list())
-            return examples.select("example_id", pl.Series("selected", self.selection.select(examples["candidates"].to_list(), candidate_scores)))
+            return examples.select(
+                "example_id",
+                pl.Series(
+                    "selected", self.selection.select(examples["candidates"].to_list(), candidate_scores)
+                ),
+            )
         raise UnimpError(f"{self.name} does not serve task {task.name}")
 
     def _candidate_scores(self, users, positions, candidates: list[list[int]]) -> list[np.ndarray]:
@@ -448,4 +518,6 @@ class RecBolePredictor:
         users = valid["user_idx"].to_numpy().astype(np.int64)
         positions = valid["target_pos"].to_numpy().astype(np.int64)
         candidates = valid["candidates"].to_list()
-        self.selection.tune(candidates, self._candidate_scores(users, positions, candidates), valid["positives"].to_list())
+        self.selection.tune(
+            candidates, self._candidate_scores(users, positions, candidates), valid["positives"].to_list()
+        )

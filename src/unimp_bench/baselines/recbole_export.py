@@ -105,7 +105,12 @@ def _sequential_lines(users: pl.DataFrame, max_history: int) -> dict[str, list[s
 
 
 def export_recbole(
-    dataset: PreparedDataset, out: Path, layout: str, max_history: int = 50, name: str = "unimp", overwrite: bool = False
+    dataset: PreparedDataset,
+    out: Path,
+    layout: str,
+    max_history: int = 50,
+    name: str = "unimp",
+    overwrite: bool = False,
 ) -> ExportedDataset:
     """Write the atomic files of `dataset` in `layout` under out/name/, atomically."""
     if layout not in LAYOUTS:
@@ -142,10 +147,12 @@ def read_atomic(path: Path) -> pl.DataFrame:
     for index, (name, kind) in enumerate(header):
         values = [row[index] for row in rows]
         if kind == "token_seq":
-            data[name] = [[int(v) for v in value.split()] if name.endswith("_list") else value.split() for value in values]
+            data[name] = [
+                [int(v) for v in value.split()] if name.endswith("_list") else value.split()
+                for value in values
+            ]
         elif kind == "float":
             data[name] = [float(v) if v else None for v in values]
         else:
             data[name] = [int(v) if name.endswith("_id") else v for v in values]
     return pl.DataFrame(data)
-

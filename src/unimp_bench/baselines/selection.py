@@ -19,10 +19,20 @@ class SelectionThreshold:
         self.valid_f1: float | None = None
 
     @staticmethod
-    def _apply(candidates: Sequence[Sequence[int]], scores: Sequence[np.ndarray], threshold: float) -> list[list[int]]:
-        return [[int(c) for c, s in zip(row, row_scores) if s >= threshold] for row, row_scores in zip(candidates, scores)]
+    def _apply(
+        candidates: Sequence[Sequence[int]], scores: Sequence[np.ndarray], threshold: float
+    ) -> list[list[int]]:
+        return [
+            [int(c) for c, s in zip(row, row_scores) if s >= threshold]
+            for row, row_scores in zip(candidates, scores)
+        ]
 
-    def tune(self, candidates: Sequence[Sequence[int]], scores: Sequence[np.ndarray], positives: Sequence[Sequence[int]]) -> None:
+    def tune(
+        self,
+        candidates: Sequence[Sequence[int]],
+        scores: Sequence[np.ndarray],
+        positives: Sequence[Sequence[int]],
+    ) -> None:
         """The threshold with the best example-averaged F1 on these (valid) examples; ties go to the
         higher threshold (fewer selections)."""
         if not candidates:
@@ -30,7 +40,10 @@ class SelectionThreshold:
         values = np.unique(np.concatenate([np.asarray(s, dtype=np.float64) for s in scores]))
         if len(values) > MAX_OPTIONS:
             values = np.unique(np.quantile(values, np.linspace(0.0, 1.0, MAX_OPTIONS)))
-        best = max(values.tolist(), key=lambda t: (set_metrics(self._apply(candidates, scores, t), positives)["F1"], t))
+        best = max(
+            values.tolist(),
+            key=lambda t: (set_metrics(self._apply(candidates, scores, t), positives)["F1"], t),
+        )
         self.threshold = float(best)
         self.valid_f1 = set_metrics(self._apply(candidates, scores, best), positives)["F1"]
 
@@ -42,4 +55,8 @@ class SelectionThreshold:
     def describe(self) -> dict:
         if self.threshold is None:
             return {}
-        return {"selection_threshold": self.threshold, "threshold_tuned_on": "valid", "valid_F1": self.valid_f1}
+        return {
+            "selection_threshold": self.threshold,
+            "threshold_tuned_on": "valid",
+            "valid_F1": self.valid_f1,
+        }

@@ -117,7 +117,11 @@ class VisualBPR(nn.Module):
 
 class VBPRPredictor:
     def __init__(
-        self, params: VBPRParams, dataset: PreparedDataset, embedder: ClipEmbedder | None = None, name: str = "VBPR"
+        self,
+        params: VBPRParams,
+        dataset: PreparedDataset,
+        embedder: ClipEmbedder | None = None,
+        name: str = "VBPR",
     ):
         self.name = name
         self.params = params
@@ -130,7 +134,9 @@ class VBPRPredictor:
                     "VBPR needs local CLIP weights: set params.clip_checkpoint (open_clip "
                     f"{params.clip_model} weights) in a copy of its YAML, or use vbpr-thumbnail"
                 )
-            embedder = embedder or ClipEmbedder.from_settings(ClipSettings(params.clip_model, params.clip_checkpoint))
+            embedder = embedder or ClipEmbedder.from_settings(
+                ClipSettings(params.clip_model, params.clip_checkpoint)
+            )
             features = clip_features(dataset.root, paths, embedder)
         else:
             features = thumbnail_features(dataset.root, paths)
@@ -154,11 +160,16 @@ class VBPRPredictor:
         valid = (
             self.dataset.scan("interactions")
             .filter(pl.col("split") == "valid")
-            .join(self.dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"), on="user_idx")
+            .join(
+                self.dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"),
+                on="user_idx",
+            )
             .select("user_idx", "pos", "item_idx")
             .collect()
         )
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+        optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
+        )
         generator = torch.Generator().manual_seed(params.seed)
         n_items = self.model.features.shape[0]
         best, best_state, best_epoch, waited, epoch = -1.0, None, 0, 0, 0
@@ -168,12 +179,20 @@ class VBPRPredictor:
             negatives = torch.randint(0, n_items, (len(users),), generator=generator)
             for start in range(0, len(users), params.batch_size):
                 part = order[start : start + params.batch_size]
-                margin = self.model.pair_scores(users[part], positives[part]) - self.model.pair_scores(users[part], negatives[part])
+                margin = self.model.pair_scores(users[part], positives[part]) - self.model.pair_scores(
+                    users[part], negatives[part]
+                )
                 loss = -nn.functional.logsigmoid(margin).mean()
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-            score = self._ndcg(valid["user_idx"].to_numpy(), valid["pos"].to_numpy(), valid["item_idx"].to_numpy()) if len(valid) else 0.0
+            score = (
+                self._ndcg(
+                    valid["user_idx"].to_numpy(), valid["pos"].to_numpy(), valid["item_idx"].to_numpy()
+                )
+                if len(valid)
+                else 0.0
+            )
             if score > best:
                 best, best_state, best_epoch, waited = score, copy.deepcopy(self.model.state_dict()), epoch, 0
             else:
@@ -181,14 +200,21 @@ class VBPRPredictor:
                 if waited >= params.stopping_step:
                     break
         self.model.load_state_dict(best_state)
-        return {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_NDCG@10": round(best, 6), "items_with_image": self.items_with_image}
+        return {
+            "epochs_run": epoch,
+            "best_epoch": best_epoch,
+            "best_valid_NDCG@10": round(best, 6),
+            "items_with_image": self.items_with_image,
+        }
 
     def _scores(self, users: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> np.ndarray:
         self.model.eval()
         with torch.no_grad():
             scores = self.model.all_scores(torch.as_tensor(users.astype(np.int64))).double().numpy()
         if self.params.exclude_seen:
-            for row, (user, position, target) in enumerate(zip(users.tolist(), positions.tolist(), targets.tolist())):
+            for row, (user, position, target) in enumerate(
+                zip(users.tolist(), positions.tolist(), targets.tolist())
+            ):
                 seen = self.histories[user][:position]
                 scores[row, seen[seen != target]] = -np.inf
         return scores
@@ -223,4 +249,6 @@ class VBPRPredictor:
             greater.append(g)
             ties.append(t)
             shown.extend(np.argsort(-scores, axis=1, kind="stable")[:, :SHOWN_TOP].tolist())
-        return ranking_predictions(examples["example_id"], np.concatenate(greater), np.concatenate(ties), shown)
+        return ranking_predictions(
+            examples["example_id"], np.concatenate(greater), np.concatenate(ties), shown
+        )

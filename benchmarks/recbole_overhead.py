@@ -85,7 +85,9 @@ def ours(model: str, config: Path, data: Path, examples: Path, out: Path) -> flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--items", type=int, default=600)
     parser.add_argument("--epochs", type=int, default=5)

@@ -45,3 +45,25 @@ def user_histories(dataset: PreparedDataset, column: str = "item_idx") -> dict[i
 
 def item_histories(dataset: PreparedDataset) -> dict[int, np.ndarray]:
     return {user: np.asarray(items, dtype=np.int64) for user, items in user_histories(dataset).items()}
+
+
+def valid_interactions(dataset: PreparedDataset, columns: list[str]) -> pl.DataFrame:
+    """Each training user's valid interaction: what early stopping and threshold tuning look at."""
+    return (
+        dataset.scan("interactions")
+        .filter(pl.col("split") == "valid")
+        .join(dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"), on="user_idx")
+        .sort("user_idx")
+        .select(columns)
+        .collect()
+    )
+
+
+UNSEEN_USER_SPLITS = ("new_user", "new_domain")
+
+
+def no_user_vector(method: str, split: str) -> str | None:
+    """Why a model with one learned vector per training user cannot serve `split`, if it cannot."""
+    if split in UNSEEN_USER_SPLITS:
+        return f"{method} learns one vector per training user and has none for {split} users"
+    return None

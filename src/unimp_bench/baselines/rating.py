@@ -18,7 +18,13 @@ import numpy as np
 import polars as pl
 import torch
 
-from unimp_bench.baselines.history import training_interactions, training_users, user_histories
+from unimp_bench.baselines.history import (
+    no_user_vector,
+    training_interactions,
+    training_users,
+    user_histories,
+    valid_interactions,
+)
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.errors import UnimpError
@@ -104,14 +110,7 @@ class BiasedMFPredictor:
         self.values = ratings["rating"].to_numpy().astype(np.float32)
         self.n_users = dataset.scan("users").select(pl.len()).collect().item()
         self.n_items = dataset.scan("items").select(pl.len()).collect().item()
-        valid = (
-            dataset.scan("interactions")
-            .filter(pl.col("split") == "valid")
-            .join(dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"), on="user_idx")
-            .drop_nulls("rating")
-            .select("user_idx", "item_idx", "rating")
-            .collect()
-        )
+        valid = valid_interactions(dataset, ["user_idx", "item_idx", "rating"]).drop_nulls("rating")
         self.training = self._fit(valid)
 
     @classmethod
@@ -187,9 +186,7 @@ class BiasedMFPredictor:
         return False
 
     def not_applicable(self, task: Task, split: str) -> str | None:
-        if split in ("new_user", "new_domain"):
-            return f"BiasedMF learns one vector per training user and has none for {split} users"
-        return None
+        return no_user_vector("BiasedMF", split)
 
     def predict(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:
         if task.builder != "preference":

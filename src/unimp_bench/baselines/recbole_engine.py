@@ -34,7 +34,7 @@ import polars as pl
 import torch
 import yaml
 
-from unimp_bench.baselines.history import item_histories
+from unimp_bench.baselines.history import item_histories, no_user_vector, valid_interactions
 from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
 from unimp_bench.baselines.recbole_compat import apply_numpy_aliases, quiet_recbole
 from unimp_bench.baselines.recbole_export import export_recbole
@@ -80,7 +80,6 @@ OWNED_KEYS = {
     "log_wandb",
     "alias_of_item_id",
 }
-UNSEEN_USER_SPLITS = ("new_user", "new_domain")
 
 
 @dataclass(frozen=True)
@@ -377,17 +376,7 @@ class RecBolePredictor:
 
     def _valid_targets(self) -> tuple[np.ndarray, np.ndarray]:
         """Every training user and their valid interaction's position: what early stopping looks at."""
-        valid = (
-            self.dataset.scan("interactions")
-            .filter(pl.col("split") == "valid")
-            .join(
-                self.dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"),
-                on="user_idx",
-            )
-            .select("user_idx", "pos")
-            .sort("user_idx")
-            .collect()
-        )
+        valid = valid_interactions(self.dataset, ["user_idx", "pos"])
         return valid["user_idx"].to_numpy(), valid["pos"].to_numpy()
 
     def _valid_ndcg(self, users: np.ndarray, positions: np.ndarray) -> float:
@@ -466,9 +455,7 @@ class RecBolePredictor:
     # ------------------------------------------------------------------ the predictor seam
 
     def not_applicable(self, task: Task, split: str) -> str | None:
-        if self.uses_user_ids and split in UNSEEN_USER_SPLITS:
-            return f"{self.params.model} learns one vector per training user and has none for {split} users"
-        return None
+        return no_user_vector(self.params.model, split) if self.uses_user_ids else None
 
     def config(self) -> dict:
         effective = {k: self.config_value(k) for k in sorted(_recbole_defaults(self.params.model))}

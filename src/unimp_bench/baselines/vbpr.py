@@ -20,7 +20,13 @@ import polars as pl
 import torch
 from torch import nn
 
-from unimp_bench.baselines.history import item_histories, training_interactions, training_users
+from unimp_bench.baselines.history import (
+    item_histories,
+    no_user_vector,
+    training_interactions,
+    training_users,
+    valid_interactions,
+)
 from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
 from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
 from unimp_bench.config import from_mapping, to_mapping
@@ -157,16 +163,7 @@ class VBPRPredictor:
         train = training_interactions(self.dataset, ["user_idx", "item_idx"])
         users = torch.as_tensor(train["user_idx"].to_numpy().astype(np.int64))
         positives = torch.as_tensor(train["item_idx"].to_numpy().astype(np.int64))
-        valid = (
-            self.dataset.scan("interactions")
-            .filter(pl.col("split") == "valid")
-            .join(
-                self.dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"),
-                on="user_idx",
-            )
-            .select("user_idx", "pos", "item_idx")
-            .collect()
-        )
+        valid = valid_interactions(self.dataset, ["user_idx", "pos", "item_idx"])
         optimizer = torch.optim.Adam(
             self.model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
         )
@@ -230,9 +227,7 @@ class VBPRPredictor:
         return False
 
     def not_applicable(self, task: Task, split: str) -> str | None:
-        if split in ("new_user", "new_domain"):
-            return f"{self.name} learns one vector per training user and has none for {split} users"
-        return None
+        return no_user_vector(self.name, split)
 
     def predict(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:
         if task.builder != "recommendation":

@@ -81,6 +81,7 @@ class ReviewRetrievalPredictor:
     def predict(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:
         if task.builder != "explanation":
             raise UnimpError(f"review-retrieval does not serve task {task.name}")
+        self.routes.clear()  # the counts describe this call's examples (one split), not earlier ones
         texts = [
             self._answer(u, p, i, task.review_max_words)
             for u, p, i in zip(

@@ -27,7 +27,7 @@ import yaml
 
 def direct(model: str, spec: dict, data: Path, scratch: Path) -> float:
     from unimp_bench.baselines.recbole_compat import apply_numpy_aliases, quiet_recbole
-    from unimp_bench.baselines.recbole_engine import RecBoleParams, _model_class
+    from unimp_bench.baselines.recbole_engine import RecBoleParams, _model_class, recbole_options
     from unimp_bench.baselines.recbole_export import export_recbole
     from unimp_bench.config import from_mapping
     from unimp_bench.data.contract import open_dataset
@@ -40,30 +40,15 @@ def direct(model: str, spec: dict, data: Path, scratch: Path) -> float:
     params = from_mapping(RecBoleParams, spec["params"], model)
     started = time.perf_counter()
     model_class = _model_class(params.model)
-    sequential = model_class.type == ModelType.SEQUENTIAL
-    exported = export_recbole(
-        open_dataset(data), scratch / "atomic", "sequential" if sequential else "general", params.max_history
-    )
-    options = {
-        "data_path": str(scratch / "atomic"),
-        "benchmark_filename": ["train", "valid", "test"],
-        "load_col": None,
-        "alias_of_item_id": ["item_id_list"] if sequential else None,
-        "eval_args": {"order": "TO", "split": {"LS": "valid_and_test"}, "mode": "full", "group_by": "user"},
-        "MAX_ITEM_LIST_LENGTH": max(1, exported.longest_history),
-        "epochs": params.epochs,
-        "stopping_step": params.epochs,
+    layout = "sequential" if model_class.type == ModelType.SEQUENTIAL else "general"
+    exported = export_recbole(open_dataset(data), scratch / "atomic", layout, params.max_history)
+    # the runner's own RecBole config; only what RecBole's trainer needs on top differs
+    options = recbole_options(params, scratch / "atomic", layout, max(1, exported.longest_history)) | {
         "eval_batch_size": params.eval_batch_size * 64,
-        "use_gpu": False,
-        "checkpoint_dir": str(scratch / "saved"),
-        "show_progress": False,
         "valid_metric": "NDCG@10",
         "metrics": ["Hit", "NDCG", "MRR"],
         "topk": [3, 5, 10],
-        "seed": params.seed,
-    } | params.recbole
-    if options.get("loss_type", "CE") == "CE" and sequential:
-        options["train_neg_sample_args"] = None
+    }
     with quiet_recbole():
         config = Config(model=params.model, dataset="unimp", config_dict=options)
         init_seed(config["seed"], config["reproducibility"])

@@ -14,7 +14,6 @@ from their items, ZAM serves new users too.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +22,12 @@ import torch
 from torch import nn
 
 from unimp_bench.baselines.bm25 import DOCUMENT_FIELDS, BM25Ranker, BM25Settings, item_documents, tokenize
-from unimp_bench.baselines.history import item_histories, training_users
+from unimp_bench.baselines.early_stopping import BestEpoch
+from unimp_bench.baselines.history import (
+    item_histories,
+    training_interactions,
+    valid_interactions,
+)
 from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
@@ -31,6 +35,8 @@ from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import ranking_metrics, target_rank_counts
 from unimp_bench.prompts import most_specific_category
 from unimp_bench.tasks import Task
+
+CHUNK = 1024  # examples scored per dense [examples, items] score matrix
 
 
 def _rank_rows(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
@@ -81,6 +87,13 @@ class PersonalBM25Predictor:
     def tunes_on_valid(self, task: Task) -> bool:
         return task.builder == "search"
 
+    def _chunks(self, examples: pl.DataFrame):
+        """(targets, BM25 part, affinity part) per chunk of examples: dense [chunk, items] matrices
+        stay small whatever the number of examples."""
+        for start in range(0, len(examples), CHUNK):
+            part = examples.slice(start, CHUNK)
+            yield (part["target_item"].to_numpy(), *self._parts(part))
+
     def _parts(self, examples: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """BM25 scores scaled to [0, 1] per query, and the history affinity, each [examples, items]."""
         lexical = {}
@@ -97,11 +110,15 @@ class PersonalBM25Predictor:
         return bm25, affinity
 
     def tune(self, task: Task, valid: pl.DataFrame) -> None:
-        bm25, affinity = self._parts(valid)
-        targets = valid["target_item"].to_numpy()
-        for weight in self.params.weights:
-            greater, ties = target_rank_counts(bm25 + weight * affinity, targets)
-            self.valid_ndcg[weight] = ranking_metrics(greater, ties, ["NDCG@10"])["NDCG@10"]
+        counts = {weight: ([], []) for weight in self.params.weights}
+        for targets, bm25, affinity in self._chunks(valid):
+            for weight, (greater, ties) in counts.items():
+                g, t = target_rank_counts(bm25 + weight * affinity, targets)
+                greater.append(g)
+                ties.append(t)
+        for weight, (greater, ties) in counts.items():
+            scores = ranking_metrics(np.concatenate(greater), np.concatenate(ties), ["NDCG@10"])
+            self.valid_ndcg[weight] = scores["NDCG@10"]
         self.weight = max(self.params.weights, key=lambda w: (self.valid_ndcg[w], -w))
 
     def predict(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:
@@ -109,9 +126,15 @@ class PersonalBM25Predictor:
             raise UnimpError(f"bm25-personal does not serve task {task.name}")
         if self.weight is None:
             raise UnimpError("the bm25-personal affinity weight must be tuned on valid first")
-        bm25, affinity = self._parts(examples)
-        greater, ties, shown = _rank_rows(bm25 + self.weight * affinity, examples["target_item"].to_numpy())
-        return ranking_predictions(examples["example_id"], greater, ties, shown)
+        greater, ties, shown = [], [], []
+        for targets, bm25, affinity in self._chunks(examples):
+            g, t, s = _rank_rows(bm25 + self.weight * affinity, targets)
+            greater.append(g)
+            ties.append(t)
+            shown.extend(s)
+        return ranking_predictions(
+            examples["example_id"], np.concatenate(greater), np.concatenate(ties), shown
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -176,7 +199,6 @@ class ZAMPredictor:
         self.item_words = self._words(documents)
         self.categories = [most_specific_category(c) or "" for c in items["categories"].to_list()]
         self.histories = item_histories(dataset)
-        self.known = training_users(dataset)
         torch.manual_seed(params.seed)
         self.model = ZeroAttentionModel(self.n_items, self.n_words, params.dimension)
         self.training = self._fit(dataset)
@@ -206,20 +228,14 @@ class ZAMPredictor:
 
     def _fit(self, dataset: PreparedDataset) -> dict:
         params = self.params
-        rows = [(u, p) for u in sorted(self.known) for p in range(1, len(self.histories[u]))]
-        splits = dict(
-            dataset.scan("interactions")
-            .select(pl.concat_str(["user_idx", "pos"], separator=":"), "split")
-            .collect()
-            .iter_rows()
-        )
-        train = [(u, p) for u, p in rows if splits[f"{u}:{p}"] == "train"]
-        valid = [(u, p) for u, p in rows if splits[f"{u}:{p}"] == "valid"]
+        # targets with at least one earlier item: the user attention needs a history
+        train = training_interactions(dataset, ["user_idx", "pos"]).filter(pl.col("pos") >= 1).rows()
+        valid = valid_interactions(dataset, ["user_idx", "pos"]).filter(pl.col("pos") >= 1).rows()
         if not train:
             raise UnimpError("ZAM has no training interactions with an earlier item to learn from")
         optimizer = torch.optim.Adam(self.model.parameters(), lr=params.learning_rate)
         generator = np.random.default_rng(params.seed)
-        best, best_state, best_epoch, waited, epoch = -1.0, None, 0, 0, 0
+        best, epoch = BestEpoch(params.stopping_step), 0
         for epoch in range(1, params.epochs + 1):
             self.model.train()
             order = generator.permutation(len(train))
@@ -243,14 +259,10 @@ class ZAMPredictor:
                 loss.backward()
                 optimizer.step()
             score = self._valid_ndcg(valid) if valid else 0.0
-            if score > best:
-                best, best_state, best_epoch, waited = score, copy.deepcopy(self.model.state_dict()), epoch, 0
-            else:
-                waited += 1
-                if waited >= params.stopping_step:
-                    break
-        self.model.load_state_dict(best_state)
-        return {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_NDCG@10": round(best, 6)}
+            if best.update(epoch, score, self.model.state_dict):
+                break
+        self.model.load_state_dict(best.state)
+        return {"epochs_run": epoch, "best_epoch": best.epoch, "best_valid_NDCG@10": round(best.score, 6)}
 
     def _score(self, users: list[int], positions: list[int], queries: list[str]) -> np.ndarray:
         self.model.eval()
@@ -278,8 +290,8 @@ class ZAMPredictor:
         if task.builder != "search":
             raise UnimpError(f"ZAM does not serve task {task.name}")
         greater, ties, shown = [], [], []
-        for start in range(0, len(examples), 1024):
-            part = examples.slice(start, 1024)
+        for start in range(0, len(examples), CHUNK):
+            part = examples.slice(start, CHUNK)
             scores = self._score(
                 part["user_idx"].to_list(), part["target_pos"].to_list(), part["query"].to_list()
             )

@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import torch
 
+from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import (
     no_user_vector,
     training_interactions,
@@ -136,7 +136,7 @@ class BiasedMFPredictor:
         valid_users = valid["user_idx"].to_numpy().astype(np.int64)
         valid_items = valid["item_idx"].to_numpy().astype(np.int64)
         valid_values = valid["rating"].to_numpy()
-        best, best_state, best_step, waited, step = np.inf, None, 0, 0, 0
+        best, step = BestEpoch(params.stopping_step, higher_is_better=False), 0
         for step in range(1, params.epochs + 1):
             optimizer.zero_grad()
             predicted = self._raw(users, items)
@@ -154,21 +154,12 @@ class BiasedMFPredictor:
                 if len(valid)
                 else 0.0
             )
-            if rmse < best:
-                best, best_state, best_step, waited = (
-                    rmse,
-                    copy.deepcopy([w.detach().clone() for w in weights]),
-                    step,
-                    0,
-                )
-            else:
-                waited += 1
-                if waited >= params.stopping_step:
-                    break
+            if best.update(step, rmse, lambda: [w.detach() for w in weights]):
+                break
         with torch.no_grad():
-            for weight, kept in zip(weights, best_state):
+            for weight, kept in zip(weights, best.state):
                 weight.copy_(kept)
-        return {"steps_run": step, "best_step": best_step, "best_valid_RMSE": round(best, 6)}
+        return {"steps_run": step, "best_step": best.epoch, "best_valid_RMSE": round(best.score, 6)}
 
     def _raw(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         dot = (self.user_factors[users] * self.item_factors[items]).sum(1)

@@ -21,8 +21,7 @@ unimp-bench sets itself (data paths, split, epochs, seed, ...), is an error.
 
 from __future__ import annotations
 
-import copy
-import math
+import functools
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import polars as pl
 import torch
 import yaml
 
+from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import item_histories, no_user_vector, valid_interactions
 from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
 from unimp_bench.baselines.recbole_compat import apply_numpy_aliases, quiet_recbole
@@ -108,8 +108,10 @@ class RecBoleParams:
             raise UnimpError("recbole params: pretrain_epochs must be >= 0")
 
 
+@functools.cache
 def _recbole_defaults(model: str) -> dict[str, Any]:
-    """Every option RecBole defines for `model`: its overall, dataset and model property files."""
+    """Every option RecBole defines for `model`: its overall, dataset and model property files
+    (read once per model; callers only read the mapping)."""
     import recbole
 
     properties = Path(recbole.__file__).parent / "properties"
@@ -147,6 +149,40 @@ def _check_options(params: RecBoleParams) -> None:
         raise UnimpError(f"RecBole {params.model} has no option(s) {', '.join(unknown)}")
 
 
+def recbole_options(
+    params: RecBoleParams, folder: Path, layout: str, sequence_width: int, stage: str | None = None
+) -> dict[str, Any]:
+    """RecBole's config for `params` on the atomic files exported under `folder`: our split, our
+    epochs and seed, then the baseline's own `recbole:` options."""
+    options = {
+        "data_path": str(folder),
+        "benchmark_filename": ["train", "valid", "test"],
+        "load_col": None,
+        # one id space for the history and the target: without the alias RecBole numbers the
+        # item_id_list tokens on their own, and histories would name other items than targets
+        "alias_of_item_id": ["item_id_list"] if layout == "sequential" else None,
+        "eval_args": {"order": "TO", "split": {"LS": "valid_and_test"}, "mode": "full", "group_by": "user"},
+        # RecBole pads histories to the longest one in the files, and some models (HGN) need
+        # that width to equal MAX_ITEM_LIST_LENGTH
+        "MAX_ITEM_LIST_LENGTH": sequence_width,
+        "seed": params.seed,
+        "reproducibility": True,
+        "use_gpu": torch.cuda.is_available(),
+        "checkpoint_dir": str(folder / "saved"),
+        "show_progress": False,
+        "epochs": params.epochs,
+        "stopping_step": params.stopping_step,
+        "eval_batch_size": params.eval_batch_size,
+        "log_wandb": False,
+    }
+    loss_type = params.recbole.get("loss_type", _recbole_defaults(params.model).get("loss_type"))
+    if loss_type == "CE":  # a softmax over all items: RecBole refuses negative sampling with it
+        options["train_neg_sample_args"] = None
+    if stage is not None:
+        options |= {"train_stage": stage, "pre_model_path": str(folder / "pretrained.pth")}
+    return options | params.recbole
+
+
 class RecBolePredictor:
     """One RecBole model, trained at construction, behind the predictor seam of evaluate.py."""
 
@@ -175,39 +211,7 @@ class RecBolePredictor:
     def _config(self, folder: Path, stage: str | None = None):
         from recbole.config import Config
 
-        options = {
-            "data_path": str(folder),
-            "benchmark_filename": ["train", "valid", "test"],
-            "load_col": None,
-            # one id space for the history and the target: without the alias RecBole numbers the
-            # item_id_list tokens on their own, and histories would name other items than targets
-            "alias_of_item_id": ["item_id_list"] if self.layout == "sequential" else None,
-            "eval_args": {
-                "order": "TO",
-                "split": {"LS": "valid_and_test"},
-                "mode": "full",
-                "group_by": "user",
-            },
-            # RecBole pads histories to the longest one in the files, and some models (HGN) need
-            # that width to equal MAX_ITEM_LIST_LENGTH
-            "MAX_ITEM_LIST_LENGTH": self.sequence_width,
-            "seed": self.params.seed,
-            "reproducibility": True,
-            "use_gpu": torch.cuda.is_available(),
-            "checkpoint_dir": str(folder / "saved"),
-            "show_progress": False,
-            "epochs": self.params.epochs,
-            "stopping_step": self.params.stopping_step,
-            "eval_batch_size": self.params.eval_batch_size,
-            "log_wandb": False,
-        }
-        model_defaults = _recbole_defaults(self.params.model)
-        loss_type = self.params.recbole.get("loss_type", model_defaults.get("loss_type"))
-        if loss_type == "CE":  # a softmax over all items: RecBole refuses negative sampling with it
-            options["train_neg_sample_args"] = None
-        if stage is not None:
-            options |= {"train_stage": stage, "pre_model_path": str(folder / "pretrained.pth")}
-        options |= self.params.recbole
+        options = recbole_options(self.params, folder, self.layout, self.sequence_width, stage)
         with quiet_recbole():
             return Config(model=self.params.model, dataset=DATASET_NAME, config_dict=options)
 
@@ -250,12 +254,12 @@ class RecBolePredictor:
     def _index_items(self) -> None:
         """Our item ids <-> RecBole's internal ids (0 is RecBole's padding)."""
         tokens = self.rb_dataset.field2id_token["item_id"]
+        if len(tokens) - 1 != self.catalog_size:
+            raise UnimpError(f"RecBole kept {len(tokens) - 1} of the {self.catalog_size} catalog items")
         self.item_of_internal = np.full(len(tokens), -1, dtype=np.int64)
         self.item_of_internal[1:] = np.asarray(tokens[1:], dtype=np.int64)
         self.internal_of_item = np.zeros(self.catalog_size, dtype=np.int64)
         self.internal_of_item[self.item_of_internal[1:]] = np.arange(1, len(tokens))
-        if len(tokens) - 1 != self.catalog_size:
-            raise UnimpError(f"RecBole kept {len(tokens) - 1} of the {self.catalog_size} catalog items")
 
     def _optimizer(self, config, model: torch.nn.Module) -> torch.optim.Optimizer:
         learners = {
@@ -337,7 +341,7 @@ class RecBolePredictor:
             return
         optimizer = self._optimizer(config, model)
         valid_users, valid_targets = self._valid_targets()
-        best_score, best_state, best_epoch, waited, epoch = -math.inf, None, 0, 0, 0
+        best, epoch = BestEpoch(self.params.stopping_step), 0
         curve, seconds = [], []
         for epoch in range(1, self.params.epochs + 1):
             started = time.perf_counter()
@@ -347,23 +351,14 @@ class RecBolePredictor:
             curve.append(round(score, 5))
             if self.show_progress:
                 print(f"{self.name} epoch {epoch}: loss {loss:.4f}, valid NDCG@10 {score:.4f}", flush=True)
-            if score > best_score:
-                best_score, best_state, best_epoch, waited = (
-                    score,
-                    copy.deepcopy(model.state_dict()),
-                    epoch,
-                    0,
-                )
-            else:
-                waited += 1
-                if waited >= self.params.stopping_step:
-                    break
-        model.load_state_dict(best_state)
+            if best.update(epoch, score, model.state_dict):
+                break
+        model.load_state_dict(best.state)
         self._forget_cached_embeddings()
         self.training |= {
             "epochs_run": epoch,
-            "best_epoch": best_epoch,
-            "best_valid_NDCG@10": round(best_score, 6),
+            "best_epoch": best.epoch,
+            "best_valid_NDCG@10": round(best.score, 6),
             "valid_curve": curve,
             "seconds_per_epoch": round(float(np.mean(seconds)), 3),
         }

@@ -132,9 +132,8 @@ def export_recbole(
         for part in PARTS:
             (base / f"{name}.{part}.inter").write_text("\n".join(parts[part]) + "\n", encoding="utf-8")
         (base / f"{name}.item").write_text("\n".join(_item_lines(dataset)) + "\n", encoding="utf-8")
-    longest = 0
-    if layout == "sequential":
-        longest = max(len(line.split("\t")[1].split()) for part in PARTS for line in parts[part][1:])
+    # the last row of the longest sequence carries the longest history
+    longest = 0 if layout == "general" else min(max_history, int(users["item_idx"].list.len().max()) - 1)
     return ExportedDataset(out, name, layout, max_history, longest)
 
 

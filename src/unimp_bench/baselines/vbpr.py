@@ -11,7 +11,6 @@ It learns one vector per training user, so it is not applicable to new_user / ne
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import (
     item_histories,
     no_user_vector,
@@ -169,7 +169,7 @@ class VBPRPredictor:
         )
         generator = torch.Generator().manual_seed(params.seed)
         n_items = self.model.features.shape[0]
-        best, best_state, best_epoch, waited, epoch = -1.0, None, 0, 0, 0
+        best, epoch = BestEpoch(params.stopping_step), 0
         for epoch in range(1, params.epochs + 1):
             self.model.train()
             order = torch.randperm(len(users), generator=generator)
@@ -190,17 +190,13 @@ class VBPRPredictor:
                 if len(valid)
                 else 0.0
             )
-            if score > best:
-                best, best_state, best_epoch, waited = score, copy.deepcopy(self.model.state_dict()), epoch, 0
-            else:
-                waited += 1
-                if waited >= params.stopping_step:
-                    break
-        self.model.load_state_dict(best_state)
+            if best.update(epoch, score, self.model.state_dict):
+                break
+        self.model.load_state_dict(best.state)
         return {
             "epochs_run": epoch,
-            "best_epoch": best_epoch,
-            "best_valid_NDCG@10": round(best, 6),
+            "best_epoch": best.epoch,
+            "best_valid_NDCG@10": round(best.score, 6),
             "items_with_image": self.items_with_image,
         }
 

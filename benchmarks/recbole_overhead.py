@@ -26,13 +26,13 @@ import yaml
 
 
 def direct(model: str, spec: dict, data: Path, scratch: Path) -> float:
-    from unimp_bench.baselines.recbole_compat import apply_numpy_aliases, quiet_recbole
+    from unimp_bench.baselines.recbole_compat import prepare_recbole, quiet_recbole
     from unimp_bench.baselines.recbole_engine import RecBoleParams, _model_class, recbole_options
     from unimp_bench.baselines.recbole_export import export_recbole
     from unimp_bench.config import from_mapping
     from unimp_bench.data.contract import open_dataset
 
-    apply_numpy_aliases()
+    prepare_recbole()
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import ModelType, get_trainer, init_seed

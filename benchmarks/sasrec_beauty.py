@@ -97,6 +97,8 @@ def run(model: str, overrides: dict, params: dict, data: Path, examples: Path, w
         },
         "epochs_run": training.get("epochs_run"),
         "best_epoch": training.get("best_epoch"),
+        "seconds_per_epoch": training.get("seconds_per_epoch"),
+        "valid_curve": training.get("valid_curve"),
         "wall_seconds": round(wall, 1),
         "cpu_seconds": round(cpu, 1),
     }

@@ -9,6 +9,10 @@
   own key -> value store.
 - RecBole's Config reads `--key=value` options from sys.argv, which would let our own command line
   leak into its configuration; it is given an empty command line while it is built.
+- Importing RecBole's sequential models runs `torch.autograd.set_detect_anomaly(True)` (a debugging
+  leftover at the top of sine.py), which switches anomaly mode on for the whole process: every op then
+  records a Python stack trace and every backward checks for NaNs (about 10% of a SASRec step was
+  spent formatting stack traces). The models are imported once here and the mode is put back.
 - pandas 3's copy-on-write silently ignores RecBole's in-place column fills: pandas stays below 3
   (pyproject.toml).
 """
@@ -16,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import warnings
 from collections.abc import Iterator
@@ -41,6 +46,24 @@ def _restore_dok_update() -> None:
             self._dict.update(entries)
 
         sparse.dok_matrix._update = _update
+
+
+@functools.cache
+def prepare_recbole() -> None:
+    """Make RecBole importable and harmless: the numpy aliases, and its model packages imported once
+    with torch's anomaly mode left as it was before the import."""
+    import importlib
+
+    import torch
+
+    apply_numpy_aliases()
+    anomaly = torch.is_anomaly_enabled()
+    try:
+        for package in ("general_recommender", "sequential_recommender", "context_aware_recommender"):
+            importlib.import_module(f"recbole.model.{package}")
+        importlib.import_module("recbole.trainer")
+    finally:
+        torch.autograd.set_detect_anomaly(anomaly)
 
 
 def import_recbole_metrics():

@@ -36,7 +36,7 @@ import yaml
 from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import item_histories, no_user_vector, valid_interactions
 from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
-from unimp_bench.baselines.recbole_compat import apply_numpy_aliases, quiet_recbole
+from unimp_bench.baselines.recbole_compat import prepare_recbole, quiet_recbole
 from unimp_bench.baselines.recbole_export import export_recbole
 from unimp_bench.baselines.selection import SelectionThreshold
 from unimp_bench.config import from_mapping, to_mapping
@@ -127,7 +127,7 @@ def _recbole_defaults(model: str) -> dict[str, Any]:
 
 
 def _model_class(name: str):
-    apply_numpy_aliases()
+    prepare_recbole()
     from recbole.utils import get_model
 
     try:

@@ -112,3 +112,61 @@ def test_bad_lines_are_counted_and_short_users_kept(tmp_path):
         app, ["prepare", "sequences", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "x")]
     )
     assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_a_raw_review_file_becomes_a_chronological_five_core_sequence_file(shared_raw, tmp_path):
+    from unimp_bench.data.sequences import write_sequence_file
+
+    reviews = shared_raw / "ncloud50__giftcard" / "Gift_Cards_5.json.gz"
+    out = tmp_path / "Gift_Cards.txt"
+    stats = write_sequence_file(reviews, out)
+    # 2972 reviews (SOURCES.md); 7 repeated (user, item) pairs and 24 reviews below 5-core go
+    assert stats == {
+        "users": 453,
+        "items": 147,
+        "interactions": 2941,
+        "repeated_reviews_dropped": 7,
+        "dropped_by_k_core": 24,
+        "rejected_lines": 0,
+    }
+    lines = (line.split() for line in out.read_text().splitlines())
+    sequences = {int(user): list(map(int, items)) for user, *items in lines}
+    assert sorted(sequences) == list(range(1, 454))
+    item_users: dict[int, int] = {}
+    for items in sequences.values():
+        assert len(items) >= 5 and len(set(items)) == len(items)
+        for item in items:
+            item_users[item] = item_users.get(item, 0) + 1
+    assert sorted(item_users) == list(range(1, 148)) and min(item_users.values()) >= 5
+
+    manifest = CliRunner().invoke(app, ["prepare", "sequences", str(out), "--out", str(tmp_path / "d")])
+    assert manifest.exit_code == 0 and "453 users, 147 items, 2941 interactions" in manifest.output
+
+
+def test_a_file_that_is_not_a_review_file_is_refused_in_one_sentence(shared_raw, tmp_path):
+    from unimp_bench.data.sequences import write_sequence_file
+    from unimp_bench.errors import UnimpError
+
+    with pytest.raises(UnimpError, match="is not an Amazon review file"):
+        write_sequence_file(shared_raw / "ncloud50__giftcard" / "meta_Gift_Cards.json.gz", tmp_path / "x.txt")
+
+
+def test_sequence_lines_follow_review_time_with_ties_in_file_order(tmp_path):
+    from unimp_bench.data.sequences import write_sequence_file
+
+    # 5 users x 5 items, all pairs reviewed (a 5-core); times shuffled, one tie, one repeat review
+    lines = []
+    for user in "ABCDE":
+        for item, time in zip("vwxyz", [50, 10, 40, 10, 30] if user == "A" else [1, 2, 3, 4, 5]):
+            lines.append({"reviewerID": user, "asin": item, "overall": 5.0, "unixReviewTime": time})
+    lines.append({"reviewerID": "A", "asin": "v", "overall": 1.0, "unixReviewTime": 99})  # repeat: dropped
+    lines.append({"reviewerID": "F", "asin": "v", "overall": 1.0, "unixReviewTime": 1})  # below 5-core
+    raw = tmp_path / "Toy_5.json"
+    raw.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    stats = write_sequence_file(raw, tmp_path / "Toy.txt")
+    assert stats["repeated_reviews_dropped"] == 1 and stats["dropped_by_k_core"] == 1
+    # items numbered by first appearance (v=1 .. z=5); user A: w(10) y(10, later line) z(30) x(40) v(50)
+    assert (tmp_path / "Toy.txt").read_text().splitlines() == [
+        "1 2 4 5 3 1",
+        *[f"{user} 1 2 3 4 5" for user in range(2, 6)],
+    ]

@@ -25,7 +25,7 @@ from unimp_bench.data.contract import COLUMNS, SCHEMA_VERSION
 from unimp_bench.data.prepare import content_hash, domain_statistics, seeded_permutation
 from unimp_bench.data.rejects import RejectLog
 from unimp_bench.errors import UnimpError
-from unimp_bench.fileio import atomic_directory, file_sha256, write_json_atomic
+from unimp_bench.fileio import atomic_directory, file_sha256, write_bytes_atomic, write_json_atomic
 
 TOKEN = re.compile(r"[A-Za-z0-9_.:-]+")
 
@@ -151,3 +151,47 @@ def prepare_sequences_dataset(
         }
         write_json_atomic(staging / "manifest.json", manifest)
     return manifest
+
+
+def write_sequence_file(reviews: Path, out: Path, k: int = 5) -> dict:
+    """Turn a raw Amazon review file into the processed sequence format, the way the field's files
+    were made (S3-Rec's data_process.py): each (user, item) kept once at its earliest review, iterative
+    k-core on users and items, each user's items in time order (ties in file order), users and items
+    numbered from 1 in order of first appearance. Writes `out` atomically; returns its statistics.
+    """
+    from unimp_bench.data.kcore import chronological_positions, drop_duplicate_pairs, k_core
+    from unimp_bench.data.raw_files import classify
+    from unimp_bench.data.reviews import read_review_keys
+
+    raw = classify(reviews) if reviews.exists() else None
+    if raw is None or raw.role != "reviews":
+        raise UnimpError(f"{reviews} is not an Amazon review file (expected e.g. reviews_Beauty_5.json.gz)")
+    rejects = RejectLog()
+    keys, _ = read_review_keys(raw, rejects)
+    frame = keys.select(
+        pl.col("user_id").cast(pl.String),
+        pl.col("asin").cast(pl.String),
+        "ts_ms",
+        pl.col("line").alias("order"),
+    )
+    deduplicated = drop_duplicate_pairs(frame)
+    kept, _ = k_core(deduplicated, k)
+    if kept.is_empty():
+        raise UnimpError(f"no user of {reviews.name} has {k} items whose items each have {k} users")
+    ordered = chronological_positions(kept).sort("user_id", "pos")
+    first_seen = ordered.sort("order")
+    user_number = {u: n for n, u in enumerate(first_seen["user_id"].unique(maintain_order=True), 1)}
+    item_number = {i: n for n, i in enumerate(first_seen["asin"].unique(maintain_order=True), 1)}
+    sequences: dict[int, list[int]] = {}
+    for user, item in ordered.select("user_id", "asin").iter_rows():
+        sequences.setdefault(user_number[user], []).append(item_number[item])
+    text = "".join(" ".join(map(str, [user, *sequences[user]])) + "\n" for user in sorted(sequences))
+    write_bytes_atomic(out, text.encode("utf-8"))
+    return {
+        "users": len(sequences),
+        "items": len(item_number),
+        "interactions": kept.height,
+        "repeated_reviews_dropped": frame.height - deduplicated.height,
+        "dropped_by_k_core": deduplicated.height - kept.height,
+        "rejected_lines": rejects.total,
+    }

@@ -149,6 +149,8 @@ def test_a_file_that_is_not_a_review_file_is_refused_in_one_sentence(shared_raw,
 
     with pytest.raises(UnimpError, match="is not an Amazon review file"):
         write_sequence_file(shared_raw / "ncloud50__giftcard" / "meta_Gift_Cards.json.gz", tmp_path / "x.txt")
+    with pytest.raises(UnimpError, match="does not exist"):
+        write_sequence_file(tmp_path / "reviews_Nothing_5.json.gz", tmp_path / "x.txt")
 
 
 def test_sequence_lines_follow_review_time_with_ties_in_file_order(tmp_path):

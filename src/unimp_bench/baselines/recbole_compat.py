@@ -50,8 +50,8 @@ def _restore_dok_update() -> None:
 
 @functools.cache
 def prepare_recbole() -> None:
-    """Make RecBole importable and harmless: the numpy aliases, and its model packages imported once
-    with torch's anomaly mode left as it was before the import."""
+    """Make RecBole importable and harmless: the numpy aliases, and its sequential model package (the
+    one whose sine.py sets anomaly mode) imported once with torch's anomaly mode left as it was."""
     import importlib
 
     import torch
@@ -59,9 +59,7 @@ def prepare_recbole() -> None:
     apply_numpy_aliases()
     anomaly = torch.is_anomaly_enabled()
     try:
-        for package in ("general_recommender", "sequential_recommender", "context_aware_recommender"):
-            importlib.import_module(f"recbole.model.{package}")
-        importlib.import_module("recbole.trainer")
+        importlib.import_module("recbole.model.sequential_recommender")
     finally:
         torch.autograd.set_detect_anomaly(anomaly)
 

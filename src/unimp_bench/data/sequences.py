@@ -163,7 +163,9 @@ def write_sequence_file(reviews: Path, out: Path, k: int = 5) -> dict:
     from unimp_bench.data.raw_files import classify
     from unimp_bench.data.reviews import read_review_keys
 
-    raw = classify(reviews) if reviews.exists() else None
+    if not reviews.exists():
+        raise UnimpError(f"review file {reviews} does not exist")
+    raw = classify(reviews)
     if raw is None or raw.role != "reviews":
         raise UnimpError(f"{reviews} is not an Amazon review file (expected e.g. reviews_Beauty_5.json.gz)")
     rejects = RejectLog()
@@ -178,7 +180,7 @@ def write_sequence_file(reviews: Path, out: Path, k: int = 5) -> dict:
     kept, _ = k_core(deduplicated, k)
     if kept.is_empty():
         raise UnimpError(f"no user of {reviews.name} has {k} items whose items each have {k} users")
-    ordered = chronological_positions(kept).sort("user_id", "pos")
+    ordered = chronological_positions(kept)  # sorted by user, then time, then file order
     first_seen = ordered.sort("order")
     user_number = {u: n for n, u in enumerate(first_seen["user_id"].unique(maintain_order=True), 1)}
     item_number = {i: n for n, i in enumerate(first_seen["asin"].unique(maintain_order=True), 1)}

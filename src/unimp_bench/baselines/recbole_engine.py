@@ -38,6 +38,7 @@ from unimp_bench.baselines.history import item_histories, no_user_vector, valid_
 from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
 from unimp_bench.baselines.recbole_compat import prepare_recbole, quiet_recbole
 from unimp_bench.baselines.recbole_export import export_recbole
+from unimp_bench.baselines.recbole_objectives import BINARY_CROSS_ENTROPY, binary_cross_entropy_class
 from unimp_bench.baselines.selection import SelectionThreshold
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
@@ -108,28 +109,37 @@ class RecBoleParams:
             raise UnimpError("recbole params: pretrain_epochs must be >= 0")
 
 
-@functools.cache
-def _recbole_defaults(model: str) -> dict[str, Any]:
-    """Every option RecBole defines for `model`: its overall, dataset and model property files
-    (read once per model; callers only read the mapping)."""
+def _properties(*relative: str) -> dict[str, Any]:
+    """The options in RecBole's property files under recbole/properties, later files winning."""
     import recbole
 
     properties = Path(recbole.__file__).parent / "properties"
     keys: dict[str, Any] = {}
-    for path in (
-        properties / "overall.yaml",
-        properties / "dataset" / "sample.yaml",
-        properties / "model" / f"{model}.yaml",
-    ):
+    for name in relative:
+        path = properties / name
         if path.exists():
             keys |= yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     return keys
 
 
-def _model_class(name: str):
+@functools.cache
+def _recbole_defaults(model: str) -> dict[str, Any]:
+    """Every option RecBole defines for `model`: its overall, dataset and model property files
+    (read once per model; callers only read the mapping)."""
+    return _properties("overall.yaml", "dataset/sample.yaml", f"model/{model}.yaml")
+
+
+def _loss_type(params: RecBoleParams) -> str | None:
+    return params.recbole.get("loss_type", _recbole_defaults(params.model).get("loss_type"))
+
+
+def _model_class(name: str, loss_type: str | None = None):
+    """RecBole's class for `name`, or its subclass trained with the objective RecBole lacks."""
     prepare_recbole()
     from recbole.utils import get_model
 
+    if loss_type == BINARY_CROSS_ENTROPY:
+        return binary_cross_entropy_class(name)
     try:
         return get_model(name)
     except ValueError:
@@ -175,9 +185,13 @@ def recbole_options(
         "eval_batch_size": params.eval_batch_size,
         "log_wandb": False,
     }
-    loss_type = params.recbole.get("loss_type", _recbole_defaults(params.model).get("loss_type"))
+    loss_type = _loss_type(params)
     if loss_type == "CE":  # a softmax over all items: RecBole refuses negative sampling with it
         options["train_neg_sample_args"] = None
+    if loss_type == BINARY_CROSS_ENTROPY:
+        # RecBole reads a model's property file by class name, and the subclass has none: the base
+        # model's own defaults come first, as RecBole would have loaded them
+        options = _properties(f"model/{params.model}.yaml") | options
     if stage is not None:
         options |= {"train_stage": stage, "pre_model_path": str(folder / "pretrained.pth")}
     return options | params.recbole
@@ -213,10 +227,10 @@ class RecBolePredictor:
 
         options = recbole_options(self.params, folder, self.layout, self.sequence_width, stage)
         with quiet_recbole():
-            return Config(model=self.params.model, dataset=DATASET_NAME, config_dict=options)
+            return Config(model=self.model_class, dataset=DATASET_NAME, config_dict=options)
 
     def _train(self) -> None:
-        model_class = _model_class(self.params.model)
+        self.model_class = model_class = _model_class(self.params.model, _loss_type(self.params))
         from recbole.data import create_dataset
         from recbole.data.utils import create_samplers, get_dataloader
         from recbole.utils import ModelType, init_seed

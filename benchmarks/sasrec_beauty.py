@@ -41,7 +41,10 @@ GRID = [
     {"learning_rate": 0.0005},
     {"loss_type": "CE"},  # the engine turns negative sampling off for CE
     {"loss_type": "BCE"},
+    {"stopping_step": 20},  # entry 0 with a longer patience on the noisy valid curve
 ]
+# grid keys that are the baseline's own fields rather than RecBole options
+OWN_FIELDS = {"stopping_step", "epochs", "max_history"}
 
 
 def cpu_seconds() -> float:
@@ -67,9 +70,11 @@ def run(model: str, overrides: dict, params: dict, data: Path, examples: Path, w
     from unimp_bench.baselines.runner import run_baseline
 
     spec = yaml.safe_load(available_baselines()[model.lower()].read_text(encoding="utf-8"))
-    spec["params"] = spec.get("params", {}) | params | {"exclude_seen": True}
-    if "recbole" in spec["params"] or overrides:
-        spec["params"]["recbole"] = spec["params"].get("recbole", {}) | overrides
+    own = {k: v for k, v in overrides.items() if k in OWN_FIELDS}
+    options = {k: v for k, v in overrides.items() if k not in OWN_FIELDS}
+    spec["params"] = spec.get("params", {}) | own | params | {"exclude_seen": True}
+    if "recbole" in spec["params"] or options:
+        spec["params"]["recbole"] = spec["params"].get("recbole", {}) | options
     config = work / f"{model}-{tag}.yaml"
     config.write_text(yaml.safe_dump(spec), encoding="utf-8")
     wall, cpu = time.perf_counter(), cpu_seconds()

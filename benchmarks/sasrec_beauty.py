@@ -42,9 +42,13 @@ GRID = [
     {"loss_type": "CE"},  # the engine turns negative sampling off for CE
     {"loss_type": "BCE"},
     {"stopping_step": 20},  # entry 0 with a longer patience on the noisy valid curve
+    # the published training: one row per user, every position supervised, latest item last
+    {"train_rows": "sequences", "position_origin": "latest", "loss_type": "BCE"},
+    {"train_rows": "sequences", "loss_type": "BCE"},  # the same with RecBole's position origin
+    {"train_rows": "sequences", "position_origin": "latest"},  # the same with the BPR loss
 ]
 # grid keys that are the baseline's own fields rather than RecBole options
-OWN_FIELDS = {"stopping_step", "epochs", "max_history"}
+OWN_FIELDS = {"stopping_step", "epochs", "max_history", "train_rows", "position_origin"}
 
 
 def cpu_seconds() -> float:

@@ -188,6 +188,129 @@ def test_sasrec_with_binary_cross_entropy_learns_a_known_ranking(cyclic_data, tm
         run_baseline("GRU4Rec", "recommendation", cyclic_data, tmp_path / "g", ["test"], config=gru)
 
 
+TINY_SASREC = {
+    "learning_rate": 0.01,
+    "train_batch_size": 64,
+    "hidden_size": 16,
+    "inner_size": 32,
+    "n_layers": 1,
+    "n_heads": 1,
+    "hidden_dropout_prob": 0.0,
+    "attn_dropout_prob": 0.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("loss_type", "position_origin"), [("BCE", "latest"), ("BPR", "first"), ("CE", "latest")]
+)
+def test_sasrec_trained_on_whole_sequences_learns_a_known_ranking(
+    cyclic_data, tmp_path, loss_type, position_origin
+):
+    """The published training (one row per user, every position predicts the next item) with each
+    objective and position origin ranks the cycle's next item first."""
+    sampler = (
+        {} if loss_type == "CE" else {"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
+    )
+    config = quick_config(
+        tmp_path,
+        "SASRec",
+        epochs=60,
+        stopping_step=60,
+        train_rows="sequences",
+        position_origin=position_origin,
+        exclude_seen=True,  # negatives are never the user's own items, as published
+        # a row is a whole user here: batches of 16 users give as many steps as the prefix rows
+        recbole=TINY_SASREC | {"loss_type": loss_type, "train_batch_size": 16} | sampler,
+    )
+    [(result, _)] = run_baseline(
+        "SASRec", "recommendation", cyclic_data, tmp_path / "r", ["test"], config=config
+    )
+    assert result.scores["HR@3"] == 1.0 and result.scores["MRR@3"] > 0.9
+    params = result.provenance["config"]["params"]
+    assert params["train_rows"] == "sequences" and params["position_origin"] == position_origin
+
+
+def _published_sasrec(synthetic_data, tmp_path, **params):
+    from unimp_bench.baselines.recbole_engine import RecBoleParams, RecBolePredictor
+
+    settings = RecBoleParams(
+        model="SASRec",
+        epochs=1,
+        length_buckets=True,
+        recbole=TINY_SASREC | {"loss_type": "BCE", "hidden_dropout_prob": 0.3},
+        **params,
+    )
+    return RecBolePredictor("SASRec", settings, open_dataset(synthetic_data))
+
+
+def test_latest_position_origin_reads_right_padded_histories_as_left_padded(synthetic_data, tmp_path):
+    """With the latest item at the last position, the state after a history does not depend on the
+    padded width, and RecBole's right-padded rows give the same state as the rows padded on the left."""
+    from unimp_bench.baselines.recbole_objectives import right_aligned
+
+    predictor = _published_sasrec(synthetic_data, tmp_path, position_origin="latest")
+    model = predictor.model.eval()
+    histories = [[3, 5, 7], [2], [9, 4, 6, 8, 1]]
+    width = predictor.sequence_width
+    right = torch.zeros((3, width), dtype=torch.long)
+    for row, items in enumerate(histories):
+        right[row, : len(items)] = torch.tensor(items)
+    lengths = torch.tensor([len(h) for h in histories])
+    assert right_aligned(right, lengths)[0, -3:].tolist() == [3, 5, 7]
+    assert right_aligned(right, lengths)[1].tolist() == [0] * (width - 1) + [2]
+    with torch.no_grad():
+        full = model.forward(right, lengths)  # [3 H]
+        cut = model.forward(right[:, :5], lengths)  # the same rows cut to their longest history
+        left = model.sequence_output(right_aligned(right, lengths))[:, -1]
+    torch.testing.assert_close(full, cut)
+    torch.testing.assert_close(full, left)
+
+
+def test_sequence_batches_hold_each_users_train_pairs_once_with_unseen_negatives(synthetic_data, tmp_path):
+    """One epoch of sequence rows holds exactly the (history, next item) pairs of the exported prefix
+    rows, each user once, and every negative is outside that user's training items."""
+    predictor = _published_sasrec(synthetic_data, tmp_path, train_rows="sequences", position_origin="latest")
+    sequences = training_sequences(synthetic_data)
+    train_items = {
+        user: [predictor.internal_of_item[i] for i, split in rows if split == "train"]
+        for user, rows in sequences.items()
+    }
+    expected = {
+        (tuple(items[:p]), items[p])
+        for items in train_items.values()
+        for p in range(1, len(items))
+        if len(items) >= 2
+    }
+    seen_rows, pairs, users = 0, set(), set()
+    for batch in predictor._sequence_batches(size=32, epoch=1):
+        inputs = batch["item_id_list"].numpy()
+        targets = batch["target_item_list"].numpy()
+        negatives = batch["negative_item_list"].numpy()
+        for row in range(len(inputs)):
+            real = targets[row] > 0
+            items = list(inputs[row][real]) + [targets[row][real][-1]]
+            user = next(u for u, t in train_items.items() if list(t)[-len(items) :] == items)
+            users.add(user)
+            for p in np.flatnonzero(real):
+                history = tuple(x for x in inputs[row][: p + 1] if x > 0)
+                pairs.add((history, targets[row][p]))
+            assert not set(negatives[row][real]) & set(train_items[user])
+            assert (negatives[row][~real] == 0).all() and (inputs[row][~real] == 0).all()
+            assert real[-1]  # padded on the left: the latest item sits in the last column
+        seen_rows += len(inputs)
+    assert pairs == expected
+    assert seen_rows == len(users) == sum(len(t) >= 2 for t in train_items.values())
+
+
+def test_published_sasrec_options_are_checked(synthetic_data, tmp_path):
+    gru = quick_config(tmp_path, "GRU4Rec", train_rows="sequences")
+    with pytest.raises(UnimpError, match="train_rows sequences is available for SASRec only"):
+        run_baseline("GRU4Rec", "recommendation", synthetic_data, tmp_path / "g", ["test"], config=gru)
+    odd = quick_config(tmp_path, "SASRec", position_origin="middle")
+    with pytest.raises(UnimpError, match="position_origin must be one of first, latest"):
+        run_baseline("SASRec", "recommendation", synthetic_data, tmp_path / "s", ["test"], config=odd)
+
+
 def test_importing_recbole_leaves_torch_anomaly_mode_off():
     """RecBole's sine.py switches anomaly mode on at import, which made every SASRec step 2.4x slower."""
     import torch

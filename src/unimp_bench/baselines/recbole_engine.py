@@ -38,7 +38,14 @@ from unimp_bench.baselines.history import item_histories, no_user_vector, valid_
 from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
 from unimp_bench.baselines.recbole_compat import prepare_recbole, quiet_recbole
 from unimp_bench.baselines.recbole_export import export_recbole
-from unimp_bench.baselines.recbole_objectives import BINARY_CROSS_ENTROPY, binary_cross_entropy_class
+from unimp_bench.baselines.recbole_objectives import (
+    BINARY_CROSS_ENTROPY,
+    NEGATIVE_SEQUENCE,
+    POSITION_ORIGINS,
+    TARGET_SEQUENCE,
+    TRAIN_ROWS,
+    sasrec_class,
+)
 from unimp_bench.baselines.selection import SelectionThreshold
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
@@ -98,6 +105,13 @@ class RecBoleParams:
     # fraction of the compute. Only for models whose outputs do not depend on the padded width
     # (SASRec, GRU4Rec); HGN, for one, needs the full width.
     length_buckets: bool = False
+    # SASRec only (recbole_objectives): `prefixes` trains RecBole's way, one row per training position
+    # with the loss on its last position; `sequences` the published way, one row per user (the last
+    # max_history + 1 training items) where every position predicts the next item
+    train_rows: str = "prefixes"
+    # SASRec only: `first` numbers positions from the oldest item of the window (RecBole); `latest`
+    # pads on the left so the latest item always takes the last position (the published code)
+    position_origin: str = "first"
     recbole: dict[str, Any] = field(default_factory=dict)  # RecBole's own options
 
     def __post_init__(self) -> None:
@@ -107,6 +121,19 @@ class RecBoleParams:
             )
         if self.pretrain_epochs < 0:
             raise UnimpError("recbole params: pretrain_epochs must be >= 0")
+        if self.train_rows not in TRAIN_ROWS:
+            raise UnimpError(f"recbole params: train_rows must be one of {', '.join(TRAIN_ROWS)}")
+        if self.position_origin not in POSITION_ORIGINS:
+            raise UnimpError(f"recbole params: position_origin must be one of {', '.join(POSITION_ORIGINS)}")
+
+    @property
+    def published_sasrec(self) -> bool:
+        """Whether the model is the SASRec subclass of recbole_objectives rather than RecBole's class."""
+        return (
+            _loss_type(self) == BINARY_CROSS_ENTROPY
+            or self.train_rows != "prefixes"
+            or self.position_origin != "first"
+        )
 
 
 def _properties(*relative: str) -> dict[str, Any]:
@@ -133,17 +160,28 @@ def _loss_type(params: RecBoleParams) -> str | None:
     return params.recbole.get("loss_type", _recbole_defaults(params.model).get("loss_type"))
 
 
-def _model_class(name: str, loss_type: str | None = None):
-    """RecBole's class for `name`, or its subclass trained with the objective RecBole lacks."""
+def _model_class(params: RecBoleParams):
+    """RecBole's class for the model, or the SASRec subclass with what RecBole lacks."""
     prepare_recbole()
     from recbole.utils import get_model
 
-    if loss_type == BINARY_CROSS_ENTROPY:
-        return binary_cross_entropy_class(name)
+    if params.published_sasrec:
+        if params.model != "SASRec":
+            asked = [
+                f"{key} {value}"
+                for key, value, default in (
+                    ("loss_type", _loss_type(params), None),
+                    ("train_rows", params.train_rows, "prefixes"),
+                    ("position_origin", params.position_origin, "first"),
+                )
+                if value != default and (key != "loss_type" or value == BINARY_CROSS_ENTROPY)
+            ]
+            raise UnimpError(f"{' and '.join(asked)} is available for SASRec only, not {params.model}")
+        return sasrec_class(params.model, params.position_origin)
     try:
-        return get_model(name)
+        return get_model(params.model)
     except ValueError:
-        raise UnimpError(f"RecBole has no model named {name!r}") from None
+        raise UnimpError(f"RecBole has no model named {params.model!r}") from None
 
 
 def _check_options(params: RecBoleParams) -> None:
@@ -188,7 +226,7 @@ def recbole_options(
     loss_type = _loss_type(params)
     if loss_type == "CE":  # a softmax over all items: RecBole refuses negative sampling with it
         options["train_neg_sample_args"] = None
-    if loss_type == BINARY_CROSS_ENTROPY:
+    if params.published_sasrec:
         # RecBole reads a model's property file by class name, and the subclass has none: the base
         # model's own defaults come first, as RecBole would have loaded them
         options = _properties(f"model/{params.model}.yaml") | options
@@ -230,7 +268,7 @@ class RecBolePredictor:
             return Config(model=self.model_class, dataset=DATASET_NAME, config_dict=options)
 
     def _train(self) -> None:
-        self.model_class = model_class = _model_class(self.params.model, _loss_type(self.params))
+        self.model_class = model_class = _model_class(self.params)
         from recbole.data import create_dataset
         from recbole.data.utils import create_samplers, get_dataloader
         from recbole.utils import ModelType, init_seed
@@ -253,6 +291,8 @@ class RecBolePredictor:
             self.rb_dataset = rb_dataset
             self.device = config["device"]
             self._index_items()
+            if self.params.train_rows == "sequences":
+                self.train_sequences = self._train_sequences()
             if pretraining:
                 model = model_class(config, train_data.dataset).to(self.device)
                 self._pretrain(model, config, train_data)
@@ -275,6 +315,27 @@ class RecBolePredictor:
         self.internal_of_item = np.zeros(self.catalog_size, dtype=np.int64)
         self.internal_of_item[self.item_of_internal[1:]] = np.arange(1, len(tokens))
 
+    def _train_sequences(self) -> list[np.ndarray]:
+        """Each training user's train items in RecBole's ids, chronological. The batches read the last
+        max_history + 1 of them (input = all but the last, targets = all but the first): the (history,
+        target) pairs of the exported prefix rows, one row per user. Users with a single train item
+        have no pair and are left out."""
+        sequences = (
+            self.dataset.scan("interactions")
+            .filter(pl.col("split") == "train")
+            .join(self.dataset.scan("users").filter(pl.col("group") == "train"), on="user_idx")
+            .sort("user_idx", "pos")
+            .group_by("user_idx", maintain_order=True)
+            .agg("item_idx")
+            .filter(pl.col("item_idx").list.len() >= 2)
+            .collect()["item_idx"]
+        )
+        if sequences.is_empty():
+            raise UnimpError(f"{self.name} needs training users with at least two training interactions")
+        if int(sequences.list.n_unique().max()) >= self.catalog_size:
+            raise UnimpError(f"{self.name} cannot sample negatives: a user had every item in training")
+        return [self.internal_of_item[np.asarray(items, dtype=np.int64)] for items in sequences.to_list()]
+
     def _optimizer(self, config, model: torch.nn.Module) -> torch.optim.Optimizer:
         learners = {
             "adam": torch.optim.Adam,
@@ -294,6 +355,9 @@ class RecBolePredictor:
         """RecBole's shuffled batches, or (length_buckets) batches of similar history length: the rows
         are shuffled, cut into chunks of 64 batches, sorted by length within a chunk, batched, and the
         batches shuffled, all seeded by (seed, epoch)."""
+        if self.params.train_rows == "sequences":
+            yield from self._sequence_batches(train_data.step, epoch)
+            return
         if not self.params.length_buckets:
             yield from train_data
             return
@@ -301,18 +365,69 @@ class RecBolePredictor:
         sequence_field = self.rb_config["ITEM_ID_FIELD"] + self.rb_config["LIST_SUFFIX"]
         lengths = train_data._dataset.inter_feat[length_field].numpy()
         rng = np.random.default_rng([self.params.seed, epoch])
+        for rows in self._shuffled_batches(rng, lengths, train_data.step):
+            batch = train_data.collate_fn(rows.tolist())
+            width = int(batch[length_field].max())
+            batch[sequence_field] = batch[sequence_field][:, :width]
+            yield batch
+
+    def _shuffled_batches(self, rng, lengths: np.ndarray, size: int) -> list[np.ndarray]:
+        """Row indices in batches of `size`, in a random order. With length_buckets the rows are
+        shuffled, cut into chunks of 64 batches and sorted by length within a chunk, then batched, and
+        the batches shuffled."""
         order = rng.permutation(len(lengths))
-        size = train_data.step
+        if not self.params.length_buckets:
+            return [order[i : i + size] for i in range(0, len(order), size)]
         batches = []
         for start in range(0, len(order), size * 64):
             chunk = order[start : start + size * 64]
             chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
             batches.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
-        for index in rng.permutation(len(batches)):
-            batch = train_data.collate_fn(batches[index].tolist())
-            width = int(batch[length_field].max())
-            batch[sequence_field] = batch[sequence_field][:, :width]
-            yield batch
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _sequence_batches(self, size: int, epoch: int):
+        """One row per user: the input items, the item after each position and one uniform negative
+        per position among the items the user never had in training, padded as the model reads them
+        (on the left when its latest item comes last). Batches as `_shuffled_batches`, seeded by
+        (seed, epoch); with length_buckets each is cut to its longest row."""
+        from recbole.data.interaction import Interaction
+
+        sequences = self.train_sequences
+        window = self.params.max_history + 1
+        lengths = np.asarray([min(len(s), window) - 1 for s in sequences])
+        rng = np.random.default_rng([self.params.seed, epoch])
+        n_items = len(self.item_of_internal)  # RecBole's ids 1..n_items-1 are items, 0 is padding
+        left = self.model.latest_last
+        for rows in self._shuffled_batches(rng, lengths, size):
+            width = int(lengths[rows].max()) if self.params.length_buckets else int(lengths.max())
+            inputs = np.zeros((len(rows), width), dtype=np.int64)
+            targets = np.zeros((len(rows), width), dtype=np.int64)
+            for row, user in enumerate(rows.tolist()):
+                items = sequences[user][-window:]
+                span = slice(width - len(items) + 1, width) if left else slice(0, len(items) - 1)
+                inputs[row, span] = items[:-1]
+                targets[row, span] = items[1:]
+            negatives = self._negatives(rng, [sequences[u] for u in rows.tolist()], targets > 0, n_items)
+            yield Interaction(
+                {
+                    self.model.ITEM_SEQ: torch.as_tensor(inputs),
+                    TARGET_SEQUENCE: torch.as_tensor(targets),
+                    NEGATIVE_SEQUENCE: torch.as_tensor(negatives),
+                }
+            )
+
+    def _negatives(self, rng, sequences: list[np.ndarray], real: np.ndarray, n_items: int) -> np.ndarray:
+        """[B W] uniform items, none of them among its row's training items (all of them, also those
+        older than the window), 0 where `real` is false."""
+        # (row, item) pairs as one key each, so membership is one vectorized lookup
+        seen = np.concatenate([row * n_items + items for row, items in enumerate(sequences)])
+        rows = np.arange(len(sequences))[:, None]
+        negatives = np.zeros(real.shape, dtype=np.int64)
+        pending = real.copy()
+        while pending.any():
+            negatives[pending] = rng.integers(1, n_items, size=int(pending.sum()))
+            pending &= np.isin(rows * n_items + negatives, seen)
+        return negatives
 
     def _epoch(self, model, optimizer, train_data, clip, epoch: int = 0) -> float:
         model.train()
@@ -364,7 +479,11 @@ class RecBolePredictor:
             score = self._valid_ndcg(valid_users, valid_targets)
             curve.append(round(score, 5))
             if self.show_progress:
-                print(f"{self.name} epoch {epoch}: loss {loss:.4f}, valid NDCG@10 {score:.4f}", flush=True)
+                print(
+                    f"{self.name} epoch {epoch}: loss {loss:.4f}, valid NDCG@10 {score:.4f} "
+                    f"({seconds[-1]:.1f} s training, {time.perf_counter() - started:.1f} s in all)",
+                    flush=True,
+                )
             if best.update(epoch, score, model.state_dict):
                 break
         model.load_state_dict(best.state)
@@ -435,10 +554,20 @@ class RecBolePredictor:
             raise UnimpError(f"{self.name} has no vector for a user it did not train on") from None
 
     def _rank(self, users, positions, targets, shown: int) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
-        greater, ties, tops = [], [], []
+        """(greater, ties) of each example's target over the catalog, and its top `shown` items.
+
+        With length_buckets the examples go through in order of history length, so each batch is cut
+        to a width close to its rows' (most users have short histories; one long one in a batch would
+        otherwise pad all of it), and the results come back in the examples' order."""
+        order = np.arange(len(users))
+        if self.params.length_buckets:
+            order = np.argsort(np.minimum(positions, self.sequence_width), kind="stable")
+        greater = np.empty(len(users), dtype=np.float64)
+        ties = np.empty(len(users), dtype=np.float64)
+        tops: list[list[int]] = [[] for _ in range(len(users))] if shown else []
         size = self.params.eval_batch_size
         for start in range(0, len(users), size):
-            part = slice(start, start + size)
+            part = order[start : start + size]
             scores = self._catalog_scores(users[part], positions[part])
             if self.params.exclude_seen:
                 for row, (user, position, target) in enumerate(
@@ -446,13 +575,12 @@ class RecBolePredictor:
                 ):
                     seen = self.histories[user][:position]
                     scores[row, seen[seen != target]] = -np.inf
-            g, t = target_rank_counts(scores, targets[part])
-            greater.append(g)
-            ties.append(t)
+            greater[part], ties[part] = target_rank_counts(scores, targets[part])
             if shown:
                 top = np.argsort(-scores, axis=1, kind="stable")[:, :shown]
-                tops.extend(top.tolist())
-        return np.concatenate(greater), np.concatenate(ties), tops
+                for row, example in enumerate(part.tolist()):
+                    tops[example] = top[row].tolist()
+        return greater, ties, tops
 
     def _probabilities(self, users: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Softmax over the catalog: comparable across users, so one threshold can serve them all."""

@@ -282,24 +282,50 @@ def test_sequence_batches_hold_each_users_train_pairs_once_with_unseen_negatives
         if len(items) >= 2
     }
     seen_rows, pairs, users = 0, set(), set()
-    for batch in predictor._sequence_batches(size=32, epoch=1):
-        inputs = batch["item_id_list"].numpy()
-        targets = batch["target_item_list"].numpy()
-        negatives = batch["negative_item_list"].numpy()
-        for row in range(len(inputs)):
-            real = targets[row] > 0
-            items = list(inputs[row][real]) + [targets[row][real][-1]]
-            user = next(u for u, t in train_items.items() if list(t)[-len(items) :] == items)
-            users.add(user)
-            for p in np.flatnonzero(real):
-                history = tuple(x for x in inputs[row][: p + 1] if x > 0)
-                pairs.add((history, targets[row][p]))
-            assert not set(negatives[row][real]) & set(train_items[user])
-            assert (negatives[row][~real] == 0).all() and (inputs[row][~real] == 0).all()
-            assert real[-1]  # padded on the left: the latest item sits in the last column
-        seen_rows += len(inputs)
+    for parts in predictor._sequence_batches(size=32, epoch=1):
+        assert sum(weight for _, weight in parts) == pytest.approx(1.0)
+        for batch, _ in parts:
+            inputs = batch["item_id_list"].numpy()
+            targets = batch["target_item_list"].numpy()
+            negatives = batch["negative_item_list"].numpy()
+            for row in range(len(inputs)):
+                real = targets[row] > 0
+                items = list(inputs[row][real]) + [targets[row][real][-1]]
+                user = next(u for u, t in train_items.items() if list(t)[-len(items) :] == items)
+                users.add(user)
+                for p in np.flatnonzero(real):
+                    history = tuple(x for x in inputs[row][: p + 1] if x > 0)
+                    pairs.add((history, targets[row][p]))
+                assert not set(negatives[row][real]) & set(train_items[user])
+                assert (negatives[row][~real] == 0).all() and (inputs[row][~real] == 0).all()
+                assert real[-1]  # padded on the left: the latest item sits in the last column
+            seen_rows += len(inputs)
     assert pairs == expected
     assert seen_rows == len(users) == sum(len(t) >= 2 for t in train_items.values())
+
+
+@pytest.mark.parametrize("position_origin", ["latest", "first"])
+def test_a_batch_split_by_length_has_the_loss_of_the_whole_batch(synthetic_data, tmp_path, position_origin):
+    """The parts of a random batch, weighted by their share of positions, give exactly the loss (and so
+    the gradient) of the padded batch in one piece."""
+    from recbole.data.interaction import Interaction
+
+    predictor = _published_sasrec(
+        synthetic_data, tmp_path, train_rows="sequences", position_origin=position_origin
+    )
+    model = predictor.model.eval()  # no dropout: the two computations must match exactly
+    rng = np.random.default_rng(3)
+    lengths = np.asarray([len(s) for s in predictor.train_sequences])
+    rows = np.concatenate([np.flatnonzero(lengths == lengths.max())[:1], rng.permutation(len(lengths))[:40]])
+    batch = predictor._sequence_batch(rng, rows)
+    parts = predictor._parts_by_width(batch)
+    assert (
+        len(parts) > 1 and max(p["item_id_list"].shape[1] for p, _ in parts) == batch["item_id_list"].shape[1]
+    )
+    with torch.no_grad():
+        whole = model.calculate_loss(Interaction({k: torch.as_tensor(v) for k, v in batch.items()}))
+        split = sum(weight * model.calculate_loss(part) for part, weight in parts)
+    torch.testing.assert_close(split, whole)
 
 
 def test_published_sasrec_options_are_checked(synthetic_data, tmp_path):

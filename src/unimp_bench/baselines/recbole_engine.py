@@ -386,35 +386,53 @@ class RecBolePredictor:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def _sequence_batches(self, size: int, epoch: int):
-        """One row per user: the input items, the item after each position and one uniform negative
-        per position among the items the user never had in training, padded as the model reads them
-        (on the left when its latest item comes last). Batches as `_shuffled_batches`, seeded by
-        (seed, epoch); with length_buckets each is cut to its longest row."""
+        """One step per batch of users (`_shuffled_batches`, seeded by (seed, epoch)); each step is a
+        list of (part, weight): the batch's rows grouped by length (`_parts_by_width`)."""
+        sequences = self.train_sequences
+        lengths = np.asarray([min(len(s), self.params.max_history + 1) - 1 for s in sequences])
+        rng = np.random.default_rng([self.params.seed, epoch])
+        for rows in self._shuffled_batches(rng, lengths, size):
+            yield self._parts_by_width(self._sequence_batch(rng, rows))
+
+    def _sequence_batch(self, rng, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The users `rows` as one row each [B W], W their longest input: the input items, the item
+        after each position and one uniform negative per position among the items the user never had
+        in training, padded as the model reads them (on the left when its latest item comes last)."""
+        window = self.params.max_history + 1
+        sequences = [self.train_sequences[u][-window:] for u in rows.tolist()]
+        width = max(len(items) for items in sequences) - 1
+        inputs = np.zeros((len(rows), width), dtype=np.int64)
+        targets = np.zeros((len(rows), width), dtype=np.int64)
+        for row, items in enumerate(sequences):
+            span = (
+                slice(width - len(items) + 1, width) if self.model.latest_last else slice(0, len(items) - 1)
+            )
+            inputs[row, span] = items[:-1]
+            targets[row, span] = items[1:]
+        n_items = len(self.item_of_internal)  # RecBole's ids 1..n_items-1 are items, 0 is padding
+        negatives = self._negatives(
+            rng, [self.train_sequences[u] for u in rows.tolist()], targets > 0, n_items
+        )
+        return {self.model.ITEM_SEQ: inputs, TARGET_SEQUENCE: targets, NEGATIVE_SEQUENCE: negatives}
+
+    def _parts_by_width(self, batch: dict[str, np.ndarray]) -> list[tuple[Any, float]]:
+        """A batch split into rows of similar length (input lengths within a power of two), each part
+        cut to its longest row and weighted by its share of the batch's target positions: the weighted
+        sum of the parts' mean losses is the batch's mean loss, for a fraction of the compute when a few
+        long histories would pad a random batch (the model's outputs do not depend on the padded width)."""
         from recbole.data.interaction import Interaction
 
-        sequences = self.train_sequences
-        window = self.params.max_history + 1
-        lengths = np.asarray([min(len(s), window) - 1 for s in sequences])
-        rng = np.random.default_rng([self.params.seed, epoch])
-        n_items = len(self.item_of_internal)  # RecBole's ids 1..n_items-1 are items, 0 is padding
-        left = self.model.latest_last
-        for rows in self._shuffled_batches(rng, lengths, size):
-            width = int(lengths[rows].max()) if self.params.length_buckets else int(lengths.max())
-            inputs = np.zeros((len(rows), width), dtype=np.int64)
-            targets = np.zeros((len(rows), width), dtype=np.int64)
-            for row, user in enumerate(rows.tolist()):
-                items = sequences[user][-window:]
-                span = slice(width - len(items) + 1, width) if left else slice(0, len(items) - 1)
-                inputs[row, span] = items[:-1]
-                targets[row, span] = items[1:]
-            negatives = self._negatives(rng, [sequences[u] for u in rows.tolist()], targets > 0, n_items)
-            yield Interaction(
-                {
-                    self.model.ITEM_SEQ: torch.as_tensor(inputs),
-                    TARGET_SEQUENCE: torch.as_tensor(targets),
-                    NEGATIVE_SEQUENCE: torch.as_tensor(negatives),
-                }
-            )
+        lengths = (batch[TARGET_SEQUENCE] > 0).sum(axis=1)
+        classes = np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
+        width = batch[TARGET_SEQUENCE].shape[1]
+        parts = []
+        for length_class in np.unique(classes):
+            members = np.flatnonzero(classes == length_class)
+            cut = int(lengths[members].max())
+            columns = slice(width - cut, width) if self.model.latest_last else slice(0, cut)
+            part = Interaction({k: torch.as_tensor(v[members][:, columns]) for k, v in batch.items()})
+            parts.append((part, float(lengths[members].sum() / lengths.sum())))
+        return parts
 
     def _negatives(self, rng, sequences: list[np.ndarray], real: np.ndarray, n_items: int) -> np.ndarray:
         """[B W] uniform items, none of them among its row's training items (all of them, also those
@@ -430,23 +448,24 @@ class RecBolePredictor:
         return negatives
 
     def _epoch(self, model, optimizer, train_data, clip, epoch: int = 0) -> float:
+        """One pass over the batches; a step given as weighted parts accumulates their gradients."""
         model.train()
         total = 0.0
         for batch in self._batches(train_data, epoch):
-            batch = batch.to(self.device)
             optimizer.zero_grad()
-            loss = model.calculate_loss(batch)
-            if isinstance(loss, tuple):  # some models return their loss terms separately
-                loss = sum(loss)
-            if not torch.isfinite(loss):
-                raise UnimpError(
-                    f"{self.params.model} training diverged (loss {loss.item()}); lower learning_rate"
-                )
-            loss.backward()
+            for part, weight in batch if isinstance(batch, list) else [(batch, 1.0)]:
+                loss = model.calculate_loss(part.to(self.device))
+                if isinstance(loss, tuple):  # some models return their loss terms separately
+                    loss = sum(loss)
+                if not torch.isfinite(loss):
+                    raise UnimpError(
+                        f"{self.params.model} training diverged (loss {loss.item()}); lower learning_rate"
+                    )
+                (loss * weight).backward()
+                total += weight * float(loss.item())
             if clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
             optimizer.step()
-            total += float(loss.item())
         return total
 
     def _pretrain(self, model, config, train_data) -> None:

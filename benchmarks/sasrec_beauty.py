@@ -12,6 +12,10 @@ chosen run's test HR@10 / NDCG@10 next to the published ones with the relative d
 Usage:
   python benchmarks/sasrec_beauty.py                          # the committed SASRec.yaml on Beauty
   python benchmarks/sasrec_beauty.py --grid                   # the hyper-parameter search on valid
+  python benchmarks/sasrec_beauty.py --candidate 6 --candidate 9 --seeds 2020,2021,2022
+                                   # candidates judged by their mean valid NDCG@10 over three seeds
+  python benchmarks/sasrec_beauty.py --summarize run1.log run2.log   # the same choice from earlier
+                                   # runs' printed lines (candidates run in parallel processes)
   python benchmarks/sasrec_beauty.py --sequences OTHER.txt --no-reference   # another domain
   python benchmarks/sasrec_beauty.py --reviews Gift_Cards_5.json.gz --grid  # a raw 5-core review file,
                                                       # turned into the same format first (S3-Rec's way)
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import resource
 import time
 from pathlib import Path
@@ -142,7 +147,21 @@ def main() -> None:
     parser.add_argument("--grid", action="store_true", help="search the candidate settings on valid")
     parser.add_argument("--candidate", type=int, action="append", help="run only these grid entries")
     parser.add_argument("--epochs", type=int, default=None, help="cap on epochs (quick looks only)")
-    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the YAML's)")
+    parser.add_argument(
+        "--seeds",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=None,
+        help="training seeds, comma-separated: each candidate runs with each, and is judged by its mean "
+        "valid score (default: the YAML's one seed)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="one training seed (same as --seeds N)")
+    parser.add_argument(
+        "--summarize",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="choose from the printed output of earlier runs",
+    )
     parser.add_argument("--no-reference", action="store_true", help="no published numbers to compare with")
     args = parser.parse_args()
 
@@ -158,28 +177,78 @@ def main() -> None:
         converted = write_sequence_file(args.reviews, args.sequences)
         print(json.dumps({"converted": str(args.reviews), **converted}))
         args.no_reference = True
+    if args.seed is not None:
+        args.seeds = [args.seed]
+    if args.summarize:  # choose from runs printed earlier (e.g. candidates run in parallel)
+        runs = [
+            json.loads(line)
+            for path in args.summarize
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.startswith("{") and '"valid"' in line
+        ]
+        print(json.dumps(summarize(runs, None if args.no_reference else published_for(args))))
+        return
     data, examples = prepared(args.sequences, args.work)
     params = {"epochs": args.epochs} if args.epochs else {}
-    if args.seed is not None:  # a repeat with another seed measures the spread; it is never chosen from
-        params["seed"] = args.seed
     candidates = list(enumerate(GRID if args.grid or args.candidate else [{}]))
     if args.candidate:
         candidates = [candidates[i] for i in args.candidate]
     runs = []
     for index, overrides in candidates:
-        tag = f"{args.sequences.stem}-{index}" + (f"-seed{args.seed}" if args.seed is not None else "")
-        outcome = run(args.model, overrides, params, data, examples, args.work, tag)
-        print(json.dumps(outcome), flush=True)
-        runs.append(outcome)
-    best = max(runs, key=lambda r: r["valid"]["NDCG@10"])  # chosen on valid only
-    summary = {"chosen": best["tag"], "overrides": best["overrides"], "test": best["test"]}
-    if not args.no_reference:
-        reference = published(args.sequences.stem, args.model)
-        summary["published"] = {k: reference[k] for k in ("HR@10", "NDCG@10") if k in reference}
-        summary["relative_difference"] = {
-            k: round(best["test"][k] / v - 1.0, 4) for k, v in summary["published"].items()
+        for seed in args.seeds or [None]:
+            tag = f"{args.sequences.stem}-{index}" + (f"-seed{seed}" if seed is not None else "")
+            seeded = params | ({"seed": seed} if seed is not None else {})
+            outcome = run(args.model, overrides, seeded, data, examples, args.work, tag)
+            outcome["candidate"] = index
+            print(json.dumps(outcome), flush=True)
+            runs.append(outcome)
+    print(json.dumps(summarize(runs, None if args.no_reference else published_for(args))))
+
+
+def published_for(args) -> dict[str, float]:
+    reference = published(args.sequences.stem, args.model)
+    return {k: reference[k] for k in ("HR@10", "NDCG@10") if k in reference}
+
+
+def summarize(runs: list[dict], reference: dict[str, float] | None) -> dict:
+    """The candidate with the best valid NDCG@10, averaged over its seeds (valid only: test is read
+    for the chosen one), with its mean test scores and their spread over seeds."""
+    by_candidate: dict[int, list[dict]] = {}
+    for outcome in runs:
+        # the grid entry, also for lines printed before they carried it: the tag ends in -N[-seedS]
+        index = outcome.get("candidate", int(re.search(r"-(\d+)(?:-seed\d+)?$", outcome["tag"]).group(1)))
+        by_candidate.setdefault(index, []).append(outcome)
+
+    def mean(values) -> float:
+        values = list(values)
+        return round(sum(values) / len(values), 4)
+
+    table = {
+        index: {
+            "overrides": group[0]["overrides"],
+            "seeds": [r.get("seed") for r in group],
+            "valid_NDCG@10": mean(r["valid"]["NDCG@10"] for r in group),
         }
-    print(json.dumps(summary))
+        for index, group in sorted(by_candidate.items())
+    }
+    chosen = max(table, key=lambda index: table[index]["valid_NDCG@10"])
+    group = by_candidate[chosen]
+    summary = {
+        "candidates": table,
+        "chosen": chosen,
+        "overrides": table[chosen]["overrides"],
+        "test": {k: mean(r["test"][k] for r in group) for k in group[0]["test"]},
+        "test_range": {
+            k: [min(r["test"][k] for r in group), max(r["test"][k] for r in group)]
+            for k in ("HR@10", "NDCG@10")
+        },
+    }
+    if reference:
+        summary["published"] = reference
+        summary["relative_difference"] = {
+            k: round(summary["test"][k] / v - 1.0, 4) for k, v in reference.items()
+        }
+    return summary
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ Scoring uses the model's `full_sort_predict` over the whole catalog for each exa
 history (every interaction before the target, the last `max_history` of them), mapped back to our
 item ids, and turned into exact (greater, ties) counts, so RecBole's metric code is never involved.
 
+SASRec can also train the way the published model did (`train_rows: sequences`, `position_origin:
+latest`, `loss_type: BCE`; see recbole_objectives): one row per user whose every position predicts the
+next item, batched here from our own train split, with the same validation and early stopping.
+
 A model that learned one vector per user (BPR, LightGCN, HGN: it has a `user_embedding`) cannot score
 a user it never saw; on the new_user and new_domain splits it is reported as not applicable.
 
@@ -125,6 +129,12 @@ class RecBoleParams:
             raise UnimpError(f"recbole params: train_rows must be one of {', '.join(TRAIN_ROWS)}")
         if self.position_origin not in POSITION_ORIGINS:
             raise UnimpError(f"recbole params: position_origin must be one of {', '.join(POSITION_ORIGINS)}")
+
+    @property
+    def width_invariant(self) -> bool:
+        """Whether histories may be cut to their batch's longest one: declared by length_buckets, and
+        true of the published SASRec subclass (tested)."""
+        return self.length_buckets or self.published_sasrec
 
     @property
     def published_sasrec(self) -> bool:
@@ -553,7 +563,7 @@ class RecBolePredictor:
         if hasattr(model, "ITEM_SEQ"):
             if (lengths == 0).any():
                 raise UnimpError(f"{self.name} needs at least one earlier item for every example")
-            if self.params.length_buckets:  # the same outputs without the all-padding columns
+            if self.params.width_invariant:  # the same outputs without the all-padding columns
                 sequences = sequences[:, : max(1, int(lengths.max()))]
             fields[model.ITEM_SEQ] = torch.as_tensor(sequences)
             fields[model.ITEM_SEQ_LEN] = torch.as_tensor(lengths)
@@ -575,11 +585,12 @@ class RecBolePredictor:
     def _rank(self, users, positions, targets, shown: int) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
         """(greater, ties) of each example's target over the catalog, and its top `shown` items.
 
-        With length_buckets the examples go through in order of history length, so each batch is cut
-        to a width close to its rows' (most users have short histories; one long one in a batch would
-        otherwise pad all of it), and the results come back in the examples' order."""
+        For a model whose outputs do not depend on the padded width (`width_invariant`) the examples
+        go through in order of history length, so each batch is cut to a width close to its rows'
+        (most users have short histories; one long one in a batch would otherwise pad all of it), and
+        the results come back in the examples' order."""
         order = np.arange(len(users))
-        if self.params.length_buckets:
+        if self.params.width_invariant:
             order = np.argsort(np.minimum(positions, self.sequence_width), kind="stable")
         greater = np.empty(len(users), dtype=np.float64)
         ties = np.empty(len(users), dtype=np.float64)

@@ -328,6 +328,35 @@ def test_a_batch_split_by_length_has_the_loss_of_the_whole_batch(synthetic_data,
     torch.testing.assert_close(split, whole)
 
 
+def test_length_buckets_compute_random_prefix_batches_in_parts_with_the_whole_batchs_loss(synthetic_data):
+    """RecBole's prefix rows: each random batch is split by history length and cut, and the weighted
+    parts give exactly the loss of the batch padded in one piece."""
+    from recbole.data.interaction import Interaction
+
+    from unimp_bench.baselines.recbole_engine import RecBoleParams, RecBolePredictor
+
+    settings = RecBoleParams(
+        model="SASRec", epochs=1, length_buckets=True, recbole=TINY_SASREC | {"loss_type": "BPR"}
+    )
+    predictor = RecBolePredictor("SASRec", settings, open_dataset(synthetic_data))
+    model = predictor.model.eval()
+    parts = next(iter(predictor._batches(predictor.train_data, epoch=1)))
+    assert len(parts) > 1 and sum(w for _, w in parts) == pytest.approx(1.0)
+    widths = [part["item_id_list"].shape[1] for part, _ in parts]
+    assert all(int(part["item_length"].max()) == w for (part, _), w in zip(parts, widths))
+    # the whole batch: the parts' rows padded on the right to the widest part, together
+    whole = {}
+    for key in parts[0][0].interaction:
+        columns = [part[key] for part, _ in parts]
+        if key == "item_id_list":
+            columns = [F.pad(c, (0, max(widths) - c.shape[1])) for c in columns]
+        whole[key] = torch.cat(columns)
+    with torch.no_grad():
+        split = sum(weight * model.calculate_loss(part) for part, weight in parts)
+        together = model.calculate_loss(Interaction(whole))
+    torch.testing.assert_close(split, together)
+
+
 def test_published_sasrec_options_are_checked(synthetic_data, tmp_path):
     gru = quick_config(tmp_path, "GRU4Rec", train_rows="sequences")
     with pytest.raises(UnimpError, match="train_rows sequences is available for SASRec only"):

@@ -104,10 +104,11 @@ class RecBoleParams:
     exclude_seen: bool = False  # leave the user's earlier items out of the ranking
     seed: int = 2020
     eval_batch_size: int = 1024  # examples scored per full-sort batch
-    # batches of similar history length, each cut to its longest history: the same model outputs
-    # (positions count from the left, padding sits on the right, attention is causal) for a
-    # fraction of the compute. Only for models whose outputs do not depend on the padded width
-    # (SASRec, GRU4Rec); HGN, for one, needs the full width.
+    # each random batch computed as parts of similar history length, each part cut to its longest
+    # history and the parts' gradients accumulated: the gradient of the whole batch for a fraction of
+    # the compute. Only for models whose outputs do not depend on the padded width (SASRec, GRU4Rec:
+    # positions count from the left, padding sits on the right, attention is causal); HGN, for one,
+    # needs the full width. Sequence rows (train_rows: sequences) are always computed this way.
     length_buckets: bool = False
     # SASRec only (recbole_objectives): `prefixes` trains RecBole's way, one row per training position
     # with the loss on its last position; `sequences` the published way, one row per user (the last
@@ -310,6 +311,7 @@ class RecBolePredictor:
                 config = self._config(folder, "finetune")
                 init_seed(config["seed"], config["reproducibility"])
             self.rb_config = config
+            self.train_data = train_data  # RecBole's loader: its rows, sampler and collate
             self.model = model_class(config, train_data.dataset).to(self.device)
             self.uses_user_ids = hasattr(self.model, "user_embedding")
             self._fit(config, train_data)
@@ -362,9 +364,9 @@ class RecBolePredictor:
         )
 
     def _batches(self, train_data, epoch: int):
-        """RecBole's shuffled batches, or (length_buckets) batches of similar history length: the rows
-        are shuffled, cut into chunks of 64 batches, sorted by length within a chunk, batched, and the
-        batches shuffled, all seeded by (seed, epoch)."""
+        """RecBole's shuffled batches, or (length_buckets) our shuffled batches, seeded by (seed,
+        epoch), each computed as parts of similar history length (`_length_parts`); sequence rows are
+        always computed in parts."""
         if self.params.train_rows == "sequences":
             yield from self._sequence_batches(train_data.step, epoch)
             return
@@ -375,33 +377,38 @@ class RecBolePredictor:
         sequence_field = self.rb_config["ITEM_ID_FIELD"] + self.rb_config["LIST_SUFFIX"]
         lengths = train_data._dataset.inter_feat[length_field].numpy()
         rng = np.random.default_rng([self.params.seed, epoch])
-        for rows in self._shuffled_batches(rng, lengths, train_data.step):
-            batch = train_data.collate_fn(rows.tolist())
-            width = int(batch[length_field].max())
-            batch[sequence_field] = batch[sequence_field][:, :width]
-            yield batch
+        for rows in self._shuffled_batches(rng, len(lengths), train_data.step):
+            batch = train_data.collate_fn(rows.tolist())  # RecBole's own rows, negatives included
+            row_lengths = batch[length_field].numpy()
+            parts = []
+            for members in self._length_parts(row_lengths):
+                part = batch[members]
+                part[sequence_field] = part[sequence_field][:, : int(row_lengths[members].max())]
+                parts.append((part, len(members) / len(row_lengths)))  # RecBole's losses: means over rows
+            yield parts
 
-    def _shuffled_batches(self, rng, lengths: np.ndarray, size: int) -> list[np.ndarray]:
-        """Row indices in batches of `size`, in a random order. With length_buckets the rows are
-        shuffled, cut into chunks of 64 batches and sorted by length within a chunk, then batched, and
-        the batches shuffled."""
-        order = rng.permutation(len(lengths))
-        if not self.params.length_buckets:
-            return [order[i : i + size] for i in range(0, len(order), size)]
-        batches = []
-        for start in range(0, len(order), size * 64):
-            chunk = order[start : start + size * 64]
-            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-            batches.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
-        return [batches[i] for i in rng.permutation(len(batches))]
+    @staticmethod
+    def _shuffled_batches(rng, rows: int, size: int) -> list[np.ndarray]:
+        """Row indices 0..rows-1 in a random order, cut into batches of `size`."""
+        order = rng.permutation(rows)
+        return [order[i : i + size] for i in range(0, rows, size)]
+
+    @staticmethod
+    def _length_parts(lengths: np.ndarray) -> list[np.ndarray]:
+        """The rows of a batch grouped by history length (within a power of two), so each part can be
+        cut to its own longest history. Weighted by its share of the batch's loss terms, the parts'
+        mean losses add up to the batch's mean loss: the gradient of the whole batch (random, as
+        RecBole and the published code draw them) for a fraction of the compute, since a few long
+        histories would otherwise pad every row of a batch. Only for models whose outputs do not
+        depend on the padded width."""
+        classes = np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
+        return [np.flatnonzero(classes == length_class) for length_class in np.unique(classes)]
 
     def _sequence_batches(self, size: int, epoch: int):
-        """One step per batch of users (`_shuffled_batches`, seeded by (seed, epoch)); each step is a
-        list of (part, weight): the batch's rows grouped by length (`_parts_by_width`)."""
-        sequences = self.train_sequences
-        lengths = np.asarray([min(len(s), self.params.max_history + 1) - 1 for s in sequences])
+        """One step per random batch of users, seeded by (seed, epoch); each step is a list of (part,
+        weight): the batch's rows grouped by length (`_parts_by_width`)."""
         rng = np.random.default_rng([self.params.seed, epoch])
-        for rows in self._shuffled_batches(rng, lengths, size):
+        for rows in self._shuffled_batches(rng, len(self.train_sequences), size):
             yield self._parts_by_width(self._sequence_batch(rng, rows))
 
     def _sequence_batch(self, rng, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -426,18 +433,14 @@ class RecBolePredictor:
         return {self.model.ITEM_SEQ: inputs, TARGET_SEQUENCE: targets, NEGATIVE_SEQUENCE: negatives}
 
     def _parts_by_width(self, batch: dict[str, np.ndarray]) -> list[tuple[Any, float]]:
-        """A batch split into rows of similar length (input lengths within a power of two), each part
-        cut to its longest row and weighted by its share of the batch's target positions: the weighted
-        sum of the parts' mean losses is the batch's mean loss, for a fraction of the compute when a few
-        long histories would pad a random batch (the model's outputs do not depend on the padded width)."""
+        """A batch of sequence rows as `_length_parts`, each part weighted by its share of the batch's
+        target positions (the loss is a mean over positions)."""
         from recbole.data.interaction import Interaction
 
         lengths = (batch[TARGET_SEQUENCE] > 0).sum(axis=1)
-        classes = np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
         width = batch[TARGET_SEQUENCE].shape[1]
         parts = []
-        for length_class in np.unique(classes):
-            members = np.flatnonzero(classes == length_class)
+        for members in self._length_parts(lengths):
             cut = int(lengths[members].max())
             columns = slice(width - cut, width) if self.model.latest_last else slice(0, cut)
             part = Interaction({k: torch.as_tensor(v[members][:, columns]) for k, v in batch.items()})

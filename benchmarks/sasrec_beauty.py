@@ -49,7 +49,7 @@ GRID = [
     {"position_origin": "first"},  # the published training with RecBole's position numbering
     {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2},
     {"learning_rate": 0.0005},
-    RECBOLE_ROWS | {"loss_type": "CE"},  # SASRec-CE.yaml: a softmax (the engine turns sampling off)
+    RECBOLE_ROWS | {"loss_type": "CE", "train_neg_sample_args": None},  # SASRec-CE.yaml: a softmax
 ]
 # grid keys that are the baseline's own fields rather than RecBole options
 OWN_FIELDS = {"stopping_step", "epochs", "max_history", "train_rows", "position_origin", "length_buckets"}

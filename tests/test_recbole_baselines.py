@@ -361,6 +361,10 @@ def test_published_sasrec_options_are_checked(synthetic_data, tmp_path):
     gru = quick_config(tmp_path, "GRU4Rec", train_rows="sequences")
     with pytest.raises(UnimpError, match="train_rows sequences is available for SASRec only"):
         run_baseline("GRU4Rec", "recommendation", synthetic_data, tmp_path / "g", ["test"], config=gru)
+    sampler = {"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
+    sampled = quick_config(tmp_path, "SASRec", recbole={"loss_type": "CE"} | sampler)
+    with pytest.raises(UnimpError, match="loss_type CE uses no sampled negatives"):
+        run_baseline("SASRec", "recommendation", synthetic_data, tmp_path / "c", ["test"], config=sampled)
     odd = quick_config(tmp_path, "SASRec", position_origin="middle")
     with pytest.raises(UnimpError, match="position_origin must be one of first, latest"):
         run_baseline("SASRec", "recommendation", synthetic_data, tmp_path / "s", ["test"], config=odd)

@@ -236,6 +236,8 @@ def recbole_options(
     }
     loss_type = _loss_type(params)
     if loss_type == "CE":  # a softmax over all items: RecBole refuses negative sampling with it
+        if params.recbole.get("train_neg_sample_args") is not None:
+            raise UnimpError("loss_type CE uses no sampled negatives: set train_neg_sample_args to null")
         options["train_neg_sample_args"] = None
     if params.published_sasrec:
         # RecBole reads a model's property file by class name, and the subclass has none: the base

@@ -158,11 +158,14 @@ def test_binary_cross_entropy_objective_matches_torchs_reference():
 
 
 def test_sasrec_with_binary_cross_entropy_learns_a_known_ranking(cyclic_data, tmp_path):
+    """RecBole's prefix rows trained with the published objective."""
     config = quick_config(
         tmp_path,
         "SASRec",
         epochs=30,
         stopping_step=30,
+        train_rows="prefixes",
+        position_origin="first",
         recbole={
             "learning_rate": 0.01,
             "train_batch_size": 64,

@@ -233,6 +233,25 @@ def test_sasrec_trained_on_whole_sequences_learns_a_known_ranking(
     assert params["train_rows"] == "sequences" and params["position_origin"] == position_origin
 
 
+def test_validation_waits_for_enough_steps_on_a_small_dataset(cyclic_data, tmp_path):
+    """120 users in batches of 64 are 2 steps an epoch: validating every 5 steps means every third
+    epoch (and the last), and patience counts validations."""
+    config = quick_config(
+        tmp_path,
+        "SASRec",
+        epochs=10,
+        stopping_step=50,
+        valid_every_steps=5,
+        recbole=TINY_SASREC | {"loss_type": "BCE", "train_batch_size": 64},
+    )
+    [(result, _)] = run_baseline(
+        "SASRec", "recommendation", cyclic_data, tmp_path / "r", ["test"], config=config
+    )
+    training = result.provenance["config"]["training"]
+    assert training["validated_epochs"] == [3, 6, 9, 10]
+    assert len(training["valid_curve"]) == 4 and training["best_epoch"] in (3, 6, 9, 10)
+
+
 def _published_sasrec(synthetic_data, tmp_path, **params):
     from unimp_bench.baselines.recbole_engine import RecBoleParams, RecBolePredictor
 

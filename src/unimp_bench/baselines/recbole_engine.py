@@ -99,7 +99,11 @@ class RecBoleParams:
     model: str  # a RecBole model class name, e.g. SASRec
     max_history: int = 50  # the history a sequential model reads (RecBole's MAX_ITEM_LIST_LENGTH)
     epochs: int = 200  # at most; training stops earlier when valid NDCG@10 stops improving
-    stopping_step: int = 10  # epochs without a better valid NDCG@10 before stopping
+    stopping_step: int = 10  # validations without a better valid NDCG@10 before stopping
+    # validate after the first epoch that completes at least this many optimizer steps since the last
+    # validation (0: after every epoch), so that on a small dataset, whose epochs are a few steps,
+    # the patience above still spans a fair amount of training
+    valid_every_steps: int = 0
     pretrain_epochs: int = 0  # S3Rec's self-supervised pre-training stage
     exclude_seen: bool = False  # leave the user's earlier items out of the ranking
     seed: int = 2020
@@ -124,8 +128,8 @@ class RecBoleParams:
             raise UnimpError(
                 "recbole params: max_history, epochs, stopping_step, eval_batch_size must be >= 1"
             )
-        if self.pretrain_epochs < 0:
-            raise UnimpError("recbole params: pretrain_epochs must be >= 0")
+        if self.pretrain_epochs < 0 or self.valid_every_steps < 0:
+            raise UnimpError("recbole params: pretrain_epochs and valid_every_steps must be >= 0")
         if self.train_rows not in TRAIN_ROWS:
             raise UnimpError(f"recbole params: train_rows must be one of {', '.join(TRAIN_ROWS)}")
         if self.position_origin not in POSITION_ORIGINS:
@@ -462,10 +466,11 @@ class RecBolePredictor:
             pending &= np.isin(rows * n_items + negatives, seen)
         return negatives
 
-    def _epoch(self, model, optimizer, train_data, clip, epoch: int = 0) -> float:
-        """One pass over the batches; a step given as weighted parts accumulates their gradients."""
+    def _epoch(self, model, optimizer, train_data, clip, epoch: int = 0) -> tuple[float, int]:
+        """One pass over the batches: (summed loss, optimizer steps). A step given as weighted parts
+        accumulates their gradients."""
         model.train()
-        total = 0.0
+        total, steps = 0.0, 0
         for batch in self._batches(train_data, epoch):
             optimizer.zero_grad()
             for part, weight in batch if isinstance(batch, list) else [(batch, 1.0)]:
@@ -481,12 +486,13 @@ class RecBolePredictor:
             if clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), **clip)
             optimizer.step()
-        return total
+            steps += 1
+        return total, steps
 
     def _pretrain(self, model, config, train_data) -> None:
         optimizer = self._optimizer(config, model)
         losses = [
-            self._epoch(model, optimizer, train_data, config["clip_grad_norm"], -epoch)
+            self._epoch(model, optimizer, train_data, config["clip_grad_norm"], -epoch)[0]
             for epoch in range(1, self.params.pretrain_epochs + 1)
         ]
         self.training["pretrain_epochs"] = self.params.pretrain_epochs
@@ -505,13 +511,18 @@ class RecBolePredictor:
         optimizer = self._optimizer(config, model)
         valid_users, valid_targets = self._valid_targets()
         best, epoch = BestEpoch(self.params.stopping_step), 0
-        curve, seconds = [], []
+        curve, validated, seconds, steps = [], [], [], 0
         for epoch in range(1, self.params.epochs + 1):
             started = time.perf_counter()
-            loss = self._epoch(model, optimizer, train_data, config["clip_grad_norm"], epoch)
+            loss, epoch_steps = self._epoch(model, optimizer, train_data, config["clip_grad_norm"], epoch)
             seconds.append(time.perf_counter() - started)
+            steps += epoch_steps
+            if steps < self.params.valid_every_steps and epoch < self.params.epochs:
+                continue  # a small dataset: more epochs before the next validation
+            steps = 0
             score = self._valid_ndcg(valid_users, valid_targets)
             curve.append(round(score, 5))
+            validated.append(epoch)
             if self.show_progress:
                 print(
                     f"{self.name} epoch {epoch}: loss {loss:.4f}, valid NDCG@10 {score:.4f} "
@@ -529,6 +540,8 @@ class RecBolePredictor:
             "valid_curve": curve,
             "seconds_per_epoch": round(float(np.mean(seconds)), 3),
         }
+        if validated != list(range(1, epoch + 1)):
+            self.training["validated_epochs"] = validated
 
     def _forget_cached_embeddings(self) -> None:
         """Graph models (LightGCN, ...) cache propagated embeddings for prediction; new weights void them."""

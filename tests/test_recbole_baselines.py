@@ -157,6 +157,18 @@ def test_binary_cross_entropy_objective_matches_torchs_reference():
     assert first == pytest.approx(math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-3.0)), rel=1e-6)
 
 
+TINY_SASREC = {
+    "learning_rate": 0.01,
+    "train_batch_size": 64,
+    "hidden_size": 16,
+    "inner_size": 32,
+    "n_layers": 1,
+    "n_heads": 1,
+    "hidden_dropout_prob": 0.0,
+    "attn_dropout_prob": 0.0,
+}
+
+
 def test_sasrec_with_binary_cross_entropy_learns_a_known_ranking(cyclic_data, tmp_path):
     """RecBole's prefix rows trained with the published objective."""
     config = quick_config(
@@ -166,18 +178,8 @@ def test_sasrec_with_binary_cross_entropy_learns_a_known_ranking(cyclic_data, tm
         stopping_step=30,
         train_rows="prefixes",
         position_origin="first",
-        recbole={
-            "learning_rate": 0.01,
-            "train_batch_size": 64,
-            "hidden_size": 16,
-            "inner_size": 32,
-            "n_layers": 1,
-            "n_heads": 1,
-            "hidden_dropout_prob": 0.0,
-            "attn_dropout_prob": 0.0,
-            "loss_type": "BCE",
-            "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1},
-        },
+        recbole=TINY_SASREC
+        | {"loss_type": "BCE", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}},
     )
     [(result, _)] = run_baseline(
         "SASRec", "recommendation", cyclic_data, tmp_path / "r", ["test"], config=config
@@ -189,18 +191,6 @@ def test_sasrec_with_binary_cross_entropy_learns_a_known_ranking(cyclic_data, tm
     gru = quick_config(tmp_path, "GRU4Rec", recbole={"loss_type": "BCE"})
     with pytest.raises(UnimpError, match="BCE is available for SASRec only"):
         run_baseline("GRU4Rec", "recommendation", cyclic_data, tmp_path / "g", ["test"], config=gru)
-
-
-TINY_SASREC = {
-    "learning_rate": 0.01,
-    "train_batch_size": 64,
-    "hidden_size": 16,
-    "inner_size": 32,
-    "n_layers": 1,
-    "n_heads": 1,
-    "hidden_dropout_prob": 0.0,
-    "attn_dropout_prob": 0.0,
-}
 
 
 @pytest.mark.parametrize(

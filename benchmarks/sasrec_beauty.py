@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import resource
 import time
 from pathlib import Path
@@ -150,7 +149,6 @@ def main() -> None:
         help="training seeds, comma-separated: each candidate runs with each, and is judged by its mean "
         "valid score (default: the YAML's one seed)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="one training seed (same as --seeds N)")
     parser.add_argument(
         "--summarize",
         type=Path,
@@ -173,8 +171,6 @@ def main() -> None:
         converted = write_sequence_file(args.reviews, args.sequences)
         print(json.dumps({"converted": str(args.reviews), **converted}))
         args.no_reference = True
-    if args.seed is not None:
-        args.seeds = [args.seed]
     if args.summarize:  # choose from runs printed earlier (e.g. candidates run in parallel)
         runs = [
             json.loads(line)
@@ -209,11 +205,9 @@ def published_for(args) -> dict[str, float]:
 def summarize(runs: list[dict], reference: dict[str, float] | None) -> dict:
     """The candidate with the best valid NDCG@10, averaged over its seeds (valid only: test is read
     for the chosen one), with its mean test scores and their spread over seeds."""
-    by_candidate: dict[int, list[dict]] = {}
+    by_candidate: dict[int | str, list[dict]] = {}  # grid entry (or a label in a records file)
     for outcome in runs:
-        # the grid entry, also for lines printed before they carried it: the tag ends in -N[-seedS]
-        index = outcome.get("candidate", int(re.search(r"-(\d+)(?:-seed\d+)?$", outcome["tag"]).group(1)))
-        by_candidate.setdefault(index, []).append(outcome)
+        by_candidate.setdefault(outcome["candidate"], []).append(outcome)
 
     def mean(values) -> float:
         values = list(values)

@@ -192,7 +192,7 @@ def _model_class(params: RecBoleParams):
                 if value != default and (key != "loss_type" or value == BINARY_CROSS_ENTROPY)
             ]
             raise UnimpError(f"{' and '.join(asked)} is available for SASRec only, not {params.model}")
-        return sasrec_class(params.model, params.position_origin)
+        return sasrec_class(params.position_origin)
     try:
         return get_model(params.model)
     except ValueError:
@@ -453,7 +453,8 @@ class RecBolePredictor:
             parts.append((part, float(lengths[members].sum() / lengths.sum())))
         return parts
 
-    def _negatives(self, rng, sequences: list[np.ndarray], real: np.ndarray, n_items: int) -> np.ndarray:
+    @staticmethod
+    def _negatives(rng, sequences: list[np.ndarray], real: np.ndarray, n_items: int) -> np.ndarray:
         """[B W] uniform items, none of them among its row's training items (all of them, also those
         older than the window), 0 where `real` is false."""
         # (row, item) pairs as one key each, so membership is one vectorized lookup

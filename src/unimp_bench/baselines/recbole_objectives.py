@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 from unimp_bench.baselines.recbole_compat import prepare_recbole
-from unimp_bench.errors import UnimpError
 
 BINARY_CROSS_ENTROPY = "BCE"
 POSITION_ORIGINS = ("first", "latest")
@@ -55,12 +54,9 @@ def right_aligned(item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.T
 
 
 @functools.cache
-def sasrec_class(model: str, position_origin: str = "first"):
-    """RecBole's SASRec with the published objective, sequence rows and position origin available."""
-    if model != "SASRec":
-        raise UnimpError(f"the published SASRec's options are available for SASRec only, not {model}")
-    if position_origin not in POSITION_ORIGINS:
-        raise UnimpError(f"position_origin must be one of {', '.join(POSITION_ORIGINS)}")
+def sasrec_class(position_origin: str = "first"):
+    """RecBole's SASRec with the published objective, sequence rows and position origin available
+    (the options are checked by the engine's RecBoleParams)."""
     prepare_recbole()
     from recbole.model.sequential_recommender import SASRec
     from recbole.utils import InputType

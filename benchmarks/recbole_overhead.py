@@ -26,20 +26,19 @@ import yaml
 
 
 def direct(model: str, spec: dict, data: Path, scratch: Path) -> float:
-    from unimp_bench.baselines.recbole_compat import prepare_recbole, quiet_recbole
+    from unimp_bench.baselines.recbole_compat import literal_config, prepare_recbole, quiet_recbole
     from unimp_bench.baselines.recbole_engine import RecBoleParams, _model_class, recbole_options
     from unimp_bench.baselines.recbole_export import export_recbole
     from unimp_bench.config import from_mapping
     from unimp_bench.data.contract import open_dataset
 
     prepare_recbole()
-    from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import ModelType, get_trainer, init_seed
 
     params = from_mapping(RecBoleParams, spec["params"], model)
     started = time.perf_counter()
-    model_class = _model_class(params.model)
+    model_class = _model_class(params)
     layout = "sequential" if model_class.type == ModelType.SEQUENTIAL else "general"
     exported = export_recbole(open_dataset(data), scratch / "atomic", layout, params.max_history)
     # the runner's own RecBole config; only what RecBole's trainer needs on top differs
@@ -49,8 +48,8 @@ def direct(model: str, spec: dict, data: Path, scratch: Path) -> float:
         "metrics": ["Hit", "NDCG", "MRR"],
         "topk": [3, 5, 10],
     }
+    config = literal_config(params.model, "unimp", options)
     with quiet_recbole():
-        config = Config(model=params.model, dataset="unimp", config_dict=options)
         init_seed(config["seed"], config["reproducibility"])
         dataset = create_dataset(config)
         train, valid, test = data_preparation(config, dataset)

@@ -13,17 +13,22 @@
   leftover at the top of sine.py), which switches anomaly mode on for the whole process: every op then
   records a Python stack trace and every backward checks for NaNs (about 10% of a SASRec step was
   spent formatting stack traces). The models are imported once here and the mode is put back.
+- RecBole's Config runs `eval` on every string value of the options it is given (so a baseline YAML
+  could run code); `literal_config` builds it with a conversion that parses Python literals only
+  (ast.literal_eval), with RecBole's own fallbacks (`"true"`/`"false"`, anything else stays a string).
 - pandas 3's copy-on-write silently ignores RecBole's in-place column fills: pandas stays below 3
   (pyproject.toml).
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import sys
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -83,3 +88,42 @@ def quiet_recbole() -> Iterator[None]:
             yield
     finally:
         sys.argv = arguments
+
+
+_LITERAL_TYPES = (str, int, float, list, tuple, dict, bool)
+
+
+def literal_value(value: Any) -> Any:
+    """RecBole's conversion of a string option, without code execution: a Python literal is parsed,
+    "true"/"false" (any case) are booleans, anything else stays the string it was."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        lowered = value.strip().lower()
+        return {"true": True, "false": False}.get(lowered, value)
+    return parsed if parsed is None or isinstance(parsed, _LITERAL_TYPES) else value
+
+
+@functools.cache
+def _literal_config_class():
+    prepare_recbole()
+    from recbole.config import Config
+
+    class LiteralConfig(Config):
+        """RecBole's Config whose string options are parsed as literals, never evaluated."""
+
+        def _convert_config_dict(self, config_dict):
+            return {key: literal_value(value) for key, value in config_dict.items()}
+
+        def _load_cmd_line(self):  # our command line is not RecBole's
+            return {}
+
+    return LiteralConfig
+
+
+def literal_config(model, dataset: str, options: dict[str, Any]):
+    """RecBole's Config for `model` on `dataset` with `options`; nothing in them is evaluated."""
+    with quiet_recbole():
+        return _literal_config_class()(model=model, dataset=dataset, config_dict=options)

@@ -26,6 +26,7 @@ unimp-bench sets itself (data paths, split, epochs, seed, ...), is an error.
 from __future__ import annotations
 
 import functools
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,12 @@ import yaml
 from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import item_histories, no_user_vector, valid_interactions
 from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
-from unimp_bench.baselines.recbole_compat import prepare_recbole, quiet_recbole
+from unimp_bench.baselines.recbole_compat import (
+    literal_config,
+    literal_value,
+    prepare_recbole,
+    quiet_recbole,
+)
 from unimp_bench.baselines.recbole_export import export_recbole
 from unimp_bench.baselines.recbole_objectives import (
     BINARY_CROSS_ENTROPY,
@@ -91,7 +97,22 @@ OWNED_KEYS = {
     "seq_separator",
     "log_wandb",
     "alias_of_item_id",
+    # options that make RecBole read, write or run something named in the option: paths it would
+    # torch.load or pickle.load (dataset_save_path, pre_model_path, ...), folders it writes, the
+    # teacher model KD_DAGFM passes to eval
+    "dataset_save_path",
+    "save_dataset",
+    "save_dataloaders",
+    "dataloaders_save_path",
+    "pretrain_path",
+    "mf_pretrain_path",
+    "mlp_pretrain_path",
+    "warm_up",
+    "teacher",
+    "config_file_list",
 }
+# any other option whose name says it names a file or folder is owned as well
+_FILE_KEY = re.compile(r"(^save_|_path$|_paths$|_dir$|_file$|_files$|_filename$)")
 
 
 @dataclass(frozen=True)
@@ -199,17 +220,52 @@ def _model_class(params: RecBoleParams):
         raise UnimpError(f"RecBole has no model named {params.model!r}") from None
 
 
+def owned_key(key: str) -> bool:
+    """Whether a RecBole option is unimp-bench's to set (paths, split, epochs, ...), never a YAML's."""
+    return key in OWNED_KEYS or bool(_FILE_KEY.search(key))
+
+
 def _check_options(params: RecBoleParams) -> None:
-    owned = sorted(set(params.recbole) & OWNED_KEYS)
+    """Refuse options a baseline YAML may not set, options RecBole does not define, and values whose
+    type differs from RecBole's default (a string where it expects a number would otherwise reach
+    RecBole's code), all in one sentence."""
+    owned = sorted(str(key) for key in params.recbole if owned_key(str(key)))
     if owned:
         raise UnimpError(
-            f"recbole options {', '.join(owned)} are set by unimp-bench; use the baseline's own fields "
+            f"recbole option(s) {', '.join(owned)} are set by unimp-bench and may not come from a baseline "
+            "YAML (they name files, folders or the split); use the baseline's own fields "
             "(max_history, epochs, stopping_step, pretrain_epochs, seed, eval_batch_size)"
         )
     known = _recbole_defaults(params.model)
-    unknown = sorted(set(params.recbole) - set(known))
+    unknown = sorted(str(key) for key in params.recbole if key not in known)
     if unknown:
         raise UnimpError(f"RecBole {params.model} has no option(s) {', '.join(unknown)}")
+    for key, raw in params.recbole.items():
+        value, default = literal_value(raw), known[key]
+        if not _same_kind(value, default):
+            raise UnimpError(
+                f"recbole option {key} must be a {_kind(default)} like its default {default!r}, "
+                f"got {str(raw)[:80]!r}"
+            )
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return "mapping" if isinstance(value, dict) else "string"
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether an option's value has the shape of RecBole's default (any literal where it is null)."""
+    if default is None or value is None:
+        return True
+    if isinstance(default, (list, tuple)) and _kind(value) != "mapping":
+        return True  # RecBole widens a single value to a list (topk: 10, metrics: Recall)
+    return _kind(value) == _kind(default)
 
 
 def recbole_options(
@@ -278,11 +334,8 @@ class RecBolePredictor:
     # ------------------------------------------------------------------ RecBole set-up and training
 
     def _config(self, folder: Path, stage: str | None = None):
-        from recbole.config import Config
-
         options = recbole_options(self.params, folder, self.layout, self.sequence_width, stage)
-        with quiet_recbole():
-            return Config(model=self.model_class, dataset=DATASET_NAME, config_dict=options)
+        return literal_config(self.model_class, DATASET_NAME, options)
 
     def _train(self) -> None:
         self.model_class = model_class = _model_class(self.params)

@@ -15,6 +15,8 @@ SHARED_RAW = Path(os.environ.get("UNIMP_BENCH_SHARED_DATA", REPO.parent / "share
 os.environ.setdefault("UNIMP_BENCH_NO_PROGRESS", "1")
 # caches the tests fill (the private WordNet copy) go to a temporary folder, not the user's home
 os.environ.setdefault("UNIMP_BENCH_CACHE", tempfile.mkdtemp(prefix="unimp-bench-test-cache-"))
+# and the key that signs checkpoints (checkpoint_trust) is a test key, not the user's
+os.environ.setdefault("UNIMP_BENCH_CONFIG", tempfile.mkdtemp(prefix="unimp-bench-test-config-"))
 
 
 @pytest.fixture(scope="session")

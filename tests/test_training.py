@@ -208,3 +208,82 @@ def test_config_errors_are_one_sentence(synthetic_data, tmp_path):
     assert load_run_config(Path("ablations/no_context")).loss.context is False  # a shipped preset by name
     with pytest.raises(UnimpError, match="not a shipped preset"):
         load_run_config(tmp_path / "missing.yaml")
+
+
+class _Planted:
+    """A pickle that creates a file when it is loaded: what a hostile checkpoint would carry."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def _resume(run: Path, data: Path):
+    return CliRunner().invoke(app, ["train", "--config", str(run / "config.yaml"), "--data", str(data),
+                                    "--out", str(run), "--resume", "--max-steps", "4"])  # fmt: skip
+
+
+def test_resume_refuses_checkpoints_it_did_not_write(cli_run, synthetic_data, tmp_path):
+    """The issue's attack: a planted model-states file would run code in DeepSpeed's torch.load."""
+    import pickle
+    import shutil
+
+    from unimp_bench.checkpoint_trust import MANIFEST, verify_checkpoint
+
+    verify_checkpoint(cli_run / "checkpoints" / "step_00000003")  # what we wrote verifies
+    pwned = tmp_path / "pwned"
+
+    def tampered(name: str, change) -> Path:
+        run = tmp_path / name
+        shutil.copytree(cli_run, run)
+        change(run / "checkpoints" / "step_00000003")
+        return run
+
+    def plant(folder: Path) -> None:
+        (folder / "mp_rank_00_model_states.pt").write_bytes(pickle.dumps(_Planted(pwned)))
+
+    def plant_and_redigest(folder: Path) -> None:  # an attacker can recompute digests, not the key
+        plant(folder)
+        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest["files"]["mp_rank_00_model_states.pt"] = file_sha256(folder / "mp_rank_00_model_states.pt")
+        (folder / MANIFEST).write_text(json.dumps(manifest))
+
+    from unimp_bench.fileio import file_sha256
+
+    cases = [
+        ("planted", plant, "changed since it was saved"),
+        ("redigested", plant_and_redigest, "not signed with this user's key"),
+        ("extra", lambda f: (f / "extra.pt").write_bytes(b"x"), "not saved with: extra.pt"),
+        ("corrupt", lambda f: (f / "unimp_state.json").write_text("{}"), "changed since"),
+        ("unsigned", lambda f: (f / MANIFEST).unlink(), f"no {MANIFEST}"),
+    ]
+    for name, change, message in cases:
+        result = _resume(tampered(name, change), synthetic_data)
+        assert result.exit_code == 1, (name, result.output)
+        assert message in result.output and "Traceback" not in result.output, (name, result.output)
+        assert not pwned.exists()
+
+    run = tampered("escape", lambda f: None)
+    (run / "checkpoints" / "latest").write_text("../../elsewhere")
+    result = _resume(run, synthetic_data)
+    assert result.exit_code == 1 and "not a checkpoint of unimp-bench" in result.output
+
+
+def test_resume_after_an_interrupted_save_uses_the_last_complete_checkpoint(
+    cli_run, synthetic_data, tmp_path
+):
+    import shutil
+
+    from unimp_bench.checkpoint_trust import MANIFEST
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    half = run / "checkpoints" / "step_00000004"  # killed after DeepSpeed's save, before signing
+    shutil.copytree(run / "checkpoints" / "step_00000003", half)
+    (half / MANIFEST).unlink()
+    (run / "checkpoints" / "latest").write_text("step_00000004")
+    result = _resume(run, synthetic_data)
+    assert result.exit_code == 0, result.output
+    assert [r["step"] for r in read_log(run)] == [1, 2, 3, 4]

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 import yaml
 
+from unimp_bench.checkpoint_trust import is_signed, sign_checkpoint, verify_checkpoint
 from unimp_bench.config import from_mapping, load_yaml, to_mapping
 from unimp_bench.errors import UnimpError
 from unimp_bench.examples import BuildSettings, build_examples, dataset_identity, open_examples
@@ -539,9 +542,39 @@ class WindowStats:
         self.context_count += parts.context_count
 
 
+logger = logging.getLogger(__name__)
+_TAG = re.compile(r"step_\d{8}")
+
+
 def latest_tag(checkpoints: Path) -> str | None:
+    """The tag DeepSpeed's `latest` file names; anything but a `step_N` name is refused (it would be a
+    path into or out of the run folder)."""
     marker = checkpoints / "latest"
-    return marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+    if not marker.is_file():
+        return None
+    tag = marker.read_bytes()[:64].decode("utf-8", "replace").strip()
+    if not _TAG.fullmatch(tag):
+        raise UnimpError(f"{marker} names {tag!r}, not a checkpoint of unimp-bench (step_NNNNNNNN)")
+    return tag
+
+
+def resume_tag(checkpoints: Path) -> str | None:
+    """The checkpoint to resume from, verified (checkpoint_trust): the latest one, or, when the latest
+    save was interrupted before it was signed, the newest earlier one that was."""
+    tag = latest_tag(checkpoints)
+    if tag is None:
+        return None
+    if not is_signed(checkpoints / tag):
+        signed = [
+            p.name for p in sorted(checkpoints.glob("step_*")) if _TAG.fullmatch(p.name) and is_signed(p)
+        ]
+        if signed and signed[-1] < tag:
+            logger.warning(
+                "checkpoint %s was not completed (no signed manifest); resuming from %s", tag, signed[-1]
+            )
+            tag = signed[-1]
+    verify_checkpoint(checkpoints / tag)
+    return tag
 
 
 def train_worker(
@@ -583,7 +616,7 @@ class Trainer:
         self.model.to(self.device)
 
         self.checkpoints = run / "checkpoints"
-        self.resume_tag = latest_tag(self.checkpoints) if resume else None
+        self.resume_tag = resume_tag(self.checkpoints) if resume else None
         if resume and self.resume_tag is None:
             raise UnimpError(f"{run} has no checkpoint to resume from yet")
         # which stage to rebuild before DeepSpeed restores the weights
@@ -720,6 +753,7 @@ class Trainer:
         export = self.checkpoints / tag / "export"
         export_model(self.model, export, self.run / "tokenizer", self.changed, lora, provenance)
         copy_directory_atomic(export, self.run / "export")  # the latest, what eval loads by default
+        sign_checkpoint(self.checkpoints / tag)  # last: a checkpoint is resumable once complete
         _prune_checkpoints(self.checkpoints, self.config.train.keep_checkpoints)
 
     def _micro_batch(self, engine, stage: Stage, pairs: np.ndarray, window: WindowStats) -> None:

@@ -47,12 +47,17 @@ def write_lines(path: Path, records: list) -> Path:
     return path
 
 
+# review times in tests count from here: prepare rejects times before 1990 as out of range
+TIME0 = 1_400_000_000
+
+
 def review(user: str, item: str, time: int, rating: float = 5.0, text: str = "fine") -> dict:
+    """A 2018-format review line; `time` counts seconds from TIME0."""
     return {
         "reviewerID": user,
         "asin": item,
         "overall": rating,
-        "unixReviewTime": time,
+        "unixReviewTime": TIME0 + time,
         "reviewText": text,
         "summary": "s",
     }

@@ -6,7 +6,7 @@ import json
 import polars as pl
 import pytest
 
-from conftest import joined_interactions, write_lines
+from conftest import TIME0, joined_interactions, write_lines
 from unimp_bench.config import from_mapping
 from unimp_bench.data.api import prepare_amazon_dataset
 from unimp_bench.data.meta import normalize_meta, parse_price
@@ -165,7 +165,7 @@ def test_recipes_reject_unknown_keys_and_bad_values(tmp_path):
 
 
 def test_files_not_prepared_are_listed(tmp_path):
-    record = {"reviewerID": "a", "asin": "b", "overall": 5, "unixReviewTime": 1}
+    record = {"reviewerID": "a", "asin": "b", "overall": 5, "unixReviewTime": TIME0}
     write_lines(tmp_path / "raw" / "Toys_and_Games_5.json", [record])
     write_lines(tmp_path / "raw" / "Baby_5.json", [record])
     write_lines(tmp_path / "raw" / "meta_Garden.json", [{"asin": "b", "title": "no reviews for it"}])

@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 
-from conftest import joined_interactions, review, write_lines
+from conftest import TIME0, joined_interactions, review, write_lines
 from unimp_bench.data.api import prepare_amazon_dataset
 from unimp_bench.data.kcore import drop_duplicate_pairs, k_core
 
@@ -56,7 +56,7 @@ def test_pipeline_splits_positions_and_tie_order(tmp_path):
     assert u["split"].to_list() == ["train", "valid", "test"]
     assert u["pos"].to_list() == [0, 1, 2]
     v = frame.filter(pl.col("user_id") == "v")
-    assert v["asin"].to_list() == ["i1", "i2"] and v["timestamp"].to_list() == [50, 60]
+    assert v["asin"].to_list() == ["i1", "i2"] and v["timestamp"].to_list() == [TIME0 + 50, TIME0 + 60]
     assert v["split"].to_list() == ["valid", "test"]
 
 

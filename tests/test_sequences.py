@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from conftest import review
 from unimp_bench.cli import app
 from unimp_bench.data.contract import open_dataset
 
@@ -160,9 +161,9 @@ def test_sequence_lines_follow_review_time_with_ties_in_file_order(tmp_path):
     lines = []
     for user in "ABCDE":
         for item, time in zip("vwxyz", [50, 10, 40, 10, 30] if user == "A" else [1, 2, 3, 4, 5]):
-            lines.append({"reviewerID": user, "asin": item, "overall": 5.0, "unixReviewTime": time})
-    lines.append({"reviewerID": "A", "asin": "v", "overall": 1.0, "unixReviewTime": 99})  # repeat: dropped
-    lines.append({"reviewerID": "F", "asin": "v", "overall": 1.0, "unixReviewTime": 1})  # below 5-core
+            lines.append(review(user, item, time))
+    lines.append(review("A", "v", 99, rating=1.0))  # repeat: dropped
+    lines.append(review("F", "v", 1, rating=1.0))  # below 5-core
     raw = tmp_path / "Toy_5.json"
     raw.write_text("".join(json.dumps(line) + "\n" for line in lines))
     stats = write_sequence_file(raw, tmp_path / "Toy.txt")

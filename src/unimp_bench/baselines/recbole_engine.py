@@ -241,7 +241,8 @@ def _check_options(params: RecBoleParams) -> None:
     if unknown:
         raise UnimpError(f"RecBole {params.model} has no option(s) {', '.join(unknown)}")
     for key, raw in params.recbole.items():
-        value, default = literal_value(raw), known[key]
+        # RecBole's YAML loader reads 1e-05 as a number, safe_load as a string: both sides are parsed
+        value, default = literal_value(raw), literal_value(known[key])
         if not _same_kind(value, default):
             raise UnimpError(
                 f"recbole option {key} must be a {_kind(default)} like its default {default!r}, "

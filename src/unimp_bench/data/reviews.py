@@ -6,6 +6,12 @@ memory follows the surviving data, not the raw size. Chunks go through polars' n
 a chunk it refuses (malformed JSON, wrong types, invalid UTF-8, blank lines) is halved until the bad
 lines sit in small spans that are read line by line, so every bad line is counted by reason (with its
 line number) and every good line still lands.
+
+Types do not depend on neighbouring lines: polars would turn any JSON value into a string column's
+text (a list `["B00"]`, `true`), so a span is accepted natively only when every id key in it holds a
+JSON string (or null); otherwise it takes the same halving path, where a field of the wrong JSON type
+is `wrong_type:<field>`. Times are checked in the file's own unit before conversion to milliseconds
+(`timestamp_out_of_range` outside 1990-2100), ratings outside 1-5 are `rating_out_of_range`.
 """
 
 from __future__ import annotations
@@ -39,6 +45,15 @@ class ReviewFields:
     item_fallback: str | None = None  # 2023: parent_asin groups variants; asin when it is absent
     time_in_ms: bool = False
 
+    @property
+    def id_fields(self) -> tuple[str, ...]:
+        return (self.user, self.item) + ((self.item_fallback,) if self.item_fallback else ())
+
+    @property
+    def time_scale(self) -> int:
+        """Milliseconds per unit of the file's time field."""
+        return 1 if self.time_in_ms else 1000
+
 
 FIELDS = {
     "2014": ReviewFields("reviewerID", "asin", "overall", "unixReviewTime", "reviewText", "summary"),
@@ -57,9 +72,12 @@ _RAW_KEY_SCHEMA = {
     "user_id": pl.String,
     "asin": pl.String,
     "rating_raw": pl.Float64,
-    "ts_ms": pl.Int64,
+    "ts_raw": pl.Int64,  # in the file's unit (seconds, or milliseconds for 2023)
     "line": pl.Int64,
 }
+# review times accepted, in seconds: Amazon's first reviews are from 1995; later than 2100 is a bug
+TIME_RANGE_S = (631_152_000, 4_102_444_800)  # 1990-01-01 .. 2100-01-01 UTC
+_INT64_MAX = 2**63 - 1
 TEXT_SCHEMA = {"line": pl.Int64, "review_text": pl.String, "summary": pl.String}
 
 
@@ -79,18 +97,18 @@ def _normalize_keys(frame: pl.DataFrame, fields: ReviewFields, first_line: int) 
     item = pl.col(fields.item)
     if fields.item_fallback:
         item = pl.coalesce(pl.col(fields.item).replace("", None), pl.col(fields.item_fallback))
-    time = pl.col(fields.time) if fields.time_in_ms else pl.col(fields.time) * 1000
     return frame.select(
         pl.col(fields.user).alias("user_id"),
         item.alias("asin"),
         pl.col(fields.rating).alias("rating_raw"),
-        time.alias("ts_ms"),
+        pl.col(fields.time).alias("ts_raw"),
         (pl.int_range(pl.len(), dtype=pl.Int64) + first_line).alias("line"),
     )
 
 
 def _reason_expr(fields: ReviewFields) -> pl.Expr:
     """Why a normalized key row is rejected, or null when it is valid."""
+    low, high = (bound * 1000 // fields.time_scale for bound in TIME_RANGE_S)  # in the file's unit
     return (
         pl.when(pl.col("user_id").is_null())
         .then(pl.lit(f"missing_field:{fields.user}"))
@@ -98,12 +116,14 @@ def _reason_expr(fields: ReviewFields) -> pl.Expr:
         .then(pl.lit(f"missing_field:{fields.item}"))
         .when(pl.col("rating_raw").is_null())
         .then(pl.lit(f"missing_field:{fields.rating}"))
-        .when(pl.col("ts_ms").is_null())
+        .when(pl.col("ts_raw").is_null())
         .then(pl.lit(f"missing_field:{fields.time}"))
         .when((pl.col("user_id").str.strip_chars() == "") | (pl.col("asin").str.strip_chars() == ""))
         .then(pl.lit("empty_id"))
         .when(~pl.col("rating_raw").is_between(1, 5) | pl.col("rating_raw").is_nan())
         .then(pl.lit("rating_out_of_range"))
+        .when(~pl.col("ts_raw").is_between(low, high, closed="left"))
+        .then(pl.lit("timestamp_out_of_range"))
         .otherwise(None)
     )
 
@@ -114,7 +134,7 @@ def _valid_keys(part: pl.DataFrame, fields: ReviewFields, rejects: RejectLog, fi
     checked = part.select(
         pl.col("user_id", "asin").cast(pl.Categorical),
         pl.col("rating_raw").cast(pl.Float32).alias("rating"),
-        "ts_ms",
+        (pl.col("ts_raw") * fields.time_scale).alias("ts_ms"),  # in range, so no overflow
         "line",
         _reason_expr(fields).alias("reason"),
     )
@@ -137,9 +157,15 @@ def _loads_line(raw: bytes, rejects: RejectLog, file_name: str, line_no: int) ->
         rejects.add("invalid_utf8", file_name, line_no, f"byte {exc.start}")
         return None
     try:
-        record = json.loads(text)
+        record = json.loads(text, object_pairs_hook=first_key_wins)
     except json.JSONDecodeError as exc:
         rejects.add("malformed_json", file_name, line_no, exc.msg)
+        return None
+    except ValueError as exc:  # an integer literal of more than 4,300 digits
+        rejects.add("malformed_json", file_name, line_no, str(exc).splitlines()[0])
+        return None
+    except RecursionError:
+        rejects.add("malformed_json", file_name, line_no, "nested too deeply")
         return None
     if not isinstance(record, dict):
         rejects.add("not_an_object", file_name, line_no, type(record).__name__)
@@ -147,51 +173,102 @@ def _loads_line(raw: bytes, rejects: RejectLog, file_name: str, line_no: int) ->
     return record
 
 
+def first_key_wins(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose repeated key keeps its first value, as polars' reader does (json's default
+    keeps the last), so a line reads the same whichever path it takes."""
+    record: dict = {}
+    for key, value in pairs:
+        record.setdefault(key, value)
+    return record
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_text(value) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _key_values(record: dict, fields: ReviewFields) -> tuple[str | None, tuple]:
+    """(the first field of the wrong JSON type or None, (user, item, rating, time) as read)."""
+    user, item = record.get(fields.user), record.get(fields.item)
+    rating, time = record.get(fields.rating), record.get(fields.time)
+    if not _is_text(user):
+        return fields.user, (user,)
+    if not _is_text(item):
+        return fields.item, (item,)
+    if fields.item_fallback and not item:
+        item = record.get(fields.item_fallback)
+        if not _is_text(item):
+            return fields.item_fallback, (item,)
+    if rating is not None and not _is_number(rating):
+        return fields.rating, (rating,)
+    if time is not None and (not _is_number(time) or not math.isfinite(time) or time != int(time)):
+        return fields.time, (time,)
+    return None, (user, item, rating, time)
 
 
 def _keys_line_by_line(
     chunk: bytes, first_line: int, fields: ReviewFields, rejects: RejectLog, file_name: str
 ) -> pl.DataFrame:
-    rows: dict[str, list] = {name: [] for name in ("user_id", "asin", "rating_raw", "ts_ms", "line")}
+    rows: dict[str, list] = {name: [] for name in _RAW_KEY_SCHEMA}
     for offset, raw in enumerate(split_lines(chunk)):
         line_no = first_line + offset
         record = _loads_line(raw, rejects, file_name, line_no)
         if record is None:
             continue
-        item = record.get(fields.item)
-        if fields.item_fallback and not item:
-            item = record.get(fields.item_fallback)
-        values = {
-            fields.user: record.get(fields.user),
-            fields.item: item,
-            fields.rating: record.get(fields.rating),
-            fields.time: record.get(fields.time),
-        }
-        wrong = [
-            key
-            for key, value, ok in (
-                (fields.user, values[fields.user], isinstance(values[fields.user], (str, int))),
-                (fields.item, item, isinstance(item, str)),
-                (fields.rating, values[fields.rating], _is_number(values[fields.rating])),
-                (fields.time, values[fields.time], _is_number(values[fields.time])),
-            )
-            if value is not None and not ok
-        ]
-        if wrong:
-            rejects.add(f"wrong_type:{wrong[0]}", file_name, line_no, repr(values[wrong[0]])[:80])
+        wrong, values = _key_values(record, fields)
+        if wrong is not None:
+            rejects.add(f"wrong_type:{wrong}", file_name, line_no, repr(values[0])[:80])
             continue
-        time = values[fields.time]
-        if time is not None and (not math.isfinite(time) or time != int(time)):
-            rejects.add(f"wrong_type:{fields.time}", file_name, line_no, repr(time)[:80])
+        user, item, rating, time = values
+        if time is not None and abs(int(time)) > _INT64_MAX:
+            rejects.add("timestamp_out_of_range", file_name, line_no, repr(time)[:80])
             continue
-        rows["user_id"].append(None if values[fields.user] is None else str(values[fields.user]))
+        try:
+            rating = None if rating is None else float(rating)
+        except OverflowError:  # an integer too large for a float
+            rejects.add("rating_out_of_range", file_name, line_no, repr(rating)[:80])
+            continue
+        rows["user_id"].append(user)
         rows["asin"].append(item)
-        rows["rating_raw"].append(None if values[fields.rating] is None else float(values[fields.rating]))
-        rows["ts_ms"].append(None if time is None else int(time) * (1 if fields.time_in_ms else 1000))
+        rows["rating_raw"].append(rating)
+        rows["ts_raw"].append(None if time is None else int(time))
         rows["line"].append(line_no)
     return pl.DataFrame(rows, schema=_RAW_KEY_SCHEMA)
+
+
+def _holds_strings(span: bytes, key: str, found: int) -> bool:
+    """Whether the quoted key appears exactly `found` times in the span, each time holding a string,
+    plus any number of times holding null (the spellings json.dumps writes, with or without a space
+    after the colon). bytes.count is a fast scan; the common case needs two."""
+    quoted = json.dumps(key).encode()
+    anywhere, string = span.count(quoted), span.count(quoted + b': "')
+    if anywhere == string == found:
+        return True
+    string += span.count(quoted + b':"')
+    null = span.count(quoted + b": null") + span.count(quoted + b":null")
+    return string == found and anywhere == string + null
+
+
+# how polars writes a non-string JSON value into a string column: a list or object as JSON text, a
+# boolean as true/false, a number as its digits
+_NON_STRING_SHAPE = r"^(?:[\[{]|true$|false$|-?[0-9])"
+
+
+def _ids_are_strings(span: bytes, parsed: pl.DataFrame, fields: ReviewFields) -> bool:
+    """Whether every id value polars read came from a JSON string: polars would also have turned a
+    list, number or boolean into text. Only when some value has the shape of such text (a real id may:
+    the Books asins are digits) are the key's occurrences counted in the raw bytes; an escaped, nested
+    or repeated key or another spacing then makes the counts differ, and the span is read line by
+    line, which decides exactly."""
+    for key in fields.id_fields:
+        column = parsed.get_column(key)
+        found = parsed.height - column.null_count()
+        if found and column.str.contains(_NON_STRING_SHAPE).any() and not _holds_strings(span, key, found):
+            return False
+    return True
 
 
 SMALLEST_FAST_SPAN = 256  # below this many lines a refused span is read line by line
@@ -208,7 +285,11 @@ def _parse_keys(
             parsed = pl.read_ndjson(span, schema=schema)
         except Exception:  # polars raises ComputeError for any bad line
             parsed = None
-        if parsed is not None and parsed.height == n_lines:  # fewer rows: it skipped blank lines
+        if (
+            parsed is not None
+            and parsed.height == n_lines  # fewer rows: it skipped blank lines
+            and _ids_are_strings(span, parsed, fields)
+        ):
             return [_normalize_keys(parsed, fields, first_line)]
     middle = span.find(b"\n", len(span) // 2) + 1
     if middle in (0, len(span)):
@@ -266,7 +347,10 @@ def read_review_texts(
             if parsed.height != len(selected):
                 raise ValueError("line count mismatch")
         except Exception:
-            records = [json.loads(line.decode("utf-8")) for line in selected]  # lines that passed pass 1
+            # lines that passed pass 1
+            records = [
+                json.loads(line.decode("utf-8"), object_pairs_hook=first_key_wins) for line in selected
+            ]
             parsed = pl.DataFrame(
                 {
                     fields.text: [_as_text(r.get(fields.text)) for r in records],

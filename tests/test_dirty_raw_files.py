@@ -1,0 +1,124 @@
+"""Dirty raw dumps: a bad line is counted by one reason whatever its neighbours, nothing is silently
+wrong (types, times, meta lines) and no input ends in a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import TIME0, joined_interactions, review
+from unimp_bench.data.api import prepare_amazon_dataset
+from unimp_bench.data.raw_files import RawFile
+from unimp_bench.data.rejects import RejectLog
+from unimp_bench.data.reviews import read_review_keys
+
+GOOD = [review(f"u{u}", f"i{i}", 100 * u + i) for u in range(3) for i in range(3)]
+
+
+def read_keys(path: Path, lines: list[str], release: str = "2018"):
+    path.write_text("".join(line + "\n" for line in lines))
+    rejects = RejectLog()
+    keys, _ = read_review_keys(RawFile(path, "reviews", release, "Toys"), rejects)
+    return keys, rejects.counts
+
+
+def line(**fields) -> str:
+    record = review("u0", "i0", 0) | fields
+    return json.dumps(record)
+
+
+BAD_TYPES = [
+    (line(asin=["B004LLIKVU"]), "wrong_type:asin"),
+    (line(asin={"id": "B004LLIKVU"}), "wrong_type:asin"),
+    (line(asin=1234567890), "wrong_type:asin"),
+    (line(reviewerID=True), "wrong_type:reviewerID"),
+    (line(reviewerID=42), "wrong_type:reviewerID"),
+    (line(overall="5"), "wrong_type:overall"),
+    (line(overall=True), "wrong_type:overall"),
+    (line(unixReviewTime=TIME0 + 0.5), "wrong_type:unixReviewTime"),
+    (line(unixReviewTime=str(TIME0)), "wrong_type:unixReviewTime"),
+]
+
+
+@pytest.mark.parametrize("bad, reason", BAD_TYPES)
+def test_a_field_of_the_wrong_json_type_is_wrong_type_whatever_its_neighbours(tmp_path, bad, reason):
+    """Alone among 600 good lines (polars reads the chunk natively) and beside a malformed line (the
+    chunk goes line by line), the same line gets the same reason."""
+    good = [json.dumps(review(f"u{n}", f"i{n % 5}", n)) for n in range(600)]
+    for neighbours in ([], ['{"reviewerID": ']):
+        keys, counts = read_keys(tmp_path / "Toys_5.json", [*good[:300], bad, *neighbours, *good[300:]])
+        assert counts.get(reason) == 1, (neighbours, counts)
+        assert keys.height == 600 and set(keys["user_id"].cast(str)) == {f"u{n}" for n in range(600)}
+
+
+def test_ids_that_look_like_numbers_are_kept_when_they_are_strings(tmp_path):
+    """The Books asins are digits: a string that looks like a number is a valid id on either path."""
+    lines = [json.dumps(review(f"{n:010d}", f"{n % 7:010d}", n)) for n in range(600)]
+    for extra in ([], ["not json"]):
+        keys, counts = read_keys(tmp_path / "Books_5.json", lines + extra)
+        assert keys.height == 600 and "0000000003" in set(keys["asin"].cast(str))
+        assert set(counts) <= {"malformed_json"}
+
+
+def test_a_repeated_key_reads_the_same_on_both_paths(tmp_path):
+    repeated = '{"reviewerID": "dup", "asin": "first", "asin": "second", "overall": 4, "unixReviewTime": %d}'
+    good = [json.dumps(review(f"u{n}", "i", n)) for n in range(300)]
+    seen = []
+    for extra in ([], ["not json"]):
+        keys, _ = read_keys(tmp_path / "Toys_5.json", [repeated % TIME0, *good, *extra])
+        seen.append(keys.filter(keys["user_id"].cast(str) == "dup")["asin"].cast(str).to_list())
+    assert seen == [["first"], ["first"]]
+
+
+@pytest.mark.parametrize(
+    "time, reason",
+    [
+        (2**62, "timestamp_out_of_range"),  # times 1000 would wrap around to 1970
+        (2**63 + 5, "timestamp_out_of_range"),  # beyond 64 bits
+        (-(2**70), "timestamp_out_of_range"),
+        (5, "timestamp_out_of_range"),  # 1970: not an Amazon review
+        (5_000_000_000, "timestamp_out_of_range"),  # year 2128
+    ],
+)
+def test_times_outside_a_sane_range_are_rejected_and_the_history_keeps_its_order(tmp_path, time, reason):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    bad = review("u0", "i9", 0) | {"unixReviewTime": time}
+    (raw / "Toys_5.json").write_text("".join(json.dumps(r) + "\n" for r in [*GOOD, bad]))
+    manifest = prepare_amazon_dataset(raw, tmp_path / "data", k_core=1)
+    assert manifest["rejected"]["reviews"][reason]["count"] == 1
+    frame = joined_interactions(tmp_path / "data").sort("user_id", "pos")
+    assert frame.filter(frame["user_id"] == "u0")["asin"].to_list() == ["i0", "i1", "i2"]
+
+
+def test_2023_times_are_checked_in_milliseconds(tmp_path):
+    def record(user, item, ms):
+        return json.dumps({"user_id": user, "parent_asin": item, "asin": item, "rating": 5.0,
+                           "timestamp": ms, "text": "t", "title": "s"})  # fmt: skip
+
+    lines = [record("u", "a", TIME0 * 1000), record("u", "b", 2**62), record("u", "c", TIME0)]
+    keys, counts = read_keys(tmp_path / "Toys.jsonl", lines, release="2023")
+    assert keys["ts_ms"].to_list() == [TIME0 * 1000]
+    assert counts == {"timestamp_out_of_range": 2}  # 2**62 ms, and seconds where ms are expected
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (line(overall=10**400), "rating_out_of_range"),  # beyond a float
+        (
+            '{"reviewerID": "u", "asin": "i", "overall": 5, "unixReviewTime": ' + "9" * 5000 + "}",
+            "malformed_json",
+        ),  # over Python's 4,300-digit limit  # fmt: skip
+        ("[" * 100_000 + "]" * 100_000, "malformed_json"),  # nested too deeply for json
+        ('{"a": ' * 50_000 + "1" + "}" * 50_000, "malformed_json"),
+        (line(overall=float("nan")).replace("NaN", "NaN"), "rating_out_of_range"),
+        (line(unixReviewTime=float("inf")), "wrong_type:unixReviewTime"),
+    ],
+)
+def test_huge_numbers_and_deep_nesting_are_counted_not_raised(tmp_path, bad, reason):
+    good = [json.dumps(review(f"u{n}", "i", n)) for n in range(10)]
+    keys, counts = read_keys(tmp_path / "Toys_5.json", [*good, bad])
+    assert counts == {reason: 1} and keys.height == 10

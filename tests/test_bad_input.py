@@ -110,11 +110,13 @@ def test_meta_with_bad_lines_and_quirks(tmp_path):
         and first["price"] == 5.0
         and first["image_url"] == "https://x/0.jpg"
     )
-    third = items.row(2, named=True)
+    third = items.row(1, named=True)
     assert (
         third["price"] is None and third["categories"] == ["Toys", "Puzzles"] and third["image_url"] is None
     )
-    assert items.row(1, named=True)["title"] is None  # malformed meta line: item kept, attributes null
+    # a malformed meta line is no meta row: i1 has none, and items without meta are dropped (counted)
+    assert items["asin"].to_list() == ["i0", "i2"]
+    assert manifest["domains"]["Toys"]["pipeline"]["reviews_of_items_without_meta_removed"] == 3
 
 
 @pytest.mark.parametrize(
@@ -164,7 +166,7 @@ def test_failed_run_leaves_no_half_dataset(tmp_path):
 
 
 def test_scattered_bad_lines_in_a_large_file_are_isolated(tmp_path, monkeypatch):
-    from unimp_bench.data import reviews
+    from unimp_bench.data import json_lines, reviews
 
     calls = []
     original = reviews._keys_line_by_line
@@ -181,7 +183,7 @@ def test_scattered_bad_lines_in_a_large_file_are_isolated(tmp_path, monkeypatch)
     malformed = manifest["rejected"]["reviews"]["malformed_json"]
     assert malformed["count"] == 3 and {e["line"] for e in malformed["examples"]} == bad_lines
     assert manifest["domains"]["Toys"]["pipeline"]["valid_reviews"] == 4000 - 3
-    assert sum(calls) <= 3 * reviews.SMALLEST_FAST_SPAN  # only small spans around bad lines go slow
+    assert sum(calls) <= 3 * json_lines.SMALLEST_FAST_SPAN  # only small spans around bad lines go slow
 
 
 @pytest.mark.parametrize("command", [["prepare", "amazon"], ["prepare", "synthetic"], ["stats"]])

@@ -122,3 +122,79 @@ def test_huge_numbers_and_deep_nesting_are_counted_not_raised(tmp_path, bad, rea
     good = [json.dumps(review(f"u{n}", "i", n)) for n in range(10)]
     keys, counts = read_keys(tmp_path / "Toys_5.json", [*good, bad])
     assert counts == {reason: 1} and keys.height == 10
+
+
+def _brute_force_index(path: Path, release: str, wanted: set[str]) -> tuple[dict[str, int], int]:
+    """What a full parse of every line says: the first line whose top-level id is each wanted item."""
+    import ast
+
+    key = "parent_asin" if release == "2023" else "asin"
+    first: dict[str, int] = {}
+    malformed = 0
+    for number, text in enumerate(path.read_bytes().split(b"\n")[:-1], start=1):
+        try:
+            record = (ast.literal_eval if release == "2014" else json.loads)(text.decode())
+        except Exception:
+            malformed += 1
+            continue
+        item = record.get(key) if isinstance(record, dict) else None
+        if isinstance(item, str) and item in wanted:
+            first.setdefault(item, number)
+    return first, malformed
+
+
+META_LINES_2018 = [
+    {"title": "nested first", "related": {"asin": "B2"}, "asin": "B1"},  # B2 only nested here
+    '{"asin": "B3", "title": broken',  # malformed: B3's meta is its next line
+    {"asin": "B3", "title": "B3 for real"},
+    '{"asin": "\\u0042004LLIKVU", "title": "escaped id"}',
+    {"asin": "B2", "title": "B2 for real"},
+    {"asin": ["B4"], "title": "a list is no id"},
+    {"asin": "B4", "title": "B4 for real"},
+    '{"\\u0061sin": "B5", "title": "escaped key"}',
+    {"asin": "B1", "title": "duplicate"},
+    {"title": "no id at all"},
+]
+
+
+@pytest.mark.parametrize("release", ["2018", "2014"])
+def test_meta_index_equals_a_full_parse_of_every_line(tmp_path, release):
+    from unimp_bench.data.meta import index_meta, read_meta
+
+    lines = [line if isinstance(line, str) else json.dumps(line) for line in META_LINES_2018]
+    if release == "2014":  # Python literals: single quotes, \x escapes
+        lines = [repr(json.loads(line)) if not line.endswith("broken") else line for line in lines]
+        lines[3] = "{'asin': 'B\\x30\\x304LLIKVU', 'title': 'escaped id'}"
+        lines[7] = "{'\\x61sin': 'B5', 'title': 'escaped key'}"
+    path = tmp_path / "meta_Toys.json"
+    path.write_text("\n".join(lines) + "\n")
+    raw = RawFile(path, "meta", release, "Toys")
+    wanted = {"B1", "B2", "B3", "B4", "B5", "B004LLIKVU"}
+    rejects = RejectLog()
+    index, _ = index_meta(raw, wanted, rejects)
+    expected, malformed = _brute_force_index(path, release, wanted)
+    assert index == expected
+    assert set(index) == {"B1", "B2", "B3", "B4", "B5", "B004LLIKVU"}
+    assert rejects.counts["malformed_meta_line"] == malformed == 1
+    assert rejects.counts["duplicate_meta_row"] == 1 and rejects.counts["meta_without_item_id"] == 1
+    if release == "2018":
+        assert rejects.counts["wrong_type:asin"] == 1
+    titles = dict(read_meta(raw, index, RejectLog()).select("asin", "title").iter_rows())
+    assert titles["B2"] == "B2 for real" and titles["B3"] == "B3 for real" and titles["B1"] == "nested first"
+    assert titles["B004LLIKVU"] == "escaped id" and titles["B5"] == "escaped key"
+
+
+def test_an_escaped_asin_keeps_its_item_and_interactions(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    reviews = [
+        review(f"u{u}", item, 10 * u + n) for u in range(5) for n, item in enumerate(["B004LLIKVU", "X"])
+    ]
+    (raw / "Toys_5.json").write_text("".join(json.dumps(r) + "\n" for r in reviews))
+    (raw / "meta_Toys.json").write_text(
+        '{"asin": "\\u0042004LLIKVU", "title": "escaped"}\n{"asin": "X", "title": "plain"}\n'
+    )
+    manifest = prepare_amazon_dataset(raw, tmp_path / "data", k_core=1)
+    frame = joined_interactions(tmp_path / "data")
+    assert frame.filter(frame["asin"] == "B004LLIKVU").height == 5
+    assert manifest["domains"]["Toys"]["pipeline"]["reviews_of_items_without_meta_removed"] == 0

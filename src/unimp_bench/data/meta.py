@@ -1,16 +1,22 @@
-"""Item metadata: find each item's meta line cheaply, then parse and normalize only the items that survive.
+"""Item metadata: find each item's meta line, then parse and normalize only the items that survive.
 
-Pass A (`index_meta`) reads only the item id of every line with a byte search, so a meta file of millions
-of products costs no JSON parsing; pass B (`read_meta`) parses the chosen lines (json for 2018/2023,
-ast.literal_eval for the Python-literal 2014 lines; never eval) and normalizes the release differences:
-image key variants, price strings, category shapes and HTML entities.
+Pass A (`index_meta`) finds the top-level item id of every line exactly as a full parse of the line
+would: for the JSON releases (2018 `asin`, 2023 `parent_asin`) polars reads only that key natively,
+with json_lines' exactness rules (escapes decoded, nested keys ignored, a non-string id is
+`wrong_type`, a malformed line is counted and never indexed); for the Python-literal 2014 lines a
+byte search finds the lines that may hold a wanted id, and those lines (and any line where the search
+finds no id at all, or an id written with escapes) are parsed with ast.literal_eval (never eval), so
+a nested `'asin'`, a malformed earlier line or an escaped id cannot misplace an item. (One case is
+left to the search: a 2014 line whose top-level key itself is written with escapes and that also
+holds a nested `'asin'` of an item nobody reviewed.) The first valid line of an item wins; later ones
+are `duplicate_meta_row`. Pass B (`read_meta`) parses the chosen lines and normalizes the release
+differences: image key variants, price strings, category shapes and HTML entities.
 """
 
 from __future__ import annotations
 
 import ast
 import html
-import json
 import math
 import re
 from collections.abc import Callable
@@ -18,12 +24,14 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
+from unimp_bench.data.json_lines import loads_object, parse_in_halves, read_native
 from unimp_bench.data.raw_files import (
     RawFile,
     StreamInfo,
     iter_line_chunks,
     iter_selected_lines,
     line_offsets,
+    split_lines,
 )
 from unimp_bench.data.rejects import RejectLog
 
@@ -37,54 +45,115 @@ ITEM_SCHEMA = {
     "image_url": pl.String,
 }
 
-_ID_PATTERNS = {
-    "2014": re.compile(rb"""['"]asin['"]\s*:\s*['"]([^'"]*)['"]"""),
-    "2018": re.compile(rb""""asin"\s*:\s*"([^"]*)\""""),
-    "2023": re.compile(rb""""parent_asin"\s*:\s*"([^"]*)\""""),
-}
+ID_KEY = {"2014": "asin", "2018": "asin", "2023": "parent_asin"}
+# a 2014 (Python-literal) `'asin': '...'` or `"asin": "..."` anywhere on a line, escapes allowed
+_ID_2014 = re.compile(rb"""['"]asin['"]\s*:\s*(?:'((?:[^'\\\n]|\\.)*)'|"((?:[^"\\\n]|\\.)*)")""")
 _TAG = re.compile(r"<[^>]*>")
 _PRICE = re.compile(r"^\$?\s*(\d[\d,]*(?:\.\d+)?)(?:\s*-\s*\$?\s*\d[\d,]*(?:\.\d+)?)?$")
 
 
-def _item_ids(chunk: bytes, starts: np.ndarray, release: str) -> tuple[np.ndarray, list[str]]:
-    """(line index, item id) of the first id key on each line of a chunk, found by one regex scan."""
-    positions, ids = [], []
-    for match in _ID_PATTERNS[release].finditer(chunk):
-        positions.append(match.start())
-        ids.append(match.group(1).decode("utf-8", errors="replace"))
-    lines = np.searchsorted(starts, np.asarray(positions, dtype=np.int64), side="right") - 1
-    first = np.unique(lines, return_index=True)[1] if len(lines) else np.zeros(0, dtype=np.int64)
-    return lines[first], [ids[i] for i in first.tolist()]
+def _parse_record(line: bytes, release: str) -> dict:
+    text = line.decode("utf-8")
+    try:
+        record = ast.literal_eval(text) if release == "2014" else loads_object(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except TypeError as exc:
+        raise ValueError(f"a meta line holds a {exc}, not an object") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"a meta line holds a {type(record).__name__}, not an object")
+    return record
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+class _Index:
+    """The first valid line of each wanted item, with every other line counted by what it is."""
+
+    def __init__(self, raw: RawFile, wanted: set[str], rejects: RejectLog):
+        self.raw, self.wanted, self.rejects = raw, wanted, rejects
+        self.key = ID_KEY[raw.release]
+        self.wanted_ids = pl.Series(sorted(wanted), dtype=pl.String)
+        self.first_line_of: dict[str, int] = {}
+
+    def found(self, line: int, item) -> None:
+        """A line whose record parsed: index its top-level id, or count why it has none."""
+        if item is None or item == "":
+            self.rejects.add("meta_without_item_id", self.raw.path.name, line)
+        elif not isinstance(item, str):
+            self.rejects.add(f"wrong_type:{self.key}", self.raw.path.name, line, repr(item)[:80])
+        elif item in self.wanted:
+            if item in self.first_line_of:
+                self.rejects.add("duplicate_meta_row", self.raw.path.name, line, item)
+            else:
+                self.first_line_of[item] = line
+
+    def parse(self, line: int, text: bytes) -> None:
+        """A line parsed in full here (Python, not polars)."""
+        if not text.strip():
+            return
+        try:
+            record = _parse_record(text, self.raw.release)
+        except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError) as exc:
+            self.rejects.add("malformed_meta_line", self.raw.path.name, line, _reason(exc))
+            return
+        self.found(line, record.get(self.key))
+
+    def json_chunk(self, chunk: bytes, first_line: int) -> None:
+        schema = {self.key: pl.String}
+
+        def native(span: bytes, first: int) -> pl.DataFrame | None:
+            parsed = read_native(span, schema, (self.key,))
+            if parsed is None:
+                return None
+            ids = parsed.get_column(self.key)
+            lines = np.arange(first, first + parsed.height, dtype=np.int64)
+            for line in lines[ids.is_null().to_numpy()].tolist():
+                self.found(line, None)
+            wanted = ids.is_in(self.wanted_ids.implode()).fill_null(False).to_numpy()
+            if wanted.any():
+                for line, item in zip(lines[wanted].tolist(), ids.filter(wanted).to_list()):
+                    self.found(line, item)
+            return parsed.head(0)
+
+        def by_line(span: bytes, first: int) -> pl.DataFrame:
+            for offset, text in enumerate(split_lines(span)):
+                self.parse(first + offset, text)
+            return pl.DataFrame()
+
+        parse_in_halves(chunk, first_line, native, by_line)
+
+    def literal_chunk(self, chunk: bytes, first_line: int) -> None:
+        """2014: parse the lines the byte search ties to a wanted id, or to no plain id at all."""
+        starts = line_offsets(chunk)
+        chosen: set[int] = set()
+        matched = np.zeros(len(starts) - 1, dtype=bool)
+        for match in _ID_2014.finditer(chunk):
+            offset = int(np.searchsorted(starts, match.start(), side="right")) - 1
+            matched[offset] = True
+            value = match.group(1) if match.group(1) is not None else match.group(2)
+            if b"\\" in value or value.decode("utf-8", "replace") in self.wanted:
+                chosen.add(offset)
+        chosen.update(np.flatnonzero(~matched).tolist())
+        for offset in sorted(chosen):
+            self.parse(first_line + offset, chunk[starts[offset] : starts[offset + 1] - 1])
 
 
 def index_meta(
     raw: RawFile, wanted: set[str], rejects: RejectLog, on_bytes: Callable[[int], None] | None = None
 ) -> tuple[dict[str, int], StreamInfo]:
-    """Pass A: line number of the first meta line of each wanted item id."""
+    """Pass A: line number of the first valid meta line of each wanted item id."""
     info = StreamInfo(on_bytes=on_bytes)
-    first_line_of: dict[str, int] = {}
+    index = _Index(raw, wanted, rejects)
     for first_line, chunk in iter_line_chunks(raw.path, info):
-        starts = line_offsets(chunk)
-        lines, ids = _item_ids(chunk, starts, raw.release)
-        for line, item in zip((lines + first_line).tolist(), ids):
-            if item in wanted:
-                if item in first_line_of:
-                    rejects.add("duplicate_meta_row", raw.path.name, line, item)
-                else:
-                    first_line_of[item] = line
-        without_id = np.ones(len(starts) - 1, dtype=bool)
-        without_id[lines] = False
-        for offset in np.flatnonzero(without_id).tolist():
-            text = chunk[starts[offset] : starts[offset + 1] - 1]
-            if text.strip():
-                rejects.add(
-                    "meta_without_item_id",
-                    raw.path.name,
-                    first_line + offset,
-                    text[:80].decode("utf-8", "replace"),
-                )
+        if raw.release == "2014":
+            index.literal_chunk(chunk, first_line)
+        else:
+            index.json_chunk(chunk, first_line)
     info.record_damage(rejects, raw.path.name)
-    return first_line_of, info
+    return index.first_line_of, info
 
 
 def clean_text(value) -> str | None:
@@ -166,14 +235,6 @@ def normalize_meta(record: dict, release: str) -> dict:
     }
 
 
-def _parse_record(line: bytes, release: str) -> dict:
-    text = line.decode("utf-8")
-    record = ast.literal_eval(text) if release == "2014" else json.loads(text)
-    if not isinstance(record, dict):
-        raise ValueError(f"a meta line holds a {type(record).__name__}, not an object")
-    return record
-
-
 def read_meta(
     raw: RawFile, line_of: dict[str, int], rejects: RejectLog, on_bytes: Callable[[int], None] | None = None
 ) -> pl.DataFrame:
@@ -185,9 +246,8 @@ def read_meta(
         for line_no, line in zip(picked.tolist(), selected):
             try:
                 record = _parse_record(line, raw.release)
-            except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                rejects.add("malformed_meta_line", raw.path.name, line_no, reason)
+            except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError) as exc:  # parsed in pass A
+                rejects.add("malformed_meta_line", raw.path.name, line_no, _reason(exc))
                 continue
             columns["asin"].append(item_at[line_no])
             for name, value in normalize_meta(record, raw.release).items():

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from unimp_bench.data.json_lines import first_key_wins, loads_object, parse_in_halves, read_native
 from unimp_bench.data.raw_files import (
     RawFile,
     StreamInfo,
-    count_lines,
     iter_line_chunks,
     iter_selected_lines,
     split_lines,
@@ -157,29 +157,14 @@ def _loads_line(raw: bytes, rejects: RejectLog, file_name: str, line_no: int) ->
         rejects.add("invalid_utf8", file_name, line_no, f"byte {exc.start}")
         return None
     try:
-        record = json.loads(text, object_pairs_hook=first_key_wins)
+        return loads_object(text)
     except json.JSONDecodeError as exc:
         rejects.add("malformed_json", file_name, line_no, exc.msg)
-        return None
-    except ValueError as exc:  # an integer literal of more than 4,300 digits
+    except TypeError as exc:
+        rejects.add("not_an_object", file_name, line_no, str(exc))
+    except ValueError as exc:  # an integer of more than 4,300 digits, nesting too deep
         rejects.add("malformed_json", file_name, line_no, str(exc).splitlines()[0])
-        return None
-    except RecursionError:
-        rejects.add("malformed_json", file_name, line_no, "nested too deeply")
-        return None
-    if not isinstance(record, dict):
-        rejects.add("not_an_object", file_name, line_no, type(record).__name__)
-        return None
-    return record
-
-
-def first_key_wins(pairs: list[tuple[str, object]]) -> dict:
-    """A JSON object whose repeated key keeps its first value, as polars' reader does (json's default
-    keeps the last), so a line reads the same whichever path it takes."""
-    record: dict = {}
-    for key, value in pairs:
-        record.setdefault(key, value)
-    return record
+    return None
 
 
 def _is_number(value) -> bool:
@@ -239,68 +224,19 @@ def _keys_line_by_line(
     return pl.DataFrame(rows, schema=_RAW_KEY_SCHEMA)
 
 
-def _holds_strings(span: bytes, key: str, found: int) -> bool:
-    """Whether the quoted key appears exactly `found` times in the span, each time holding a string,
-    plus any number of times holding null (the spellings json.dumps writes, with or without a space
-    after the colon). bytes.count is a fast scan; the common case needs two."""
-    quoted = json.dumps(key).encode()
-    anywhere, string = span.count(quoted), span.count(quoted + b': "')
-    if anywhere == string == found:
-        return True
-    string += span.count(quoted + b':"')
-    null = span.count(quoted + b": null") + span.count(quoted + b":null")
-    return string == found and anywhere == string + null
-
-
-# how polars writes a non-string JSON value into a string column: a list or object as JSON text, a
-# boolean as true/false, a number as its digits
-_NON_STRING_SHAPE = r"^(?:[\[{]|true$|false$|-?[0-9])"
-
-
-def _ids_are_strings(span: bytes, parsed: pl.DataFrame, fields: ReviewFields) -> bool:
-    """Whether every id value polars read came from a JSON string: polars would also have turned a
-    list, number or boolean into text. Only when some value has the shape of such text (a real id may:
-    the Books asins are digits) are the key's occurrences counted in the raw bytes; an escaped, nested
-    or repeated key or another spacing then makes the counts differ, and the span is read line by
-    line, which decides exactly."""
-    for key in fields.id_fields:
-        column = parsed.get_column(key)
-        found = parsed.height - column.null_count()
-        if found and column.str.contains(_NON_STRING_SHAPE).any() and not _holds_strings(span, key, found):
-            return False
-    return True
-
-
-SMALLEST_FAST_SPAN = 256  # below this many lines a refused span is read line by line
-
-
 def _parse_keys(
     span: bytes, first_line: int, fields: ReviewFields, schema: dict, rejects: RejectLog, file_name: str
 ) -> list[pl.DataFrame]:
-    """Parse a span of whole lines natively; if polars refuses it, halve it until the bad lines are
-    isolated in small spans that go line by line, so one bad line costs little wherever it is."""
-    n_lines = count_lines(span)
-    if span.isascii() or _is_utf8(span):
-        try:
-            parsed = pl.read_ndjson(span, schema=schema)
-        except Exception:  # polars raises ComputeError for any bad line
-            parsed = None
-        if (
-            parsed is not None
-            and parsed.height == n_lines  # fewer rows: it skipped blank lines
-            and _ids_are_strings(span, parsed, fields)
-        ):
-            return [_normalize_keys(parsed, fields, first_line)]
-    middle = span.find(b"\n", len(span) // 2) + 1
-    if middle in (0, len(span)):
-        middle = span.rfind(b"\n", 0, len(span) // 2) + 1
-    if n_lines <= SMALLEST_FAST_SPAN or middle in (0, len(span)):
-        return [_keys_line_by_line(span, first_line, fields, rejects, file_name)]
-    head, tail = span[:middle], span[middle:]
-    head_lines = head.count(b"\n")
-    return _parse_keys(head, first_line, fields, schema, rejects, file_name) + _parse_keys(
-        tail, first_line + head_lines, fields, schema, rejects, file_name
-    )
+    """Parse a span of whole lines natively where polars reads it exactly; the rest line by line."""
+
+    def native(part: bytes, first: int) -> pl.DataFrame | None:
+        parsed = read_native(part, schema, fields.id_fields)
+        return None if parsed is None else _normalize_keys(parsed, fields, first)
+
+    def by_line(part: bytes, first: int) -> pl.DataFrame:
+        return _keys_line_by_line(part, first, fields, rejects, file_name)
+
+    return parse_in_halves(span, first_line, native, by_line)
 
 
 def read_review_keys(
@@ -318,14 +254,6 @@ def read_review_keys(
     if not parts:
         return pl.DataFrame(schema=KEY_SCHEMA), info
     return pl.concat(parts), info
-
-
-def _is_utf8(chunk: bytes) -> bool:
-    try:
-        chunk.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _as_text(value) -> str | None:

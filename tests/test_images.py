@@ -170,7 +170,25 @@ def test_file_names_from_item_ids_are_sanitized():
     assert safe_file_stem("B00ABC123") == "B00ABC123"
     for hostile in ("../../etc/passwd", ".hidden", "a/b", "x" * 300):
         stem = safe_file_stem(hostile)
-        assert "/" not in stem and not stem.startswith(".") and len(stem) <= 89
+        assert "/" not in stem and not stem.startswith(".") and len(stem) <= 97
+    # one-to-one: an id that looks like another id's sanitized name gets its own name
+    ids = ["a/b", "a_b", "a?b", "a_b-c14cddc0", safe_file_stem("a/b"), "x" * 300, "x" * 301, ".a", "_a"]
+    assert len({safe_file_stem(i) for i in ids}) == len(ids)
+
+
+def test_items_whose_ids_sanitize_alike_keep_their_own_pictures(tmp_path):
+    ids = ["a/b", safe_file_stem("a/b"), "a_b"]
+    reviews = [review(f"u{u}", item, 10 * n + u) for u in range(2) for n, item in enumerate(ids)]
+    write_lines(tmp_path / "raw" / "Toys_5.json", reviews)
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for n, item in enumerate(ids):
+        (pictures / f"{safe_file_stem(item)}.png").write_bytes(_png((40 * n, 0, 0)))
+    prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data", k_core=1, images_dir=pictures)
+    items = pl.read_parquet(tmp_path / "data" / "items.parquet")
+    for n, item in enumerate(ids):
+        path = items.filter(pl.col("asin") == item)["image_path"].item()
+        assert (tmp_path / "data" / path).read_bytes() == _png((40 * n, 0, 0)), item
 
 
 def test_local_images_are_verified_and_copied(tmp_path):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from unimp_bench.errors import UnimpError
 from unimp_bench.fileio import write_bytes_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
@@ -30,12 +31,20 @@ _SUFFIX_OF_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".web
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.]{0,79}")
+
+
+def _digest(item_id: str) -> str:
+    return hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def safe_file_stem(item_id: str) -> str:
-    """A file-name stem derived from an item id: no path separators, no dot-files, bounded length."""
-    cleaned = _UNSAFE.sub("_", item_id).lstrip(".")[:80]
-    if cleaned != item_id or not cleaned:
-        cleaned = f"{cleaned}-{hashlib.sha256(item_id.encode()).hexdigest()[:8]}"
-    return cleaned
+    """A file-name stem for an item id, one-to-one: an id of letters, digits, `_` and `.` (every Amazon
+    asin) is its own stem; any other id becomes its sanitized text plus `-` and a digest of the raw id.
+    Plain stems hold no `-`, so the two kinds never meet; no path separators, no dot-files."""
+    if _PLAIN_ID.fullmatch(item_id):
+        return item_id
+    return f"{_UNSAFE.sub('_', item_id).lstrip('.')[:80]}-{_digest(item_id)}"
 
 
 def verify_image(data: bytes) -> str:
@@ -190,7 +199,11 @@ def place_image(source: Path, images_out: Path, item_id: str, suffix: str) -> st
     """Copy an image into the dataset's images/ folder; returns its path relative to the dataset."""
     name = f"{safe_file_stem(item_id)}{suffix}"
     target = images_out / name
-    if not target.exists():
-        images_out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+    if target.exists():  # another item's file: two ids that differ only in case, on a case-blind disk
+        name = f"{_UNSAFE.sub('_', item_id)[:80]}-{_digest(item_id)}{suffix}"
+        target = images_out / name
+        if target.exists():
+            raise UnimpError(f"two items share the image file name {name}; rename one of the ids")
+    images_out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
     return f"images/{name}"

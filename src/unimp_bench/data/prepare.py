@@ -189,7 +189,7 @@ def _attach_images(
         local = image_io.index_local_images(options.images_dir)
         task = progress.add("verify and copy local images", total=items.height)
         for row, asin in enumerate(items["asin"]):
-            source = local.get(asin) or local.get(image_io.safe_file_stem(asin))
+            source = local.get(image_io.safe_file_stem(asin)) or local.get(asin)  # the stem is one-to-one
             if source is None:
                 failures.append({"asin": asin, "reason": "no_local_file"})
             else:

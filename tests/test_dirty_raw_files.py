@@ -198,3 +198,46 @@ def test_an_escaped_asin_keeps_its_item_and_interactions(tmp_path):
     frame = joined_interactions(tmp_path / "data")
     assert frame.filter(frame["asin"] == "B004LLIKVU").height == 5
     assert manifest["domains"]["Toys"]["pipeline"]["reviews_of_items_without_meta_removed"] == 0
+
+
+def _unreadable_cases(raw: Path) -> dict[str, str]:
+    import gzip
+
+    good = "".join(json.dumps(r) + "\n" for r in GOOD).encode()
+    long_first = json.dumps(review("u0", "i0", 0) | {"reviewText": "x" * (2 << 20)}) + "\n"
+    (raw / "Toys_5.json").write_text(long_first + good.decode())  # valid, first line over 1 MB
+    (raw / "Baby_5.json.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 6 + b"garbage" * 100)
+    (raw / "Beauty_5.json.gz").write_bytes(good)  # plain JSON named .gz
+    (raw / "Sports_5.json").write_bytes(b"")
+    (raw / "Office_Products_5.json").write_text("not json at all\nnor this\n")
+    (raw / "package.json").write_text('{\n  "name": "x",\n  "version": "1"\n}\n')  # other JSON: ignored
+    (raw / "Grocery_5.json.gz").write_bytes(gzip.compress(good)[:-30])  # truncated later: readable
+    return {
+        "Baby_5.json.gz": "not a readable gzip stream",
+        "Beauty_5.json.gz": "not a readable gzip stream",
+        "Sports_5.json": "it is empty",
+        "Office_Products_5.json": "is a JSON record",
+    }
+
+
+def test_unreadable_raw_files_are_named_with_the_reason(tmp_path):
+    from typer.testing import CliRunner
+
+    from unimp_bench.cli import app
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    expected = _unreadable_cases(raw)
+    manifest = prepare_amazon_dataset(raw, tmp_path / "data", k_core=1)
+    assert sorted(manifest["domains"]) == ["Grocery", "Toys"]  # the 2 MB first line is read
+    assert set(manifest["unreadable_files"]) == set(expected)
+    for name, phrase in expected.items():
+        assert phrase in manifest["unreadable_files"][name]
+    assert manifest["ignored_files"] == ["package.json"]
+
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "Sports_5.json").write_bytes(b"")
+    args = ["prepare", "amazon", "--raw-dir", str(only_bad), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "cannot read Sports_5.json: it is empty" in result.output

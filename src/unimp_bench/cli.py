@@ -191,7 +191,9 @@ def _print_summary(out_dir: Path, manifest: dict) -> None:
             f"Held-out domain {held_out['domain']} is not among the prepared domains: no new_domain users."
         )
     for name, dropped in manifest.get("dropped_domains", {}).items():
-        out.print(f"Dropped domain {name}: {dropped['reason']}.")
+        out.print(f"Dropped domain {name}: {dropped['reason']}.", markup=False)
+    for name, why in manifest.get("unreadable_files", {}).items():
+        out.print(f"Could not read {name}: {why}; it was left out.", markup=False, highlight=False)
 
 
 @app.command("stats")

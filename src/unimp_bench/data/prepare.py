@@ -50,7 +50,11 @@ class ImageOptions:
     settings: image_io.DownloadSettings | None = None
 
 
-def plan_domains(files: list[RawFile], recipe: Recipe, selected: list[str] | None) -> list[DomainSources]:
+def plan_domains(
+    files: list[RawFile], recipe: Recipe, selected: list[str] | None, unreadable: dict[str, str] | None = None
+) -> list[DomainSources]:
+    """One plan per domain with a review file; an error naming what is missing (and any raw file that
+    could not be read, with the reason) when nothing, or not every selected domain, can be prepared."""
     by_domain: dict[str, dict[str, list[RawFile]]] = {}
     for raw in files:
         name = recipe.domain_name(raw.stem, raw.release)
@@ -67,10 +71,11 @@ def plan_domains(files: list[RawFile], recipe: Recipe, selected: list[str] | Non
                     f"domain {name} has several {role} files ({listed}); keep one of them in the raw folder"
                 )
         plans.append(DomainSources(name, roles["reviews"][0], roles["meta"][0] if roles["meta"] else None))
+    unreadable_note = "".join(f"; cannot read {name}: {why}" for name, why in (unreadable or {}).items())
     if not plans:
         raise UnimpError(
             "found no Amazon review files; expected names such as reviews_Beauty_5.json.gz (2014), "
-            "Beauty_5.json.gz (2018) or Beauty.jsonl.gz (2023)"
+            "Beauty_5.json.gz (2018) or Beauty.jsonl.gz (2023)" + unreadable_note
         )
     if selected:
         known = {p.name.lower(): p for p in plans} | {p.reviews.stem.lower(): p for p in plans}
@@ -78,7 +83,7 @@ def plan_domains(files: list[RawFile], recipe: Recipe, selected: list[str] | Non
         if missing:
             raise UnimpError(
                 f"no review file found for domain(s) {', '.join(missing)}; "
-                f"found: {', '.join(p.name for p in plans)}"
+                f"found: {', '.join(p.name for p in plans)}" + unreadable_note
             )
         chosen = {known[s.lower()].name for s in selected}
         plans = [p for p in plans if p.name in chosen]
@@ -311,8 +316,8 @@ def build(
 ) -> dict:
     """Build the dataset into the (empty) folder `out` and return its manifest."""
     progress = progress or ProgressReporter(enabled=False)
-    files, ignored = discover(raw_dir)
-    plans = plan_domains(files, recipe, domains)
+    files, ignored, unreadable = discover(raw_dir)
+    plans = plan_domains(files, recipe, domains, unreadable)
     work = out / ".work"
     work.mkdir()
     results = _run_domains(plans, recipe, work, workers, progress)
@@ -351,6 +356,7 @@ def build(
         "selected_domains": [p.name for p in plans],
         "sources": [entry for r in results + dropped_results for entry in r.sources],
         "ignored_files": ignored,
+        "unreadable_files": unreadable,
         "unused_files": sorted(
             str(f.path.relative_to(raw_dir))
             for f in files

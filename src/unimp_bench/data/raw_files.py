@@ -58,8 +58,13 @@ def _open_decompressor():
     return _zlib.decompressobj(16 + _zlib.MAX_WBITS)
 
 
+class Unreadable(Exception):
+    """A file named like a raw Amazon file whose content cannot be read; the message says why."""
+
+
 def read_head(path: Path, limit: int = SNIFF_BYTES) -> bytes:
-    """The first `limit` decompressed bytes of a file (tolerating truncated gzip streams)."""
+    """The first `limit` decompressed bytes of a file (a gzip stream that ends or breaks later is
+    fine: pass 1 counts that); Unreadable when the gzip stream is broken from its start."""
     with open(path, "rb") as handle:
         if not path.name.endswith(".gz"):
             return handle.read(limit)
@@ -71,23 +76,39 @@ def read_head(path: Path, limit: int = SNIFF_BYTES) -> bytes:
                 break
             try:
                 out += inflater.decompress(block, limit - len(out))
-            except _zlib.error:
-                break
+            except _zlib.error as exc:
+                if out:
+                    break
+                raise Unreadable(f"it is not a readable gzip stream ({exc})") from None
+            while inflater.unconsumed_tail and len(out) < limit:
+                out += inflater.decompress(inflater.unconsumed_tail, limit - len(out))
         return out
 
 
 SNIFF_LINES = 20
+SNIFF_MAX_BYTES = 256 << 20  # a first line longer than this is not an Amazon record
 
 
 def _first_records(path: Path) -> list[str]:
-    """Up to SNIFF_LINES non-blank lines from the start of the file (the last one may be cut)."""
-    head = read_head(path)
+    """Up to SNIFF_LINES non-blank lines from the start of the file (the last one may be cut). The
+    sniffed prefix grows until it holds a whole first line, however long."""
+    if path.stat().st_size == 0:
+        raise Unreadable("it is empty")
+    limit = SNIFF_BYTES
+    while True:
+        head = read_head(path, limit)
+        if not head.strip():
+            raise Unreadable("it holds no data" if not head else "it holds only blank space")
+        if b"\n" in head.lstrip() or len(head) < limit or limit >= SNIFF_MAX_BYTES:
+            break
+        limit *= 4
     lines = [line.decode("utf-8", errors="replace").strip() for line in head.split(b"\n")]
     return [line for line in lines if line][:SNIFF_LINES]
 
 
 def classify(path: Path) -> RawFile | None:
-    """The role and release of a raw file, from its name and first lines; None if it is not one.
+    """The role and release of a raw file, from its name and first lines; None if it is not one
+    (another JSON file); Unreadable if its content cannot be read at all.
 
     A few damaged lines at the start do not hide a file: the first line that parses decides.
     """
@@ -96,7 +117,8 @@ def classify(path: Path) -> RawFile | None:
     if match is None:
         return None
     role, release, found = match
-    for first in _first_records(path):
+    records = _first_records(path)
+    for first in records:
         if release == "2014|2018":
             if first.startswith("{'"):
                 return RawFile(path, role, "2014", found["stem"])
@@ -105,7 +127,7 @@ def classify(path: Path) -> RawFile | None:
             continue
         try:
             record = json.loads(first)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             continue
         if not isinstance(record, dict):
             continue
@@ -114,26 +136,45 @@ def classify(path: Path) -> RawFile | None:
         if role == "reviews" and release == "2018" and "user_id" in record:
             release = "2023"
         return RawFile(path, role, release, found["stem"])
-    return None
+    if _one_json_document(path):
+        return None  # JSON of another shape (a pretty-printed document), not an Amazon dump
+    raise Unreadable(f"none of its first {len(records)} line(s) is a JSON record")
 
 
-def discover(raw_dir: Path) -> tuple[list[RawFile], list[str]]:
-    """Every recognizable raw file under raw_dir (recursively) and the names of the files ignored."""
+def _one_json_document(path: Path) -> bool:
+    """Whether a small file is one JSON document spread over several lines (package.json, ...)."""
+    head = read_head(path, SNIFF_BYTES + 1)
+    if len(head) > SNIFF_BYTES:
+        return False
+    try:
+        json.loads(head)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def discover(raw_dir: Path) -> tuple[list[RawFile], list[str], dict[str, str]]:
+    """Every recognizable raw file under raw_dir (recursively), the names of the files ignored (other
+    JSON), and the files named like raw files whose content cannot be read, with the reason."""
     if not raw_dir.exists():
         raise UnimpError(f"raw folder {raw_dir} does not exist")
     if not raw_dir.is_dir():
         raise UnimpError(f"{raw_dir} is not a folder; pass the folder that holds the raw Amazon files")
-    found, ignored = [], []
+    found, ignored, unreadable = [], [], {}
     for path in sorted(p for p in raw_dir.rglob("*") if p.is_file()):
         name = path.name
         if name.startswith(".") or not name.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
             continue
-        raw = classify(path)
+        try:
+            raw = classify(path)
+        except Unreadable as exc:
+            unreadable[str(path.relative_to(raw_dir))] = str(exc)
+            continue
         if raw is None:
             ignored.append(str(path.relative_to(raw_dir)))
         else:
             found.append(raw)
-    return found, ignored
+    return found, ignored, unreadable
 
 
 @dataclass

@@ -160,12 +160,15 @@ def write_sequence_file(reviews: Path, out: Path, k: int = 5) -> dict:
     numbered from 1 in order of first appearance. Writes `out` atomically; returns its statistics.
     """
     from unimp_bench.data.kcore import chronological_positions, drop_duplicate_pairs, k_core
-    from unimp_bench.data.raw_files import classify
+    from unimp_bench.data.raw_files import Unreadable, classify
     from unimp_bench.data.reviews import read_review_keys
 
     if not reviews.exists():
         raise UnimpError(f"review file {reviews} does not exist")
-    raw = classify(reviews)
+    try:
+        raw = classify(reviews)
+    except Unreadable as exc:
+        raise UnimpError(f"review file {reviews} cannot be read: {exc}") from None
     if raw is None or raw.role != "reviews":
         raise UnimpError(f"{reviews} is not an Amazon review file (expected e.g. reviews_Beauty_5.json.gz)")
     rejects = RejectLog()

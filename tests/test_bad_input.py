@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -210,3 +211,38 @@ def test_an_unwritable_output_is_one_sentence(tmp_path):
         app, prepare_args(tmp_path / "raw", tmp_path / "blocker" / "data", "--k-core", "1")
     )
     assert result.exit_code == 1 and "cannot use" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "extra, phrase",
+    [
+        (["--download-images", "--download-timeout", "-1"], "--download-timeout must be a positive"),
+        (["--download-images", "--download-timeout", "0"], "--download-timeout must be a positive"),
+        (["--download-images", "--download-timeout", "nan"], "--download-timeout must be a positive"),
+        (["--download-images", "--download-concurrency", "0"], "greater than or equal to 1"),
+        (["--workers", "0"], "greater than or equal to 1"),
+        (["--workers", "-3"], "greater than or equal to 1"),
+        (["--seed", "-1"], "greater than or equal to 0"),
+        (["--k-core", "-2"], "greater than or equal to 0"),
+    ],
+)
+def test_option_ranges_are_refused_before_any_work(tmp_path, extra, phrase):
+    write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
+    result = CliRunner().invoke(app, prepare_args(tmp_path / "raw", tmp_path / "o", *extra))
+    text = " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())  # rich boxes usage errors
+    assert result.exit_code in (1, 2) and phrase in text
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+def test_library_callers_get_the_same_range_errors(tmp_path):
+    from unimp_bench.errors import UnimpError
+
+    write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
+    cases = [
+        ({"workers": 0}, "--workers"),
+        ({"seed": -1}, "seed must be in"),
+        ({"download_images": True, "download_concurrency": 0}, "concurrency"),
+    ]
+    for kwargs, phrase in cases:
+        with pytest.raises(UnimpError, match=phrase):
+            prepare_amazon_dataset(tmp_path / "raw", tmp_path / "o", **kwargs)

@@ -69,6 +69,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     time.sleep(0.2)
             except OSError:  # the client gave up, as it should
                 pass
+        elif path == "/drip-headers.png":  # the status line itself trickles in, one byte per 0.2 s
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n":
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
         elif path == "/huge.png":
             self._send(200, b"\0" * 5000)
         elif path == "/to-file.png":
@@ -116,6 +124,7 @@ def _settings(tmp_path, **overrides):
         ("/huge.png", "too_large"),
         ("/to-file.png", "bad_redirect"),
         ("/drip.png", "deadline_exceeded"),
+        ("/drip-headers.png", "deadline_exceeded"),  # the deadline covers the headers too
     ],
 )
 def test_each_failure_has_its_reason(server, tmp_path, path, reason):

@@ -27,6 +27,7 @@ baselines_app = typer.Typer(
     help="Baselines scored on the same examples as every other method.", no_args_is_help=True
 )
 app.add_typer(baselines_app, name="baselines")
+SEED_MAX = 2**32 - 1  # numpy's seed range
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -76,7 +77,7 @@ def prepare_amazon_command(
     ),
     recipe: str = typer.Option("unimp_paper", help="Recipe name from data_recipes/ or a YAML path."),
     k_core: int = typer.Option(
-        None, "--k-core", help="Minimum interactions per user and per item (recipe: 5)."
+        None, "--k-core", min=0, help="Minimum interactions per user and per item (recipe: 5)."
     ),
     new_domain: str = typer.Option(
         None, help="Domain held out for the new_domain split ('none' to disable)."
@@ -91,10 +92,12 @@ def prepare_amazon_command(
     image_cache: Path = typer.Option(
         Path.home() / ".cache" / "unimp-bench" / "images", help="Cache folder for downloaded images."
     ),
-    download_concurrency: int = typer.Option(8, help="Parallel image requests."),
+    download_concurrency: int = typer.Option(8, min=1, help="Parallel image requests."),
     download_timeout: float = typer.Option(10.0, help="Seconds per connection or read before a retry."),
-    seed: int = typer.Option(0, help="Seed of id permutations and the new-user draw."),
-    workers: int = typer.Option(None, help="Worker processes, one domain each (default: one per CPU core)."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of id permutations and the new-user draw."),
+    workers: int = typer.Option(
+        None, min=1, help="Worker processes, one domain each (default: one per CPU core)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
 ):
     """Turn raw Amazon dumps (2014, 2018 or 2023 releases, plain or gzip) into the benchmark dataset.
@@ -128,10 +131,10 @@ def prepare_amazon_command(
 @friendly_errors
 def prepare_synthetic_command(
     out_dir: Path = typer.Option(..., "--out", help="Output dataset folder (written atomically)."),
-    users: int = typer.Option(600, help="Number of synthetic users before the k-core."),
-    items: int = typer.Option(240, help="Number of synthetic items (split evenly over the domains)."),
+    users: int = typer.Option(600, min=1, help="Number of synthetic users before the k-core."),
+    items: int = typer.Option(240, min=1, help="Number of synthetic items (split evenly over the domains)."),
     domains: str = typer.Option("Beauty,Sports,Toys,Office", help="Comma-separated domain names."),
-    seed: int = typer.Option(0, help="Seed of the generator and of the preparation."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the generator and of the preparation."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
 ):
     """Generate the embedded synthetic corpus (raw 2018-format files + PNG images) and prepare it.
@@ -160,7 +163,7 @@ def prepare_sequences_command(
     ),
     out_dir: Path = typer.Option(..., "--out", help="Output dataset folder (written atomically)."),
     domain: str = typer.Option(None, help="Domain name of the items (default: the file name, e.g. Beauty)."),
-    seed: int = typer.Option(0, help="Seed of the user and item index permutations."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the user and item index permutations."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
 ):
     """Import a processed sequence file (the S3-Rec/SASRec Amazon format) with its published protocol:
@@ -256,7 +259,9 @@ def build_command(
     out_dir: Path = typer.Option(..., "--out", help="Output examples folder (written atomically)."),
     tasks: str = typer.Option(None, help="Comma-separated task names (default: every registered task)."),
     splits: str = typer.Option(None, help="Comma-separated splits (default: each task's splits)."),
-    seed: int = typer.Option(0, help="Seed of candidate sampling and random instruction choice."),
+    seed: int = typer.Option(
+        0, min=0, max=SEED_MAX, help="Seed of candidate sampling and random instruction choice."
+    ),
     instruction: str = typer.Option(
         "first", help="Instruction template: first, random (seeded per example) or a template index."
     ),
@@ -347,7 +352,7 @@ def score_command(
     tie_rule: str = typer.Option("expected", help=TIE_RULE_HELP),
     bertscore_model: str = typer.Option("auto", help="auto, minilm, a local folder or a cached model name."),
     bertscore_layers: int = typer.Option(
-        None, help="Layer of the BERTScore model (needed for custom models)."
+        None, min=1, help="Layer of the BERTScore model (needed for custom models)."
     ),
     clip_model: str = typer.Option(None, help="open_clip model of the image metrics (default ViT-L-14)."),
     clip_checkpoint: Path = typer.Option(None, help="Local weights file of that CLIP model."),
@@ -409,7 +414,9 @@ def baselines_run_command(
     splits: str = typer.Option("test", help="Comma-separated evaluation splits, e.g. valid,test,new_user."),
     examples: Path = typer.Option(None, "--examples", help="Use examples built by `unimp-bench build`."),
     config: Path = typer.Option(None, "--config", help="Baseline YAML to use instead of the shipped one."),
-    seed: int = typer.Option(0, help="Seed of the examples built when --examples is not given."),
+    seed: int = typer.Option(
+        0, min=0, max=SEED_MAX, help="Seed of the examples built when --examples is not given."
+    ),
     tie_rule: str = typer.Option("expected", help=TIE_RULE_HELP),
 ):
     """Run a baseline on a task and write one Result JSON per split.
@@ -453,7 +460,9 @@ def baselines_export_command(
         ..., "--out", help="Folder for the RecBole atomic files (RecBole's data_path)."
     ),
     layout: str = typer.Option("sequential", help="sequential (pre-augmented item_id_list rows) or general."),
-    max_history: int = typer.Option(50, "--max-history", help="Items kept in each sequential history."),
+    max_history: int = typer.Option(
+        50, "--max-history", min=1, help="Items kept in each sequential history."
+    ),
     name: str = typer.Option("unimp", help="RecBole dataset name (the files' prefix)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
 ):
@@ -473,10 +482,14 @@ def train_command(
     config: Path = typer.Option(..., "--config", help="Training preset, e.g. configs/tiny.yaml."),
     data: Path = typer.Option(..., "--data", help="Prepared dataset folder."),
     run_dir: Path = typer.Option(..., "--out", help="Run folder (checkpoints, export, logs)."),
-    gpus: int = typer.Option(0, "--gpus", help="GPUs per node; 0 runs the same DeepSpeed engine on the CPU."),
+    gpus: int = typer.Option(
+        0, "--gpus", min=0, help="GPUs per node; 0 runs the same DeepSpeed engine on the CPU."
+    ),
     hostfile: Path | None = typer.Option(None, "--hostfile", help="DeepSpeed hostfile for multi-node runs."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's latest checkpoint."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", min=1, help="Stop after this many optimizer steps."
+    ),
     overrides: list[str] = typer.Option(
         [], "--set", help="Override any config key, e.g. --set train.lr=1e-4 --set model.mask=previous."
     ),
@@ -509,31 +522,40 @@ def eval_command(
     out_dir: Path = typer.Option(
         Path("results"), "--out", help="Folder for the Result JSON and predictions."
     ),
-    limit: int = typer.Option(None, help="Evaluate only the first N examples (a quick look)."),
+    limit: int = typer.Option(None, min=1, help="Evaluate only the first N examples (a quick look)."),
     examples: Path = typer.Option(None, "--examples", help="Use examples built by `unimp-bench build`."),
-    seed: int = typer.Option(0, help="Seed of the examples built when --examples is not given."),
+    seed: int = typer.Option(
+        0, min=0, max=SEED_MAX, help="Seed of the examples built when --examples is not given."
+    ),
     method: str = typer.Option(None, help="Method name in the result (default: UniMP-<run> plus options)."),
     ranking: str = typer.Option(
         "exact", help="Ranking tasks: exact (full ranking, one pass), beam (constrained) or unconstrained."
     ),
-    beams: int = typer.Option(10, help="Beams of beam and unconstrained ranking."),
+    beams: int = typer.Option(10, min=1, help="Beams of beam and unconstrained ranking."),
     seen_items: str = typer.Option(
         "keep", help="keep or exclude the items the user had before the target (recorded in the result)."
     ),
     text_decoding: str = typer.Option("greedy", help="Explanation decoding: greedy or beam."),
-    text_beams: int = typer.Option(4, help="Beams of beam explanation decoding."),
-    max_new_tokens: int = typer.Option(80, help="Length cap of generated explanations, in tokens."),
-    drop_text_attrs: float = typer.Option(0.0, help="Robustness: fraction of item attributes removed."),
-    mismatch_images: float = typer.Option(
-        0.0, help="Robustness: fraction of history images replaced by other products' images."
+    text_beams: int = typer.Option(4, min=1, help="Beams of beam explanation decoding."),
+    max_new_tokens: int = typer.Option(80, min=1, help="Length cap of generated explanations, in tokens."),
+    drop_text_attrs: float = typer.Option(
+        0.0, min=0.0, max=1.0, help="Robustness: fraction of item attributes removed."
     ),
-    perturbation_seed: int = typer.Option(0, help="Seed of the robustness perturbations."),
-    batch_size: int = typer.Option(16, help="Examples per forward pass."),
-    shard_size: int = typer.Option(256, help="Examples per resumable shard."),
+    mismatch_images: float = typer.Option(
+        0.0,
+        min=0.0,
+        max=1.0,
+        help="Robustness: fraction of history images replaced by other products' images.",
+    ),
+    perturbation_seed: int = typer.Option(
+        0, min=0, max=SEED_MAX, help="Seed of the robustness perturbations."
+    ),
+    batch_size: int = typer.Option(16, min=1, help="Examples per forward pass."),
+    shard_size: int = typer.Option(256, min=1, help="Examples per resumable shard."),
     tie_rule: str = typer.Option("expected", help=TIE_RULE_HELP),
     bertscore_model: str = typer.Option("auto", help="auto, minilm, a local folder or a cached model name."),
     bertscore_layers: int = typer.Option(
-        None, help="Layer of the BERTScore model (needed for custom models)."
+        None, min=1, help="Layer of the BERTScore model (needed for custom models)."
     ),
 ):
     """Evaluate a trained UniMP on one task and split: predictions Parquet + Result JSON.
@@ -592,7 +614,9 @@ def demo_command(
     with_model: bool = typer.Option(
         False, "--with-model", help="Also train the tiny UniMP on the CPU and evaluate it on every task."
     ),
-    model_steps: int = typer.Option(600, help="Optimizer steps of that training (600: about 6 CPU minutes)."),
+    model_steps: int = typer.Option(
+        600, min=1, help="Optimizer steps of that training (600: about 6 CPU minutes)."
+    ),
 ):
     """Run the whole benchmark on the embedded synthetic corpus (CPU, about a minute; with
     --with-model about ten).

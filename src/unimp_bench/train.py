@@ -412,13 +412,26 @@ def run_training(
         raise UnimpError("--gpus must be 0 (CPU) or a positive number of GPUs")
     if hostfile is not None and not hostfile.is_file():
         raise UnimpError(f"hostfile {hostfile} does not exist")
-    prepare_run(config, data, run, resume, overwrite, show_progress)
-    if gpus > 0 or hostfile is not None:
-        status = subprocess.call(launcher_command(run, gpus, hostfile, resume))
-        if status != 0:
-            raise UnimpError(f"the DeepSpeed launcher exited with status {status}; see its output above")
-        return read_json(run / "logs" / "summary.json", "the launched workers did not finish")
-    return train_worker(run, data, resume, show_progress)
+    # a new run that fails before it trained anything (a model the config cannot build, a dataset
+    # error) leaves no folder behind, so the corrected command needs no --overwrite
+    new_run = not resume and (overwrite or not run.exists() or not any(run.iterdir()))
+    try:
+        prepare_run(config, data, run, resume, overwrite, show_progress)
+        if gpus > 0 or hostfile is not None:
+            status = subprocess.call(launcher_command(run, gpus, hostfile, resume))
+            if status != 0:
+                raise UnimpError(f"the DeepSpeed launcher exited with status {status}; see its output above")
+            return read_json(run / "logs" / "summary.json", "the launched workers did not finish")
+        return train_worker(run, data, resume, show_progress)
+    except BaseException:
+        if new_run and not _trained_anything(run):
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+
+
+def _trained_anything(run: Path) -> bool:
+    log = run / "logs" / "train.jsonl"
+    return any((run / "checkpoints").glob("step_*")) or (log.is_file() and log.stat().st_size > 0)
 
 
 # ---------------------------------------------------------------------------------------------------

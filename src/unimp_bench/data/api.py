@@ -38,6 +38,8 @@ def prepare_amazon_dataset(
 ) -> dict:
     if images_dir is not None and download_images:
         raise UnimpError("choose either --images or --download-images, not both")
+    if workers is not None and workers < 1:
+        raise UnimpError(f"--workers must be at least 1, got {workers}")
     recipe = with_overrides(
         load_recipe(recipe_name), k_core=k_core, new_user_fraction=new_user_fraction, seed=seed
     )

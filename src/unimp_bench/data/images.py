@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 import shutil
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -81,6 +83,15 @@ class DownloadSettings:
     retries: int = 3
     backoff_s: float = 0.5
 
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise UnimpError(f"--download-concurrency must be at least 1, got {self.concurrency}")
+        for name, value in (("--download-timeout", self.timeout_s), ("download deadline", self.deadline_s)):
+            if not (math.isfinite(value) and value > 0):
+                raise UnimpError(f"{name} must be a positive number of seconds, got {value}")
+        if self.max_bytes < 1 or self.retries < 0 or self.backoff_s < 0:
+            raise UnimpError("image download limits must be positive (max_bytes >= 1, retries >= 0)")
+
 
 class DownloadError(Exception):
     def __init__(self, reason: str, retryable: bool):
@@ -96,14 +107,87 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+class _Sockets:
+    """The sockets one attempt opened (redirects open more), so that its deadline can cut them all:
+    a server that trickles its headers or TLS handshake one byte at a time never trips the per-read
+    timeout, only this."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self.expired = False
+
+    def add(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._open.append(sock)
+            if self.expired:
+                _cut(sock)
+        return sock
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._open:
+                _cut(sock)
+
+
+def _cut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+    except OSError:
+        pass
+
+
+class _TrackedConnections:
+    """Mixed into urllib's HTTP and HTTPS handlers: every connection they make reports its socket."""
+
+    def __init__(self, sockets: _Sockets, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sockets = sockets
+
+    def do_open(self, http_class, req, **kwargs):
+        sockets = self.sockets
+
+        class Tracked(http_class):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                create = self._create_connection
+                self._create_connection = lambda *a, **k: sockets.add(create(*a, **k))
+
+        return super().do_open(Tracked, req, **kwargs)
+
+
+class _TrackedHTTP(_TrackedConnections, urllib.request.HTTPHandler):
+    pass
+
+
+class _TrackedHTTPS(_TrackedConnections, urllib.request.HTTPSHandler):
+    pass
 
 
 def _fetch_once(url: str, settings: DownloadSettings) -> bytes:
+    """One attempt, bounded as a whole by settings.deadline_s (connect, TLS, headers and body) and each
+    read by settings.timeout_s."""
+    sockets = _Sockets()
+    watchdog = threading.Timer(settings.deadline_s, sockets.expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return _read_response(url, settings, sockets)
+    except DownloadError:
+        if sockets.expired:
+            raise DownloadError("deadline_exceeded", retryable=True) from None
+        raise
+    finally:
+        watchdog.cancel()
+
+
+def _read_response(url: str, settings: DownloadSettings, sockets: _Sockets) -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": "unimp-bench/0.1 (image fetch)"})
+    opener = urllib.request.build_opener(_HttpOnlyRedirects, _TrackedHTTP(sockets), _TrackedHTTPS(sockets))
     started = time.monotonic()
     try:
-        with _OPENER.open(request, timeout=settings.timeout_s) as response:
+        with opener.open(request, timeout=settings.timeout_s) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > settings.max_bytes:
                 raise DownloadError("too_large", retryable=False)
@@ -133,7 +217,7 @@ def _fetch_once(url: str, settings: DownloadSettings) -> bytes:
         if isinstance(reason, (TimeoutError, socket.timeout)):
             raise DownloadError("timeout", retryable=True) from None
         raise DownloadError(f"connection_error:{type(reason).__name__}", retryable=True) from None
-    except (ConnectionError, OSError) as exc:
+    except (ConnectionError, OSError, ValueError) as exc:  # ssl errors are OSErrors
         raise DownloadError(f"connection_error:{type(exc).__name__}", retryable=True) from None
 
 

@@ -28,6 +28,8 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.k_core < 0:
             raise UnimpError(f"k_core must be 0 or more, got {self.k_core}")
+        if not 0 <= self.seed < 2**32:
+            raise UnimpError(f"seed must be in [0, 2**32), got {self.seed}")
         if not 0.0 <= self.new_user_fraction < 1.0:
             raise UnimpError(f"new_user_fraction must be in [0, 1), got {self.new_user_fraction}")
         if self.items_without_meta not in ("drop", "keep"):

@@ -11,6 +11,13 @@ MASK_MODES = ("exclusive", "previous", "all")
 FUSIONS = ("cross_attention", "early", "late", "inline", "none")
 
 
+def _positive(section: str, **values: int) -> None:
+    """One sentence for the first size that is not a positive number."""
+    for name, value in values.items():
+        if value < 1:
+            raise UnimpError(f"{section}.{name} must be at least 1, got {value}")
+
+
 @dataclass(frozen=True)
 class LanguageModelConfig:
     source: str = "random"  # random (built locally from the sizes below) | pretrained
@@ -38,6 +45,13 @@ class LanguageModelConfig:
             raise UnimpError(f"model.lm.tokenizer must be bpe or pretrained, got {self.tokenizer!r}")
         if self.tokenizer == "pretrained" and self.source == "random":
             raise UnimpError("a random language model has no pretrained tokenizer; use tokenizer: bpe")
+        _positive("model.lm", hidden_size=self.hidden_size, layers=self.layers, heads=self.heads,
+                  intermediate_size=self.intermediate_size, max_positions=self.max_positions,
+                  bpe_vocab_size=self.bpe_vocab_size)  # fmt: skip
+        if self.source == "random" and self.hidden_size % self.heads:
+            raise UnimpError(
+                f"model.lm.hidden_size {self.hidden_size} must be a multiple of model.lm.heads {self.heads}"
+            )
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,12 @@ class VisionConfig:
     def __post_init__(self) -> None:
         if self.source not in ("random", "pretrained"):
             raise UnimpError(f"model.vision.source must be random or pretrained, got {self.source!r}")
+        _positive("model.vision", image_size=self.image_size, patch_size=self.patch_size, width=self.width,
+                  layers=self.layers, heads=self.heads)  # fmt: skip
+        if self.source == "random" and (self.width % self.heads or self.image_size % self.patch_size):
+            raise UnimpError(
+                "model.vision.width must be a multiple of its heads and image_size of its patch_size"
+            )
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,10 @@ class ResamplerConfig:
     depth: int = 2
     heads: int = 4
     head_dim: int = 32
+
+    def __post_init__(self) -> None:
+        _positive("model.resampler", latents=self.latents, depth=self.depth, heads=self.heads,
+                  head_dim=self.head_dim)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -83,7 +107,7 @@ class ModelConfig:
             raise UnimpError(f"model.mask must be one of {', '.join(MASK_MODES)}, got {self.mask!r}")
         if self.fusion not in FUSIONS:
             raise UnimpError(f"model.fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
-        if self.cross_attn_every < 1:
-            raise UnimpError("model.cross_attn_every must be at least 1")
+        _positive("model", cross_attn_every=self.cross_attn_every, cross_attn_heads=self.cross_attn_heads,
+                  cross_attn_head_dim=self.cross_attn_head_dim, num_ratings=self.num_ratings)  # fmt: skip
         if self.max_length < 16:
             raise UnimpError("model.max_length must be at least 16 tokens")

@@ -246,3 +246,67 @@ def test_library_callers_get_the_same_range_errors(tmp_path):
     for kwargs, phrase in cases:
         with pytest.raises(UnimpError, match=phrase):
             prepare_amazon_dataset(tmp_path / "raw", tmp_path / "o", **kwargs)
+
+
+def _one_sentence(result, phrase: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert phrase in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
+def test_files_in_other_encodings_or_shapes_are_one_sentence(tmp_path, synthetic_data):
+    """Non-UTF-8 YAML everywhere a YAML is read, markup-like text in messages, damaged datasets."""
+    import shutil
+
+    runner = CliRunner()
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("description: caf\xe9\n".encode("latin-1"))
+    inherits = tmp_path / "inherits.yaml"
+    inherits.write_text(f"base: {latin}\n")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 20000 + "]" * 20000 + "\n")
+    data = ["--data", str(synthetic_data), "--out", str(tmp_path / "run")]
+    _one_sentence(runner.invoke(app, ["train", "--config", str(latin), *data]), "is not UTF-8 text")
+    _one_sentence(runner.invoke(app, ["train", "--config", str(inherits), *data]), "is not UTF-8 text")
+    _one_sentence(runner.invoke(app, ["train", "--config", str(deep), *data]), "nested too deeply")
+    baseline = ["baselines", "run", str(synthetic_data), "--model", "pop", "--task", "recommendation"]
+    _one_sentence(runner.invoke(app, [*baseline, "--config", str(latin)]), "is not UTF-8 text")
+    write_lines(tmp_path / "raw" / "Toys_5.json", GOOD)
+    args = prepare_args(tmp_path / "raw", tmp_path / "o", "--recipe", str(latin))
+    _one_sentence(runner.invoke(app, args), "is not UTF-8 text")
+
+    # user text that looks like rich markup is printed as it is
+    args = prepare_args(tmp_path / "raw", tmp_path / "o", "--domains", "[/]toys[bold]")
+    _one_sentence(runner.invoke(app, args), "no review file found for domain(s) [/]toys[bold]")
+
+    # a manifest that is a JSON list, a damaged Parquet file
+    broken = tmp_path / "broken"
+    shutil.copytree(synthetic_data, broken, ignore=shutil.ignore_patterns("raw", "images"))
+    (broken / "manifest.json").write_text("[1, 2]")
+    _one_sentence(runner.invoke(app, ["stats", str(broken)]), "holds a JSON list, not an object")
+    shutil.copy(synthetic_data / "manifest.json", broken / "manifest.json")
+    (broken / "items.parquet").write_bytes(b"PAR1 not really")
+    for command in (["stats", str(broken)], ["build", str(broken), "--out", str(tmp_path / "ex")]):
+        _one_sentence(runner.invoke(app, command), "is not a readable Parquet file")
+
+
+def test_stats_prints_domain_names_as_written(tmp_path):
+    records = [review(f"u{u}", f"i{i}", 10 * u + i) for u in range(3) for i in range(3)]
+    write_lines(tmp_path / "raw" / "[red]Gift[red]_5.json", records)
+    prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data", k_core=1)
+    result = CliRunner().invoke(app, ["stats", str(tmp_path / "data")])
+    assert result.exit_code == 0 and "[red]Gift[red]" in result.output
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"example_id": "x", "rating": ' + "9" * 5000 + "}",
+        '{"example_id": ' + "[" * 50_000 + "]" * 50_000 + "}",
+    ],
+)
+def test_score_refuses_pathological_prediction_lines_in_one_sentence(tmp_path, synthetic_examples, line):
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text(line + "\n")
+    args = ["score", str(predictions), "--task", "preference", "--examples", str(synthetic_examples)]
+    _one_sentence(CliRunner().invoke(app, [*args, "--out", str(tmp_path / "r")]), "is not valid JSON")

@@ -333,6 +333,19 @@ def test_an_interrupted_evaluation_resumes_from_its_shards(
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 1 and "interrupted" in first.output
     monkeypatch.setattr(evaluation.UniMPPredictor, "predict", original)
+    # a second interrupted run whose saved shard is then damaged: it is recomputed, not fatal
+    monkeypatch.setattr(evaluation.UniMPPredictor, "predict", failing)
+    calls["n"] = 0
+    args_c = [arg if arg != str(tmp_path / "b") else str(tmp_path / "c") for arg in args]
+    assert CliRunner().invoke(app, args_c).exit_code == 1
+    [saved] = (tmp_path / "c" / "predictions" / ".partial").rglob("shard_00000.parquet")
+    saved.write_bytes(b"PAR1 damaged")
+    monkeypatch.setattr(evaluation.UniMPPredictor, "predict", original)
+    repaired, repaired_predictions, _ = evaluate(
+        run, synthetic_data, synthetic_examples, tmp_path / "c", "preference", *options
+    )
+    assert repaired_predictions.equals(straight_predictions) and repaired["scores"] == straight["scores"]
+
     resumed, resumed_predictions, output = evaluate(
         run, synthetic_data, synthetic_examples, tmp_path / "b", "preference", *options
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from unimp_bench.errors import UnimpError
 
@@ -28,31 +29,40 @@ baselines_app = typer.Typer(
 )
 app.add_typer(baselines_app, name="baselines")
 SEED_MAX = 2**32 - 1  # numpy's seed range
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True, markup=False)  # user text (paths, domains) is never markup
+out = Console(soft_wrap=True, markup=False)
+
+
+def _error(message: str) -> None:
+    """One error sentence; the message is user text (paths, ids, domain names), never rich markup."""
+    err.print(Text.assemble(("Error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
 
 
 def friendly_errors(command):
-    """Print a user error as one sentence and exit 1, never a traceback."""
+    """Print a user error as one sentence and exit 1, never a traceback (UNIMP_BENCH_DEBUG=1 shows it)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except UnimpError as exc:
-            err.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except OSError as exc:  # unreadable input, unwritable output, full disk
-            where = f" {exc.filename}" if exc.filename else ""
-            err.print(
-                f"[bold red]Error:[/] cannot use{where}: {exc.strerror or exc}.",
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err.print("Interrupted; nothing was written in place of the output.")
+            err.print("Interrupted; nothing was written in place of the output.", markup=False)
             raise typer.Exit(130) from None
+        except Exception as exc:
+            if isinstance(exc, UnimpError):
+                message = str(exc)
+            elif isinstance(exc, OSError):  # unreadable input, unwritable output, full disk
+                where = f" {exc.filename}" if exc.filename else ""
+                message = f"cannot use{where}: {exc.strerror or exc}."
+            elif type(exc).__module__.startswith(("polars", "pyarrow")):
+                # a damaged data file found only while reading it (its footer was fine)
+                message = f"a data file could not be read: {str(exc).splitlines()[0][:200]}"
+            else:
+                raise
+            _error(message)
+            if os.environ.get("UNIMP_BENCH_DEBUG"):
+                raise
+            raise typer.Exit(1) from None
 
     return wrapper
 

@@ -25,6 +25,12 @@ def load_yaml(path: Path) -> Any:
         raise UnimpError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise UnimpError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError as exc:
+        raise UnimpError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise UnimpError(f"config file {path} is nested too deeply") from None
+    except IsADirectoryError:
+        raise UnimpError(f"config file {path} is a folder, not a YAML file") from None
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

@@ -18,6 +18,7 @@ honest; `ranked` lists are taken as given. Predictions and examples must match o
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,8 @@ PREDICTION_FIELDS = {
     "set": {"selected": pl.List(pl.Int64)},
     "image": {"image": pl.String},
 }
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def read_predictions(path: Path, family: str) -> pl.DataFrame:
                         continue
                     try:
                         row = json.loads(line)
-                    except json.JSONDecodeError:
+                    except (ValueError, RecursionError):  # JSONDecodeError, 4,300+ digit integers
                         raise UnimpError(f"{path} line {number} is not valid JSON") from None
                     if not isinstance(row, dict):
                         raise UnimpError(f"{path} line {number} is not a JSON object")
@@ -95,7 +98,10 @@ def read_predictions(path: Path, family: str) -> pl.DataFrame:
             except UnicodeDecodeError:
                 raise UnimpError(f"{path} is not UTF-8 text; write predictions as JSONL or Parquet") from None
         columns = sorted({key for row in rows for key in row})
-        frame = pl.DataFrame({c: [row.get(c) for row in rows] for c in columns}, strict=False)
+        try:
+            frame = pl.DataFrame({c: [row.get(c) for row in rows] for c in columns}, strict=False)
+        except Exception as exc:  # values polars cannot put in one column (objects beside lists, ...)
+            raise UnimpError(f"{path} holds values of incompatible types in one field ({exc})") from None
     required = ["example_id", *_required(family, frame.columns)]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -731,8 +737,8 @@ def sharded_predictions(
         for index in range(count):
             path = partial / f"shard_{index:05d}.parquet"
             chunk = examples.slice(index * shard_size, shard_size)
-            if path.is_file():
-                shard = pl.read_parquet(path)
+            shard = _saved_shard(path, chunk)
+            if shard is not None:
                 reused += 1
             else:
                 shard = predict(chunk)
@@ -740,6 +746,23 @@ def sharded_predictions(
             shards.append(shard)
             progress.advance(bar, len(chunk))
     return pl.concat(shards, how="vertical"), reused
+
+
+def _saved_shard(path: Path, chunk: pl.DataFrame) -> pl.DataFrame | None:
+    """A finished shard of an earlier run, or None when there is none or it is damaged (unreadable, or
+    not the predictions of exactly this chunk's examples): a damaged one is removed and recomputed."""
+    if not path.is_file():
+        return None
+    try:
+        shard = pl.read_parquet(path)
+        same = shard["example_id"].to_list() == chunk["example_id"].to_list()
+    except Exception:  # polars raises several error types for a damaged file
+        same = False
+    if same:
+        return shard
+    logger.warning("shard %s is damaged; computing it again", path.name)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def _default_method(export: Path, meta: dict) -> str:

@@ -61,12 +61,16 @@ def copy_directory_atomic(source: Path, out: Path) -> None:
         shutil.copytree(source, staging, dirs_exist_ok=True)
 
 
-def read_json(path: Path, remedy: str):
-    """The JSON document at `path`; a malformed one is a user error that says what to do."""
+def read_json(path: Path, remedy: str, kind: type | None = dict):
+    """The JSON document at `path` (an object unless `kind` says otherwise); a malformed one is a user
+    error that says what to do."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):  # JSONDecodeError is a ValueError
         raise UnimpError(f"{path} is not valid JSON; {remedy}") from None
+    if kind is not None and not isinstance(document, kind):
+        raise UnimpError(f"{path} holds a JSON {type(document).__name__}, not an object; {remedy}")
+    return document
 
 
 def file_sha256(path: Path) -> str:

@@ -158,7 +158,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise UnimpError(f"override {override!r} must look like section.key=value")
         try:
             value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             raise UnimpError(f"override {override!r} has a value that is not valid YAML") from None
         node = data
         parts = key.split(".")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 from rich.table import Table
+from rich.text import Text
 
 from unimp_bench.data import images as image_io
 from unimp_bench.data.contract import open_dataset, paper_dataset_statistics
@@ -91,7 +92,7 @@ def dataset_statistics_table(root: Path, with_paper: bool = False) -> Table:
     interactions = dataset.scan("interactions").select("user_idx", "item_idx").collect()
     stats = domain_statistics(dataset.scan("items").collect(), interactions)
     paper = paper_dataset_statistics() if with_paper else {}
-    table = Table(title=f"{root} (content hash {dataset.manifest['content_hash'][:12]})")
+    table = Table(title=Text(f"{root} (content hash {str(dataset.manifest.get('content_hash'))[:12]})"))
     for column in ("domain", "users", "items", "interactions", "sparsity"):
         table.add_column(column, justify="left" if column == "domain" else "right")
     if with_paper:
@@ -99,7 +100,7 @@ def dataset_statistics_table(root: Path, with_paper: bool = False) -> Table:
             table.add_column(column, justify="right")
     for row in stats.iter_rows(named=True):
         cells = [
-            row["domain"],
+            Text(row["domain"]),  # data, never markup
             f"{row['users']:,}",
             f"{row['items']:,}",
             f"{row['interactions']:,}",

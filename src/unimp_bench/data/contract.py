@@ -65,7 +65,11 @@ def open_dataset(root: Path) -> PreparedDataset:
         path = root / name
         if not path.exists():
             raise UnimpError(f"{root} lacks {name}; the dataset is incomplete, prepare it again")
-        schema = pl.read_parquet_schema(path)
+        try:
+            schema = pl.read_parquet_schema(path)
+        except Exception as exc:  # polars and the OS raise many kinds for a damaged file
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise UnimpError(f"{path} is not a readable Parquet file ({reason}); prepare it again") from None
         if dict(schema) != columns:
             raise UnimpError(
                 f"{path} does not follow the data contract (columns {list(schema)}); prepare it again"

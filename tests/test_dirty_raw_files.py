@@ -241,3 +241,89 @@ def test_unreadable_raw_files_are_named_with_the_reason(tmp_path):
     args = ["prepare", "amazon", "--raw-dir", str(only_bad), "--out", str(tmp_path / "o")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "cannot read Sports_5.json: it is empty" in result.output
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_staging_folders_of_dead_runs_are_removed_by_the_next_run(tmp_path):
+    import os
+
+    from unimp_bench.fileio import _HOST
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "Toys_5.json").write_text("".join(json.dumps(r) + "\n" for r in GOOD))
+    dead = tmp_path / f".data.partial-{_HOST}-{_dead_pid()}-0123abcd"
+    live = tmp_path / f".data.partial-{_HOST}-{os.getpid()}-0123abcd"  # a run still going
+    elsewhere = tmp_path / f".data.partial-ffffffff-{_dead_pid()}-0123abcd"  # another host's
+    for folder in (dead, live, elsewhere):
+        (folder / "items.parquet").parent.mkdir()
+        (folder / "items.parquet").write_bytes(b"half")
+    prepare_amazon_dataset(raw, tmp_path / "data", k_core=1)
+    assert not dead.exists() and live.exists() and elsewhere.exists()
+    assert (tmp_path / "data" / "manifest.json").is_file()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to find the workers")
+def test_killing_prepare_leaves_no_worker_processes(tmp_path):
+    """kill -9 of a parallel prepare: its workers end within a second (they would otherwise finish
+    their domain, here a 60 s one), and the next run removes the staging folder it left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for domain in ("Toys", "Baby"):
+        (raw / f"{domain}_5.json").write_text("".join(json.dumps(r) + "\n" for r in GOOD))
+    (tmp_path / "slow_worker.py").write_text("import time\ndef work(*args):\n    time.sleep(60)\n")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[3])\n"
+        "import slow_worker, unimp_bench.data.prepare as p\n"
+        "p.PARALLEL_MIN_BYTES = 0; p.process_domain_in_worker = slow_worker.work\n"
+        "from pathlib import Path\n"
+        "from unimp_bench.data.api import prepare_amazon_dataset\n"
+        "prepare_amazon_dataset(Path(sys.argv[1]), Path(sys.argv[2]), workers=2, k_core=1)\n"
+    )
+    args = [sys.executable, "-c", script, str(raw), str(tmp_path / "data"), str(tmp_path)]
+    driver = subprocess.Popen(args)
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2 and driver.poll() is None:
+        time.sleep(0.2)
+        workers = [p for p in _children(driver.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert driver.poll() is None and len(workers) >= 2, "the workers did not start in time"
+    time.sleep(3)  # the workers are inside their (slow) domain now
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.2)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive
+    assert list(tmp_path.glob(".data.partial-*"))  # what the killed run left
+    prepare_amazon_dataset(raw, tmp_path / "data", k_core=1, workers=1)
+    assert not list(tmp_path.glob(".data.partial-*"))

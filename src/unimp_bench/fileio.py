@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,22 +36,56 @@ def write_json_atomic(path: Path, payload) -> None:
     )
 
 
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_STAGING = re.compile(r"\.(?P<name>.+)\.(?:partial|previous)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove the staging folders of `out` left by runs that died (kill -9, power loss) on this host;
+    those of live runs, and of other hosts sharing the folder, are left alone. Returns what went."""
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
+        match = _STAGING.fullmatch(path.name)
+        if match and match["name"] == out.name and match["host"] == _HOST and not _alive(int(match["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _staging_name(out: Path, kind: str) -> Path:
+    return out.parent / f".{out.name}.{kind}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 @contextlib.contextmanager
 def atomic_directory(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a staging folder beside `out`; on success it replaces `out`, on failure it is removed."""
+    """Yield a staging folder beside `out`; on success it replaces `out`, on failure it is removed.
+    Staging folders name their host and process, so a later run removes those of runs that died."""
     out = out.resolve()
     if out.exists() and not overwrite:
         if not out.is_dir() or any(out.iterdir()):
             raise UnimpError(f"output {out} already exists; pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    remove_stale_staging(out)
+    staging = _staging_name(out, "partial")
     staging.mkdir()
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    previous = out.parent / f".{out.name}.previous-{uuid.uuid4().hex[:8]}"
+    previous = _staging_name(out, "previous")
     if out.exists():
         os.replace(out, previous)
     os.replace(staging, out)

@@ -3,6 +3,9 @@ meta of the survivors only. It imports nothing beyond the readers, so workers st
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,10 +79,21 @@ class _ByteMeter:
 _worker_progress = None  # a multiprocessing queue, set once per worker process by init_worker
 
 
-def init_worker(progress_queue) -> None:
-    """Pool initializer: where this worker process sends its (domain index, bytes read) messages."""
+def init_worker(progress_queue, parent: int | None = None) -> None:
+    """Pool initializer: where this worker process sends its (domain index, bytes read) messages; and
+    a watchdog that ends the worker when its parent dies (a killed `prepare` leaves no orphans)."""
     global _worker_progress
     _worker_progress = progress_queue
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with_parent, args=(parent,), daemon=True, name="parent watchdog"
+        ).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)  # the parent is gone (we were re-parented): nobody will read our result
 
 
 def process_domain_in_worker(

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import multiprocessing
+import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,10 @@ def _run_domains(
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     pool = ProcessPoolExecutor(
-        min(workers, len(plans)), mp_context=context, initializer=init_worker, initargs=(messages,)
+        min(workers, len(plans)),
+        mp_context=context,
+        initializer=init_worker,
+        initargs=(messages, os.getpid()),  # the workers end when this process dies
     )
     with pool:
         futures = {pool.submit(process_domain_in_worker, plans[i], recipe, work, i): i for i in largest_first}

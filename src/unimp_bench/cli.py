@@ -548,14 +548,9 @@ def eval_command(
     text_decoding: str = typer.Option("greedy", help="Explanation decoding: greedy or beam."),
     text_beams: int = typer.Option(4, min=1, help="Beams of beam explanation decoding."),
     max_new_tokens: int = typer.Option(80, min=1, help="Length cap of generated explanations, in tokens."),
-    drop_text_attrs: float = typer.Option(
-        0.0, min=0.0, max=1.0, help="Robustness: fraction of item attributes removed."
-    ),
+    drop_text_attrs: float = typer.Option(0.0, help="Robustness: fraction of item attributes removed."),
     mismatch_images: float = typer.Option(
-        0.0,
-        min=0.0,
-        max=1.0,
-        help="Robustness: fraction of history images replaced by other products' images.",
+        0.0, help="Robustness: fraction of history images replaced by other products' images."
     ),
     perturbation_seed: int = typer.Option(
         0, min=0, max=SEED_MAX, help="Seed of the robustness perturbations."

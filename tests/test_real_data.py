@@ -127,3 +127,33 @@ def test_worker_processes_give_the_same_bytes_as_one_process(shared_raw, tmp_pat
         tmp_path / "single" / "manifest.json"
     ).read_bytes()
     assert set(parallel["domains"]) == {"Gift_Cards", "All_Beauty", "AMAZON_FASHION"}
+
+
+def test_gift_cards_meta_perturbed_like_the_issue_gives_the_same_dataset(shared_raw, tmp_path):
+    """The real Gift Cards meta with the three index traps of issue 15 added: the most reviewed
+    item's asin written with a JSON escape, an earlier malformed line for a second item and an
+    earlier line holding a third item's asin only inside a nested object. The dataset must not move."""
+    folder = shared_raw / "ncloud50__giftcard"
+    reviews = folder / "Gift_Cards_5.json.gz"
+    clean = prepare_amazon_dataset(link_raw(tmp_path / "a", reviews, folder / "meta_Gift_Cards.json.gz"),
+                                   tmp_path / "clean")  # fmt: skip
+    lines = gzip.decompress((folder / "meta_Gift_Cards.json.gz").read_bytes()).split(b"\n")
+    escaped = [line.replace(b'"asin": "B004LLIKVU"', b'"asin": "\\u0042004LLIKVU"') for line in lines]
+    assert escaped != lines  # the trap is really in the file
+    others = sorted(set(pl.read_parquet(tmp_path / "clean" / "items.parquet")["asin"]) - {"B004LLIKVU"})
+    second, third = others[:2]
+    traps = [
+        b'{"asin": "%s", "title": broken' % second.encode(),
+        json.dumps({"title": "impostor", "related": {"asin": third}, "asin": "NOT-REVIEWED"}).encode(),
+    ]
+    raw = tmp_path / "b" / "raw"
+    raw.mkdir(parents=True)
+    (raw / reviews.name).symlink_to(reviews)
+    (raw / "meta_Gift_Cards.json").write_bytes(b"\n".join(traps + escaped))
+    perturbed = prepare_amazon_dataset(raw, tmp_path / "perturbed")
+    for table in ("items", "users", "interactions"):
+        assert pl.read_parquet(tmp_path / "perturbed" / f"{table}.parquet").equals(
+            pl.read_parquet(tmp_path / "clean" / f"{table}.parquet")
+        ), table
+    assert perturbed["totals"] == clean["totals"]
+    assert perturbed["rejected"]["meta"]["malformed_meta_line"]["count"] == 1

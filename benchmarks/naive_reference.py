@@ -1,7 +1,8 @@
 """The obvious way to prepare Amazon reviews: json.loads per line into pandas, Python loops for k-core.
 
 It is the reference that benchmarks/prepare.py measures against, and tests use it as an independent
-implementation of the same rules (earliest duplicate kept, iterative k-core, leave-last-out).
+implementation of the same rules (copies of one review under several asins collapsed, earliest
+duplicate kept, iterative k-core, leave-last-out).
 """
 
 from __future__ import annotations
@@ -45,8 +46,20 @@ def k_core_loops(pairs: list[tuple[str, str]], k: int) -> list[tuple[str, str]]:
         pairs = kept
 
 
+def collapse_copies(frame: pd.DataFrame) -> pd.DataFrame:
+    """One user's reviews with the same time, text and summary are one review (the first line); a
+    review with neither text nor summary is never a copy."""
+    text = frame.get("review_text", pd.Series([None] * len(frame))).fillna("").astype(str)
+    summary = frame.get("summary", pd.Series([None] * len(frame))).fillna("").astype(str)
+    keyed = frame.assign(_text=text.values, _summary=summary.values)
+    empty = (keyed["_text"] == "") & (keyed["_summary"] == "")
+    copies = keyed[~empty].duplicated(["user_id", "timestamp", "_text", "_summary"], keep="first")
+    drop = set(keyed[~empty][copies]["line"])
+    return frame[~frame["line"].isin(drop)]
+
+
 def prepare(review_path: Path, meta_path: Path | None, k: int = 5) -> pd.DataFrame:
-    frame = read_reviews(review_path)
+    frame = collapse_copies(read_reviews(review_path))
     frame = frame.sort_values(["timestamp", "line"], kind="stable").drop_duplicates(
         ["user_id", "asin"], keep="first"
     )

@@ -51,14 +51,15 @@ def write_lines(path: Path, records: list) -> Path:
 TIME0 = 1_400_000_000
 
 
-def review(user: str, item: str, time: int, rating: float = 5.0, text: str = "fine") -> dict:
-    """A 2018-format review line; `time` counts seconds from TIME0."""
+def review(user: str, item: str, time: int, rating: float = 5.0, text: str | None = None) -> dict:
+    """A 2018-format review line; `time` counts seconds from TIME0. Its text names the user and item
+    unless given (one user's reviews of the same time and text are copies of one review)."""
     return {
         "reviewerID": user,
         "asin": item,
         "overall": rating,
         "unixReviewTime": TIME0 + time,
-        "reviewText": text,
+        "reviewText": f"{user} on {item}: fine" if text is None else text,
         "summary": "s",
     }
 

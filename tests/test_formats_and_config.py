@@ -172,3 +172,46 @@ def test_files_not_prepared_are_listed(tmp_path):
     manifest = prepare_amazon_dataset(tmp_path / "raw", tmp_path / "data", k_core=1, domains=["toys"])
     assert manifest["selected_domains"] == ["Toys"]
     assert manifest["unused_files"] == ["Baby_5.json", "meta_Garden.json"]
+
+
+def test_the_same_reviews_in_2018_copies_and_2023_parents_prepare_identically(tmp_path):
+    """2018 copies a review under each variant asin (blocks sorted by asin); 2023 writes it once with
+    its parent_asin. Both must give the same users, items and sequences."""
+    products = {"P0": ["P0", "P0v"], "P1": ["P1", "P1v", "P1w"], "P2": ["P2"]}
+    reviews = [
+        (f"U{u}", product, TIME0 + 100 * u + p) for u in range(3) for p, product in enumerate(products)
+    ]
+    lines_2018 = []
+    for product, variants in products.items():
+        for variant in variants:  # the file holds one block per asin
+            for user, reviewed, time in reviews:
+                if reviewed == product:
+                    lines_2018.append({"reviewerID": user, "asin": variant, "overall": 4.0,
+                                       "unixReviewTime": time, "reviewText": f"{user} likes {product}",
+                                       "summary": "ok"})  # fmt: skip
+    lines_2023 = [
+        {
+            "user_id": user,
+            "parent_asin": product,
+            "asin": products[product][-1],
+            "rating": 4.0,
+            "timestamp": time * 1000,
+            "text": f"{user} likes {product}",
+            "title": "ok",
+        }  # fmt: skip
+        for user, product, time in reviews
+    ]
+    write_lines(tmp_path / "a" / "Toys_5.json", lines_2018)
+    write_lines(tmp_path / "b" / "Toys.jsonl", lines_2023)
+    first = prepare_amazon_dataset(tmp_path / "a", tmp_path / "da", k_core=1, new_user_fraction=0.0)
+    prepare_amazon_dataset(tmp_path / "b", tmp_path / "db", k_core=1, new_user_fraction=0.0)
+    assert first["domains"]["Toys"]["pipeline"]["review_copies_collapsed"] == len(lines_2018) - len(reviews)
+    for name in ("users", "interactions"):
+        assert pl.read_parquet(tmp_path / "da" / f"{name}.parquet").equals(
+            pl.read_parquet(tmp_path / "db" / f"{name}.parquet")
+        ), name
+    items_2018 = pl.read_parquet(tmp_path / "da" / "items.parquet").sort("item_idx")
+    items_2023 = pl.read_parquet(tmp_path / "db" / "items.parquet").sort("item_idx")
+    assert items_2018["asin"].to_list() == items_2023["asin"].to_list()
+    variants = dict(items_2018.select("asin", "variant_asins").iter_rows())
+    assert variants == {"P0": ["P0v"], "P1": ["P1v", "P1w"], "P2": []}

@@ -66,13 +66,15 @@ def test_all_beauty_plain_and_gzip_give_identical_output(shared_raw, tmp_path):
         / "sowrabharavishankar__Sentiment-Analysis-on-Amazon-Product-Reviews-"
         / "All_Beauty_5.json.gz"
     )
-    first = prepare_amazon_dataset(link_raw(tmp_path / "a", plain), tmp_path / "a" / "data")
-    second = prepare_amazon_dataset(link_raw(tmp_path / "b", packed), tmp_path / "b" / "data")
+    # 5,269 lines but 1,382 distinct reviews (the rest are copies under variant asins): a 2-core
+    first = prepare_amazon_dataset(link_raw(tmp_path / "a", plain), tmp_path / "a" / "data", k_core=2)
+    second = prepare_amazon_dataset(link_raw(tmp_path / "b", packed), tmp_path / "b" / "data", k_core=2)
     assert first["content_hash"] == second["content_hash"]
     for name in ("items.parquet", "users.parquet", "interactions.parquet"):
         assert (tmp_path / "a" / "data" / name).read_bytes() == (tmp_path / "b" / "data" / name).read_bytes()
-    assert first["domains"]["All_Beauty"]["pipeline"]["review_lines"] == 5269
-    assert first["domains"]["All_Beauty"]["pipeline"]["meta_file"] is False
+    pipeline = first["domains"]["All_Beauty"]["pipeline"]
+    assert pipeline["review_lines"] == 5269 and pipeline["review_copies_collapsed"] == 5269 - 1382
+    assert pipeline["meta_file"] is False
 
 
 def test_fashion_and_appliances_in_one_run(shared_raw, tmp_path):
@@ -81,11 +83,12 @@ def test_fashion_and_appliances_in_one_run(shared_raw, tmp_path):
         shared_raw / "OoEthanoO__LSTMSentimentModel" / "AMAZON_FASHION_5.json",
         shared_raw / "Miggy070498__Amazon-Reviews" / "Appliances_5.json.gz",
     )
-    manifest = prepare_amazon_dataset(raw, tmp_path / "data")
-    # Appliances_5 holds 2277 reviews but only 183 distinct (user, item) pairs: nothing is 5-core.
-    assert set(manifest["dropped_domains"]) == {"Appliances"}
-    assert manifest["dropped_domains"]["Appliances"]["pipeline"]["duplicate_pairs_removed"] == 2277 - 183
-    assert set(manifest["domains"]) == {"AMAZON_FASHION"}
+    # Appliances_5 holds 2277 lines but 161 distinct reviews (copies under variant asins) of 141
+    # distinct (user, item) pairs; neither domain has a 3-core left once the copies are one review
+    manifest = prepare_amazon_dataset(raw, tmp_path / "data", k_core=3)
+    assert set(manifest["dropped_domains"]) == {"AMAZON_FASHION"}
+    appliances = manifest["domains"]["Appliances"]["pipeline"]
+    assert appliances["review_copies_collapsed"] == 2277 - 161 and appliances["duplicate_pairs_removed"] == 20
 
 
 def test_line_chunks_survive_truncated_gzip(shared_raw, monkeypatch):
@@ -120,8 +123,8 @@ def test_worker_processes_give_the_same_bytes_as_one_process(shared_raw, tmp_pat
         shared_raw / "OoEthanoO__LSTMSentimentModel" / "All_Beauty_5.json",
         shared_raw / "OoEthanoO__LSTMSentimentModel" / "AMAZON_FASHION_5.json",
     )
-    parallel = prepare_amazon_dataset(raw, tmp_path / "parallel", workers=2)
-    single = prepare_amazon_dataset(raw, tmp_path / "single", workers=1)
+    parallel = prepare_amazon_dataset(raw, tmp_path / "parallel", workers=2, k_core=2)
+    single = prepare_amazon_dataset(raw, tmp_path / "single", workers=1, k_core=2)
     assert parallel["content_hash"] == single["content_hash"]
     assert (tmp_path / "parallel" / "manifest.json").read_bytes() == (
         tmp_path / "single" / "manifest.json"
@@ -157,3 +160,66 @@ def test_gift_cards_meta_perturbed_like_the_issue_gives_the_same_dataset(shared_
         ), table
     assert perturbed["totals"] == clean["totals"]
     assert perturbed["rejected"]["meta"]["malformed_meta_line"]["count"] == 1
+
+
+def _raw_reviews(path) -> list[dict]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@pytest.mark.parametrize(
+    "relative, k",
+    [("OoEthanoO__LSTMSentimentModel/All_Beauty_5.json", 2), ("ncloud50__giftcard/Gift_Cards_5.json.gz", 5)],
+)
+def test_no_valid_or_test_interaction_is_a_copy_of_a_training_review(shared_raw, tmp_path, relative, k):
+    """The 2018 release copies a review under every variant asin; after prepare, no user's valid or
+    test interaction shares its time and text with one of their training interactions."""
+    source = shared_raw / relative
+    prepare_amazon_dataset(link_raw(tmp_path, source), tmp_path / "data", k_core=k)
+    frame = joined_interactions(tmp_path / "data")
+    key = ["user_id", "timestamp", "review_text", "summary"]
+    train = frame.filter(pl.col("split") == "train").select(key).unique()
+    held = frame.filter(pl.col("split").is_in(["valid", "test"])).select(key)
+    assert held.height > 100 and held.join(train, on=key, nulls_equal=True).height == 0
+    # the same protocol on the raw file shows how much leaked before: most held-out rows had a twin
+    rows = _raw_reviews(source)
+    twins: dict[tuple, set] = {}
+    for row in rows:
+        key = (row["reviewerID"], row["unixReviewTime"], row.get("reviewText"), row.get("summary"))
+        twins.setdefault(key, set()).add(row["asin"])
+    assert sum(len(asins) > 1 for asins in twins.values()) > 100  # the copies are really in the file
+
+
+def test_removing_the_copies_by_hand_gives_the_same_interactions(shared_raw, tmp_path):
+    """Perturbation: a raw file with every copy already removed (the first line of each (user, time,
+    text, summary) kept) prepares into the same users, items and interactions; only the record of
+    merged variant asins differs."""
+    source = shared_raw / "OoEthanoO__LSTMSentimentModel" / "All_Beauty_5.json"
+    rows = _raw_reviews(source)
+    seen, kept = set(), []
+    for row in rows:
+        key = (
+            row["reviewerID"],
+            row["unixReviewTime"],
+            row.get("reviewText") or "",
+            row.get("summary") or "",
+        )
+        if key[2:] == ("", "") or key not in seen:
+            kept.append(row)
+        seen.add(key)
+    assert len(kept) == 1382
+    deduped = tmp_path / "hand" / "raw" / "All_Beauty_5.json"
+    deduped.parent.mkdir(parents=True)
+    deduped.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    ours = prepare_amazon_dataset(link_raw(tmp_path / "ours", source), tmp_path / "ours" / "data", k_core=2)
+    hand = prepare_amazon_dataset(deduped.parent, tmp_path / "hand" / "data", k_core=2)
+    assert ours["totals"] == hand["totals"]
+    for name in ("users", "interactions"):
+        assert pl.read_parquet(tmp_path / "ours" / "data" / f"{name}.parquet").equals(
+            pl.read_parquet(tmp_path / "hand" / "data" / f"{name}.parquet")
+        ), name
+    items = pl.read_parquet(tmp_path / "ours" / "data" / "items.parquet")
+    assert items["variant_asins"].list.len().sum() > 0  # merged asins are kept on record
+    hand_items = pl.read_parquet(tmp_path / "hand" / "data" / "items.parquet")
+    assert items.drop("variant_asins").equals(hand_items.drop("variant_asins"))

@@ -1,4 +1,7 @@
-"""The prepared dataset on disk (schema_version 1): opening it, checking it, summarizing it."""
+"""The prepared dataset on disk (schema_version 2): opening it, checking it, summarizing it.
+
+Version 2 (issue 16) collapses copies of one review under several variant asins into one interaction
+and lists the merged asins in items.variant_asins."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from unimp_bench.errors import UnimpError
 from unimp_bench.fileio import read_json
 from unimp_bench.resources import resource_dir
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COLUMNS = {
     "items.parquet": {
         "item_idx": pl.Int32,
@@ -25,6 +28,7 @@ COLUMNS = {
         "description": pl.String,
         "image_path": pl.String,
         "image_url": pl.String,
+        "variant_asins": pl.List(pl.String),  # asins whose copies of a review were merged into this item
     },
     "users.parquet": {"user_idx": pl.Int32, "user_id": pl.String, "group": pl.String},
     "interactions.parquet": {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from unimp_bench.data.kcore import drop_duplicate_pairs, k_core
+from unimp_bench.data.kcore import collapse_copies, drop_duplicate_pairs, k_core
 from unimp_bench.data.meta import ITEM_SCHEMA, index_meta, read_meta
 from unimp_bench.data.raw_files import RawFile, StreamInfo
 from unimp_bench.data.recipe import Recipe
@@ -124,8 +124,11 @@ def process_domain(
         "review_lines": review_info.all_lines,
         "valid_reviews": keys.height,
     }
-    keys = drop_duplicate_pairs(keys.rename({"line": "order"}))
-    stats["duplicate_pairs_removed"] = stats["valid_reviews"] - keys.height
+    keys, variants = collapse_copies(keys.rename({"line": "order"}))
+    stats["review_copies_collapsed"] = stats["valid_reviews"] - keys.height
+    collapsed = keys.height
+    keys = drop_duplicate_pairs(keys).drop("text_key")
+    stats["duplicate_pairs_removed"] = collapsed - keys.height
     source_entries = [_source_entry(sources.reviews, review_info, sources.name)]
 
     line_of: dict[str, int] = {}
@@ -154,8 +157,13 @@ def process_domain(
         meta = read_meta(sources.meta, line_of, meta_rejects, meter.next_pass())
     else:
         meta = pl.DataFrame(schema=ITEM_SCHEMA)
-    items = surviving_items.join(meta, on="asin", how="left").with_columns(
-        pl.lit(sources.name).alias("domain")
+    items = (
+        surviving_items.join(meta, on="asin", how="left")
+        .join(variants, on="asin", how="left")
+        .with_columns(
+            pl.col("variant_asins").fill_null(pl.lit([], dtype=pl.List(pl.String))),
+            pl.lit(sources.name).alias("domain"),
+        )
     )
 
     interactions_path, items_path = (

@@ -9,6 +9,30 @@ from __future__ import annotations
 import polars as pl
 
 
+def collapse_copies(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One user's reviews with the same time and the same text and summary (`text_key`, null for an
+    empty review) are one interaction: the 2018 release copies a review under every variant asin of a
+    product, and such copies would otherwise put a training review's twin in valid and test. The first
+    in file order is kept. Returns (the kept rows, asin -> sorted variant asins merged into it)."""
+    group = ["user_id", "ts_ms", "text_key"]
+    marked = frame.with_columns(pl.col("order").min().over(group).alias("_first"))
+    is_copy = pl.col("text_key").is_not_null() & (pl.col("order") != pl.col("_first"))
+    kept_asin = marked.filter(pl.col("order") == pl.col("_first")).select(
+        "_first", pl.col("asin").cast(pl.String).alias("kept")
+    )
+    variants = (
+        marked.filter(is_copy)
+        .select("_first", pl.col("asin").cast(pl.String))
+        .join(kept_asin, on="_first")
+        .filter(pl.col("asin") != pl.col("kept"))
+        .group_by("kept")
+        .agg(pl.col("asin").unique().sort().alias("variant_asins"))
+        .rename({"kept": "asin"})
+        .sort("asin")
+    )
+    return marked.filter(~is_copy).drop("_first"), variants
+
+
 def drop_duplicate_pairs(frame: pl.DataFrame) -> pl.DataFrame:
     """Keep the earliest review of each (user, item); equal times keep the one earlier in the raw file."""
     return frame.sort("ts_ms", "order").unique(subset=["user_id", "asin"], keep="first", maintain_order=True)

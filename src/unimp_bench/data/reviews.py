@@ -66,6 +66,7 @@ KEY_SCHEMA = {
     "asin": pl.Categorical,
     "rating": pl.Float32,
     "ts_ms": pl.Int64,
+    "text_key": pl.UInt64,  # hash of (review text, summary); null when both are empty
     "line": pl.Int64,
 }
 _RAW_KEY_SCHEMA = {
@@ -73,6 +74,8 @@ _RAW_KEY_SCHEMA = {
     "asin": pl.String,
     "rating_raw": pl.Float64,
     "ts_raw": pl.Int64,  # in the file's unit (seconds, or milliseconds for 2023)
+    "text_raw": pl.String,
+    "summary_raw": pl.String,
     "line": pl.Int64,
 }
 # review times accepted, in seconds: Amazon's first reviews are from 1995; later than 2100 is a bug
@@ -90,7 +93,7 @@ def _key_read_schema(fields: ReviewFields) -> dict:
     }
     if fields.item_fallback:
         schema[fields.item_fallback] = pl.String
-    return schema
+    return schema | {fields.text: pl.String, fields.summary: pl.String}
 
 
 def _normalize_keys(frame: pl.DataFrame, fields: ReviewFields, first_line: int) -> pl.DataFrame:
@@ -102,8 +105,19 @@ def _normalize_keys(frame: pl.DataFrame, fields: ReviewFields, first_line: int) 
         item.alias("asin"),
         pl.col(fields.rating).alias("rating_raw"),
         pl.col(fields.time).alias("ts_raw"),
+        pl.col(fields.text).alias("text_raw"),
+        pl.col(fields.summary).alias("summary_raw"),
         (pl.int_range(pl.len(), dtype=pl.Int64) + first_line).alias("line"),
     )
+
+
+def _text_key() -> pl.Expr:
+    """A 64-bit hash of (review text, summary), what tells a copy of a review apart from another review
+    of the same user and time (pass 1 keeps the hash, never the texts); null when both are empty, so
+    rating-only reviews are never taken for copies of each other."""
+    text, summary = pl.col("text_raw").fill_null(""), pl.col("summary_raw").fill_null("")
+    joined = pl.concat_str([text, summary], separator="\x00")
+    return pl.when((text != "") | (summary != "")).then(joined.hash(seed=15)).otherwise(None)
 
 
 def _reason_expr(fields: ReviewFields) -> pl.Expr:
@@ -135,6 +149,7 @@ def _valid_keys(part: pl.DataFrame, fields: ReviewFields, rejects: RejectLog, fi
         pl.col("user_id", "asin").cast(pl.Categorical),
         pl.col("rating_raw").cast(pl.Float32).alias("rating"),
         (pl.col("ts_raw") * fields.time_scale).alias("ts_ms"),  # in range, so no overflow
+        _text_key().alias("text_key"),
         "line",
         _reason_expr(fields).alias("reason"),
     )
@@ -220,6 +235,9 @@ def _keys_line_by_line(
         rows["asin"].append(item)
         rows["rating_raw"].append(rating)
         rows["ts_raw"].append(None if time is None else int(time))
+        for column, key in (("text_raw", fields.text), ("summary_raw", fields.summary)):
+            value = record.get(key)
+            rows[column].append(value if isinstance(value, str) else None)
         rows["line"].append(line_no)
     return pl.DataFrame(rows, schema=_RAW_KEY_SCHEMA)
 

@@ -103,8 +103,13 @@ def prepare_sequences_dataset(
             "asin": raw_items,
             "domain": [domain] * len(raw_items),
             "categories": [[] for _ in raw_items],
+            "variant_asins": [[] for _ in raw_items],
         },
-        schema_overrides={"item_idx": pl.Int32, "categories": pl.List(pl.String)},
+        schema_overrides={
+            "item_idx": pl.Int32,
+            "categories": pl.List(pl.String),
+            "variant_asins": pl.List(pl.String),
+        },
     ).with_columns(
         *(pl.lit(None, dtype=COLUMNS["items.parquet"][c]).alias(c) for c in ("title", "brand", "price")),
         *(pl.lit(None, dtype=pl.String).alias(c) for c in ("description", "image_path", "image_url")),

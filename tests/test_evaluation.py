@@ -96,7 +96,7 @@ def test_ranking_end_to_end_with_scores_recomputed_by_hand(run, synthetic_data, 
             run, synthetic_data, synthetic_examples, tmp_path, task, "--limit", str(LIMIT)
         )
         assert payload["method"] == f"UniMP-tiny+first_{LIMIT}" and payload["n_examples"] == LIMIT
-        assert payload["provenance"]["config"]["eval"]["seen_items"] == "keep"  # the default is recorded
+        assert payload["provenance"]["config"]["eval"]["seen_items"] == "exclude"  # the default, recorded
         assert payload["provenance"]["checkpoint"].endswith("export")
         # ranks by hand from the exact counts: rank = greater + ties / 2 (expected tie rule)
         rank = predictions["greater"].to_numpy() + predictions["ties"].to_numpy() / 2
@@ -133,7 +133,7 @@ def test_exact_ranking_and_constrained_beam_search_agree_on_the_top10(
             "--seen-items", seen, "--ranking", "beam",
         )  # fmt: skip
         assert beam["method"] == exact["method"].replace("UniMP-tiny", "UniMP-tiny+beam")
-        assert exact["method"] == "UniMP-tiny" + ("+exclude_seen" if seen == "exclude" else "") + "+first_12"
+        assert exact["method"] == "UniMP-tiny" + ("+keep_seen" if seen == "keep" else "") + "+first_12"
         assert beam_predictions["ranked"].to_list() == exact_predictions["ranked"].to_list()
         assert beam["scores"]["invalid_id_rate"] == 0 and beam["scores"]["duplicate_rate"] == 0
         for metric in ("HR@3", "HR@10", "NDCG@10", "MRR@10"):
@@ -143,10 +143,10 @@ def test_exact_ranking_and_constrained_beam_search_agree_on_the_top10(
 def test_excluded_seen_items_are_never_ranked_and_the_choice_is_recorded(
     run, synthetic_data, synthetic_examples, tmp_path
 ):
-    keep, keep_predictions, _ = evaluate(
+    payload, predictions, _ = evaluate(
         run, synthetic_data, synthetic_examples, tmp_path, "recommendation", "--limit", str(LIMIT)
     )
-    payload, predictions, _ = evaluate(
+    keep, keep_predictions, _ = evaluate(
         run,
         synthetic_data,
         synthetic_examples,
@@ -155,14 +155,14 @@ def test_excluded_seen_items_are_never_ranked_and_the_choice_is_recorded(
         "--limit",
         str(LIMIT),
         "--seen-items",
-        "exclude",
+        "keep",
     )
-    assert payload["method"] == f"UniMP-tiny+exclude_seen+first_{LIMIT}"
+    assert payload["method"] == f"UniMP-tiny+first_{LIMIT}"  # exclusion is the protocol: no tag
+    assert keep["method"] == f"UniMP-tiny+keep_seen+first_{LIMIT}"
     assert payload["provenance"]["config"]["eval"]["seen_items"] == "exclude"
+    assert keep["provenance"]["config"]["eval"]["seen_items"] == "keep"
     seen = seen_before(synthetic_data, examples_of(synthetic_examples, "recommendation"))
-    assert any(
-        set(shown) & s for shown, s in zip(keep_predictions["ranked"].to_list(), seen)
-    )  # kept by default
+    assert any(set(shown) & s for shown, s in zip(keep_predictions["ranked"].to_list(), seen))  # kept
     for shown, s in zip(predictions["ranked"].to_list(), seen):
         assert not set(shown) & s
     # leaving items out can only move targets up

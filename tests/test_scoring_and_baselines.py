@@ -164,7 +164,7 @@ def test_popularity_ranks_by_training_counts_with_exact_ties(synthetic_data, syn
     assert counts.sum() == train.height
     task = registry().get("recommendation")
     examples = open_examples(synthetic_examples).load(task, "test")
-    predictions = PopularityPredictor(PopularityParams(), dataset).predict(task, examples)
+    predictions = PopularityPredictor(PopularityParams(exclude_seen=False), dataset).predict(task, examples)
     # the same counts as ranking the full (identical) score matrix
     matrix = np.tile(counts, (examples.height, 1))
     greater, ties = target_rank_counts(matrix, examples["target_item"].to_numpy())
@@ -234,6 +234,13 @@ def test_bm25_counts_match_ranking_rank_bm25_scores_directly(synthetic_data, syn
     task = registry().get("search")
     examples = open_examples(synthetic_examples).load(task, "test")
     matrix = np.array([direct.get_scores(q.lower().split()) for q in examples["query"]])
+    # the default protocol: the user's earlier items (never the target) leave the ranking
+    interactions = pl.read_parquet(synthetic_data / "interactions.parquet")
+    for row, (user, position, target) in enumerate(
+        examples.select("user_idx", "target_pos", "target_item").iter_rows()
+    ):
+        earlier = interactions.filter((pl.col("user_idx") == user) & (pl.col("pos") < position))["item_idx"]
+        matrix[row, [i for i in earlier.to_list() if i != target]] = -np.inf
     greater, ties = target_rank_counts(matrix, examples["target_item"].to_numpy())
     from unimp_bench.baselines.registry import load_baseline, make_predictor
 
@@ -337,3 +344,54 @@ def test_leaderboard_refuses_duplicates_and_foreign_json(synthetic_data, tmp_pat
             tmp_path / "nothing-here" if (tmp_path / "nothing-here").mkdir() is None else None,
             tmp_path / "c.csv",
         )
+
+
+@pytest.mark.parametrize("model", ["pop", "bm25", "bm25-personal"])
+def test_every_ranking_baseline_leaves_earlier_items_out_by_default(
+    synthetic_data, synthetic_examples, tmp_path, model
+):
+    """The protocol default: a user's earlier items are never ranked, the choice is in the result, and
+    `exclude_seen: false` (a perturbation of only that switch) puts them back and can only move targets
+    down."""
+    import yaml
+
+    from unimp_bench.baselines.registry import available_baselines
+    from unimp_bench.baselines.runner import run_baseline
+
+    spec = yaml.safe_load(available_baselines()[model].read_text())
+    task = "recommendation" if model == "pop" else "search"
+    spec["params"] = (spec.get("params") or {}) | {"exclude_seen": False}
+    keep_yaml = tmp_path / "keep.yaml"
+    keep_yaml.write_text(yaml.safe_dump(spec))
+    [(default, _)] = run_baseline(model, task, synthetic_data, tmp_path / "r", ["test"], synthetic_examples)
+    [(keep, _)] = run_baseline(
+        model, task, synthetic_data, tmp_path / "k", ["test"], synthetic_examples, keep_yaml
+    )
+    assert default.provenance["config"]["params"]["exclude_seen"] is True
+    assert keep.provenance["config"]["params"]["exclude_seen"] is False
+    read = {
+        name: pl.read_parquet(tmp_path / folder / "predictions" / f"{model}__{task}__test.parquet")
+        for name, folder in ((model, "r"), (f"{model}-keep", "k"))
+    }
+    examples = open_examples(synthetic_examples).load(registry().get(task), "test")
+    interactions = pl.read_parquet(synthetic_data / "interactions.parquet")
+    earlier = (
+        examples.select("example_id", "user_idx", "target_pos")
+        .join(interactions.select("user_idx", "pos", "item_idx"), on="user_idx")
+        .filter(pl.col("pos") < pl.col("target_pos"))
+        .group_by("example_id")
+        .agg(pl.col("item_idx"))
+    )
+    seen = dict(earlier.iter_rows())
+    shown = dict(read[model].select("example_id", "ranked").iter_rows())
+    assert all(not set(shown[e]) & set(items) for e, items in seen.items())
+    kept_shown = dict(read[f"{model}-keep"].select("example_id", "ranked").iter_rows())
+    assert any(set(kept_shown[e]) & set(items) for e, items in seen.items())  # the switch does something
+    # with the same scores, leaving items out can only move targets up (bm25-personal tunes its
+    # weight on valid under each protocol, so its scores may differ)
+    if default.provenance["config"].get("affinity_weight") == keep.provenance["config"].get(
+        "affinity_weight"
+    ):
+        both = read[model].join(read[f"{model}-keep"], on="example_id", suffix="_keep")
+        assert (both["greater"] <= both["greater_keep"]).all()
+        assert default.scores["NDCG@10"] >= keep.scores["NDCG@10"]

@@ -543,7 +543,8 @@ def eval_command(
     ),
     beams: int = typer.Option(10, min=1, help="Beams of beam and unconstrained ranking."),
     seen_items: str = typer.Option(
-        "keep", help="keep or exclude the items the user had before the target (recorded in the result)."
+        "exclude",
+        help="exclude (the protocol) or keep the items the user had before the target (recorded).",
     ),
     text_decoding: str = typer.Option("greedy", help="Explanation decoding: greedy or beam."),
     text_beams: int = typer.Option(4, min=1, help="Beams of beam explanation decoding."),

@@ -419,7 +419,7 @@ UNCONSTRAINED_MAX_TOKENS = 4  # an answer is one item token then EOS; longer bea
 class ModelEvalSettings:
     ranking: str = "exact"  # exact: one forward pass, softmax over item tokens | beam | unconstrained
     beams: int = 10  # beams (and returned items) of beam and unconstrained ranking
-    seen_items: str = "keep"  # keep | exclude the items the user interacted with before the target
+    seen_items: str = "exclude"  # exclude (the protocol) | keep the items the user had before the target
     text_decoding: str = "greedy"  # explanation: greedy | beam
     text_beams: int = 4
     max_new_tokens: int = 80  # length cap of explanations, in tokens
@@ -443,11 +443,11 @@ class ModelEvalSettings:
             raise UnimpError("--limit must be at least 1")
 
     def method_tag(self, task: Task) -> str:
-        """What sets this run apart from the defaults, for the method name (e.g. '+beam+exclude_seen')."""
+        """What sets this run apart from the defaults, for the method name (e.g. '+beam+keep_seen')."""
         tag = ""
         if task.metric_family == "ranking":
             tag += "" if self.ranking == "exact" else f"+{self.ranking}"
-            tag += "+exclude_seen" if self.seen_items == "exclude" else ""
+            tag += "+keep_seen" if self.seen_items == "keep" else ""
         if task.metric_family == "text" and self.text_decoding == "beam":
             tag += f"+beam{self.text_beams}"
         tag += self.perturbation.tag()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from unimp_bench.baselines.popularity import seen_items
 from unimp_bench.baselines.ranking import (
     SHOWN_TOP,
     SortedScores,
@@ -33,6 +34,9 @@ class BM25Settings:
     epsilon: float = 0.25
     fields: tuple[str, ...] = DOCUMENT_FIELDS
     max_cached_queries: int = 256
+    # the bm25 baseline: leave the user's earlier items out of the ranking (the benchmark's protocol;
+    # false keeps them). bm25-personal and ZAM have the same switch at the top of their params.
+    exclude_seen: bool = True
 
 
 # BM25Ranker.top keeps only the head of each query's ranking (a few items are ever asked for)
@@ -95,6 +99,7 @@ class BM25Predictor:
 
     def __init__(self, settings: BM25Settings, dataset):
         self.settings = settings
+        self.dataset = dataset
         items = dataset.scan("items").collect()
         unknown = [f for f in settings.fields if f not in DOCUMENT_FIELDS]
         if unknown:
@@ -121,11 +126,13 @@ class BM25Predictor:
         ties = np.zeros(len(examples))
         shown: list[list[int]] = [[] for _ in range(len(examples))]
         targets = examples["target_item"].to_list()
+        seen = seen_items(self.dataset, examples) if self.settings.exclude_seen else None
         groups = examples.with_row_index("row").group_by("query", maintain_order=True).agg(pl.col("row"))
         for query, rows in groups.iter_rows():
             ranking = SortedScores(self.ranker.scores(query))
             top = ranking.top(SHOWN_TOP)
             for row in rows:
-                greater[row], ties[row] = ranking.counts(targets[row])
-                shown[row] = top
+                excluded = None if seen is None else seen[row]
+                greater[row], ties[row] = ranking.counts(targets[row], excluded)
+                shown[row] = top if excluded is None else ranking.top(SHOWN_TOP, set(excluded.tolist()))
         return ranking_predictions(examples["example_id"], greater, ties, shown)

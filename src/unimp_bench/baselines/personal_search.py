@@ -28,7 +28,8 @@ from unimp_bench.baselines.history import (
     training_interactions,
     valid_interactions,
 )
-from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
+from unimp_bench.baselines.popularity import seen_items
+from unimp_bench.baselines.ranking import SHOWN_TOP, mask_seen, ranking_predictions
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.errors import UnimpError
@@ -49,6 +50,7 @@ def _rank_rows(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.
 class PersonalBM25Params:
     bm25: BM25Settings = BM25Settings()
     weights: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)  # affinity weights tried on valid
+    exclude_seen: bool = True  # leave the user's earlier items out of the ranking (valid and test)
 
 
 class PersonalBM25Predictor:
@@ -59,12 +61,15 @@ class PersonalBM25Predictor:
 
         if not params.weights:
             raise UnimpError("bm25-personal params: weights must list at least one value")
+        if not params.bm25.exclude_seen:
+            raise UnimpError("bm25-personal params: set exclude_seen at the top of params, not under bm25")
         unknown = [f for f in params.bm25.fields if f not in DOCUMENT_FIELDS]
         if unknown:
             raise UnimpError(
                 f"bm25 fields must come from {', '.join(DOCUMENT_FIELDS)}; got {', '.join(unknown)}"
             )
         self.params = params
+        self.dataset = dataset
         documents = item_documents(dataset.scan("items").collect(), params.bm25.fields)
         self.ranker = BM25Ranker(documents, params.bm25)
         vectorizer = TfidfVectorizer(analyzer=lambda tokens: tokens, sublinear_tf=True)
@@ -92,7 +97,8 @@ class PersonalBM25Predictor:
         stay small whatever the number of examples."""
         for start in range(0, len(examples), CHUNK):
             part = examples.slice(start, CHUNK)
-            yield (part["target_item"].to_numpy(), *self._parts(part))
+            seen = seen_items(self.dataset, part) if self.params.exclude_seen else None
+            yield (part["target_item"].to_numpy(), *self._parts(part), seen)
 
     def _parts(self, examples: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """BM25 scores scaled to [0, 1] per query, and the history affinity, each [examples, items]."""
@@ -111,9 +117,9 @@ class PersonalBM25Predictor:
 
     def tune(self, task: Task, valid: pl.DataFrame) -> None:
         counts = {weight: ([], []) for weight in self.params.weights}
-        for targets, bm25, affinity in self._chunks(valid):
+        for targets, bm25, affinity, seen in self._chunks(valid):
             for weight, (greater, ties) in counts.items():
-                g, t = target_rank_counts(bm25 + weight * affinity, targets)
+                g, t = target_rank_counts(mask_seen(bm25 + weight * affinity, seen, targets), targets)
                 greater.append(g)
                 ties.append(t)
         for weight, (greater, ties) in counts.items():
@@ -127,8 +133,8 @@ class PersonalBM25Predictor:
         if self.weight is None:
             raise UnimpError("the bm25-personal affinity weight must be tuned on valid first")
         greater, ties, shown = [], [], []
-        for targets, bm25, affinity in self._chunks(examples):
-            g, t, s = _rank_rows(bm25 + self.weight * affinity, targets)
+        for targets, bm25, affinity, seen in self._chunks(examples):
+            g, t, s = _rank_rows(mask_seen(bm25 + self.weight * affinity, seen, targets), targets)
             greater.append(g)
             ties.append(t)
             shown.extend(s)
@@ -152,6 +158,7 @@ class ZAMParams:
     word_loss_weight: float = 0.5  # the item language model's share of the loss
     words_per_item: int = 32  # item text tokens kept for the language model and the query encoder
     seed: int = 0
+    exclude_seen: bool = True  # leave the user's earlier items out of the ranking
 
 
 class ZeroAttentionModel(nn.Module):
@@ -191,6 +198,7 @@ class ZAMPredictor:
 
     def __init__(self, params: ZAMParams, dataset: PreparedDataset, show_progress: bool = False):
         self.params = params
+        self.dataset = dataset
         items = dataset.scan("items").collect().sort("item_idx")
         documents = item_documents(items, DOCUMENT_FIELDS)
         vocabulary = sorted({w for doc in documents for w in doc})
@@ -295,7 +303,9 @@ class ZAMPredictor:
             scores = self._score(
                 part["user_idx"].to_list(), part["target_pos"].to_list(), part["query"].to_list()
             )
-            g, t, s = _rank_rows(scores, part["target_item"].to_numpy())
+            targets = part["target_item"].to_numpy()
+            seen = seen_items(self.dataset, part) if self.params.exclude_seen else None
+            g, t, s = _rank_rows(mask_seen(scores, seen, targets), targets)
             greater.append(g)
             ties.append(t)
             shown.extend(s)

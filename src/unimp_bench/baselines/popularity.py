@@ -17,7 +17,7 @@ from unimp_bench.tasks import Task
 
 @dataclass(frozen=True)
 class PopularityParams:
-    exclude_seen: bool = False  # leave out items the user interacted with before the target
+    exclude_seen: bool = True  # leave out items the user interacted with before the target
     # train: the train split of training users (what any model may learn from). all: every
     # interaction, test targets included: it leaks the answers, and exists only to reproduce
     # published numbers that were computed that way (the S3-Rec PopRec figures are)

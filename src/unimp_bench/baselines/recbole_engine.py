@@ -126,7 +126,7 @@ class RecBoleParams:
     # the patience above still spans a fair amount of training
     valid_every_steps: int = 0
     pretrain_epochs: int = 0  # S3Rec's self-supervised pre-training stage
-    exclude_seen: bool = False  # leave the user's earlier items out of the ranking
+    exclude_seen: bool = True  # leave the user's earlier items out of the ranking (as S3-Rec/RecBole)
     seed: int = 2020
     eval_batch_size: int = 1024  # examples scored per full-sort batch
     # each random batch computed as parts of similar history length, each part cut to its longest

@@ -51,7 +51,7 @@ class VBPRParams:
     batch_size: int = 1024
     learning_rate: float = 0.005
     weight_decay: float = 1e-5
-    exclude_seen: bool = False
+    exclude_seen: bool = True  # leave the user's earlier items out of the ranking
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -119,7 +119,7 @@ def test_task_commands(tmp_path):
     for name in ("recommendation", "preference", "explanation", "selection", "search"):
         assert name in listed
     shown = invoke("tasks", "show", "selection")
-    assert "num_candidates: 10" in shown and "version: 1" in shown
+    assert "num_candidates: 10" in shown and "version: 2" in shown
     assert "unknown task 'nope'" in fails("tasks", "show", "nope")
 
 

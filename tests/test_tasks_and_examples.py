@@ -113,26 +113,58 @@ def test_selection_candidates_positives_and_negatives(synthetic_data, synthetic_
     example_set = open_examples(synthetic_examples)
     task = registry().get("selection")
     users = sequences(synthetic_data)
+    interactions = pl.read_parquet(synthetic_data / "interactions.parquet").sort("user_idx", "pos")
+    trained = {
+        user: set(rows)
+        for user, rows in interactions.filter(pl.col("split") == "train")
+        .group_by("user_idx")
+        .agg("item_idx")
+        .iter_rows()
+    }
     items = pl.read_parquet(synthetic_data / "items.parquet")
     domain = dict(zip(items["item_idx"], items["domain"]))
-    sizes = set()
+    sizes: dict[str, set] = {}
     for split in ("train", *EVALUATION_SPLITS):
         for row in example_set.load(task, split).iter_rows(named=True):
-            user_items = set(users[row["user_idx"]][0])
+            sequence = users[row["user_idx"]][0]
             positives, candidates = row["positives"], row["candidates"]
             assert len(candidates) == 10 and len(set(candidates)) == 10 and set(positives) <= set(candidates)
             negatives = set(candidates) - set(positives)
-            assert not negatives & user_items  # never an item the user interacted with
-            assert {domain[n] for n in negatives} == {domain[positives[0]]}  # negative_pool: domain
-            sequence = users[row["user_idx"]][0]
             p = row["target_pos"]
             assert positives == sequence[p : p + len(positives)]  # consecutive, starting at the target
-            if split == "train":
-                sizes.add(len(positives))
-            else:
-                assert len(positives) == 1
+            visible = set(sequence[: p + len(positives)]) | trained.get(row["user_idx"], set())
+            assert not negatives & visible  # never an item the user had
+            # negatives come from the positives' domains, each of them: a domain never gives a positive away
+            assert {domain[n] for n in negatives} == {domain[i] for i in positives}
+            if split == "new_user":
+                assert p + len(positives) == len(sequence)  # the user's last interactions
+            sizes.setdefault(split, set()).add(len(positives))
             assert row["target_text"] == " ".join(item_token(c) for c in candidates if c in set(positives))
-    assert sizes == {1, 2, 3}
+    assert sizes.pop("train") == {1, 2, 3} and sizes.pop("new_user") == {1, 2, 3}
+    assert all(found == {1} for found in sizes.values())  # one unseen interaction per trained user
+
+
+def test_training_selection_examples_never_look_at_valid_or_test_items(synthetic_data, tmp_path):
+    """Perturbation: replace every valid and test item of the dataset by another item; the training
+    selection examples (positives, candidates, prompts) must not move."""
+    import shutil
+
+    changed = tmp_path / "changed"
+    shutil.copytree(synthetic_data, changed)
+    frame = pl.read_parquet(changed / "interactions.parquet")
+    n_items = pl.read_parquet(changed / "items.parquet").height
+    held = pl.col("split").is_in(["valid", "test"])
+    frame.with_columns(
+        pl.when(held).then((pl.col("item_idx") + 7) % n_items).otherwise(pl.col("item_idx")).alias("item_idx")
+    ).write_parquet(changed / "interactions.parquet", compression="zstd")
+    built = [
+        build_examples(data, tmp_path / name, ["selection"], ["train"])
+        for name, data in (("a", synthetic_data), ("b", changed))
+    ]
+    frames = [pl.read_parquet(tmp_path / name / "selection" / "train.parquet") for name in ("a", "b")]
+    columns = ["example_id", "positives", "candidates", "prompt"]
+    assert frames[0].height > 100 and frames[0].select(columns).equals(frames[1].select(columns))
+    assert built[0]["tasks"]["selection"]["version"] == 2
 
 
 def test_search_query_is_the_targets_most_specific_category(synthetic_data, synthetic_examples):

@@ -249,6 +249,30 @@ class ExampleBuilder:
         extra = rng.choice(len(remaining), size=count - len(chosen), replace=False)
         return chosen + [remaining[i] for i in sorted(extra.tolist())]
 
+    def _stratified_negatives(
+        self, rng, positives: list[int], seen: set[int], count: int, pool: str
+    ) -> list[int] | None:
+        """`count` negatives; with the `domain` pool, each positive's domain gets its share (as many
+        negatives per positive in every domain, rounded), so the domain of a candidate never tells a
+        positive apart."""
+        if pool != "domain":
+            return self._negatives(rng, self.catalog.all_items, seen, count)
+        per_domain = Counter(self.catalog.domain[i] for i in positives)  # in order of first positive
+        chosen: list[int] = []
+        left, positives_left = count, len(positives)
+        for domain, share in per_domain.items():
+            wanted = left if share == positives_left else min(left, round(count * share / len(positives)))
+            positives_left -= share
+            if wanted <= 0:
+                continue
+            first_of_domain = next(i for i in positives if self.catalog.domain[i] == domain)
+            drawn = self._negatives(rng, self.catalog.domain_items(first_of_domain), seen, wanted)
+            if drawn is None:
+                return None
+            chosen += drawn
+            left -= wanted
+        return chosen
+
     def build_user(self, task: Task, row: int, writers: dict[str, SplitWriter]) -> None:
         seq = self.sequences
         catalog = self.catalog
@@ -258,7 +282,8 @@ class ExampleBuilder:
         split_codes = seq.splits[part]
         split_list = split_codes.tolist()
         needs_rng = task.builder == "selection" or self.settings.instruction == "random"
-        seen = None
+        trained = np.flatnonzero(split_codes == SPLIT_CODES["train"])
+        last_train = int(trained[-1]) if len(trained) else -1
         for split, writer in writers.items():
             # one generator per (task, user, split): an example never depends on what else was built
             rng = (
@@ -273,8 +298,15 @@ class ExampleBuilder:
                 if p < task.min_history:
                     writer.skipped["too little history"] += 1
                     continue
-                history = items[max(0, p - task.max_history) : p]
-                target = items[p]
+                first = p  # the first position the example asks about (the only one but for selection)
+                if task.builder == "selection":
+                    wanted = int(
+                        rng.integers(task.candidates.positives_min, task.candidates.positives_max + 1)
+                    )
+                    if split == "new_user":  # never trained on: its last `wanted` interactions
+                        first = max(task.min_history, p - wanted + 1)
+                history = items[max(0, first - task.max_history) : first]
+                target = items[first]
                 segments = {"history": history_segment(catalog.flat, history)}
                 row_fields: dict = {}
                 if task.builder == "recommendation":
@@ -311,21 +343,19 @@ class ExampleBuilder:
                     target_text = review
                 elif task.builder == "selection":
                     sampling = task.candidates
-                    wanted = int(rng.integers(sampling.positives_min, sampling.positives_max + 1))
-                    positives = [target]
+                    positives = items[first : p + 1]  # new_user: its last 1-3; otherwise the target
                     if split == "train":  # later training interactions of the same user, in order
                         for q in range(p + 1, min(p + wanted, len(items))):
                             if split_list[q] != SPLIT_CODES["train"]:
                                 break
                             positives.append(items[q])
-                    if seen is None:
-                        seen = set(items)
-                    pool = (
-                        catalog.domain_items(target)
-                        if sampling.negative_pool == "domain"
-                        else catalog.all_items
+                    # never a negative: what the user had up to this example's last positive, and all
+                    # their training items; a training example never looks at valid or test items
+                    visible = max(first + len(positives) - 1, last_train)
+                    seen = set(items[: visible + 1])
+                    negatives = self._stratified_negatives(
+                        rng, positives, seen, sampling.num_candidates - len(positives), sampling.negative_pool
                     )
-                    negatives = self._negatives(rng, pool, seen, sampling.num_candidates - len(positives))
                     if negatives is None:
                         writer.skipped["too few items the user never interacted with"] += 1
                         continue
@@ -339,12 +369,12 @@ class ExampleBuilder:
                 prompt = render(task.instructions[instruction_id], segments)
                 writer.add(
                     {
-                        "example_id": f"{task.name}:{split}:{user}:{p}",
+                        "example_id": f"{task.name}:{split}:{user}:{first}",
                         "task": task.name,
                         "task_version": task.version,
                         "split": split,
                         "user_idx": user,
-                        "target_pos": p,
+                        "target_pos": first,
                         "history": history,
                         "instruction_id": instruction_id,
                         "prompt": prompt.text,

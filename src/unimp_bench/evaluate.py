@@ -552,13 +552,10 @@ class UniMPPredictor:
         )
 
     def _rank_exact(self, examples: pl.DataFrame, seen: list[np.ndarray] | None) -> pl.DataFrame:
-        from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
+        from unimp_bench.baselines.ranking import SHOWN_TOP, mask_seen, ranking_predictions
 
-        scores = self._scores(examples, "items")
         targets = examples["target_item"].to_numpy()
-        if seen is not None:
-            for row, items in enumerate(seen):
-                scores[row, items[items != targets[row]]] = -np.inf
+        scores = mask_seen(self._scores(examples, "items"), seen, targets)
         greater, ties = target_rank_counts(scores, targets)  # NaN scores are refused there
         order = np.argsort(-scores, axis=1, kind="stable")[:, :SHOWN_TOP]  # equal scores: lower item id first
         return ranking_predictions(examples["example_id"], greater, ties, order.tolist())

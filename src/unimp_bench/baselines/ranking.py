@@ -57,12 +57,11 @@ class SortedScores:
 
 
 def mask_seen(scores: np.ndarray, seen: list[np.ndarray] | None, targets: np.ndarray) -> np.ndarray:
-    """[rows, items] scores with each row's earlier items (never its target) at -inf: they then rank
-    below every real score and tie with no target, so the rank counts are those of the catalog
-    without them. `seen` None leaves the scores as they are."""
+    """Set each row's earlier items (never its target) to -inf in the [rows, items] scores, in place,
+    and return them: those items then rank below every real score and tie with no target, so the
+    rank counts are those of the catalog without them. `seen` None leaves the scores as they are."""
     if seen is None:
         return scores
-    scores = np.array(scores, dtype=np.float64, copy=True)
     for row, (items, target) in enumerate(zip(seen, np.asarray(targets).tolist())):
         if len(items):
             scores[row, items[items != target]] = -np.inf

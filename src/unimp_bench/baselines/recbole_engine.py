@@ -40,7 +40,7 @@ import yaml
 
 from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import item_histories, no_user_vector, valid_interactions
-from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
+from unimp_bench.baselines.ranking import SHOWN_TOP, mask_seen, ranking_predictions
 from unimp_bench.baselines.recbole_compat import (
     literal_config,
     literal_value,
@@ -673,11 +673,8 @@ class RecBolePredictor:
             part = order[start : start + size]
             scores = self._catalog_scores(users[part], positions[part])
             if self.params.exclude_seen:
-                for row, (user, position, target) in enumerate(
-                    zip(users[part].tolist(), positions[part].tolist(), targets[part].tolist())
-                ):
-                    seen = self.histories[user][:position]
-                    scores[row, seen[seen != target]] = -np.inf
+                seen = [self.histories[u][:p] for u, p in zip(users[part].tolist(), positions[part].tolist())]
+                mask_seen(scores, seen, targets[part])
             greater[part], ties[part] = target_rank_counts(scores, targets[part])
             if shown:
                 top = np.argsort(-scores, axis=1, kind="stable")[:, :shown]

@@ -27,7 +27,7 @@ from unimp_bench.baselines.history import (
     training_users,
     valid_interactions,
 )
-from unimp_bench.baselines.ranking import SHOWN_TOP, ranking_predictions
+from unimp_bench.baselines.ranking import SHOWN_TOP, mask_seen, ranking_predictions
 from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
@@ -205,11 +205,8 @@ class VBPRPredictor:
         with torch.no_grad():
             scores = self.model.all_scores(torch.as_tensor(users.astype(np.int64))).double().numpy()
         if self.params.exclude_seen:
-            for row, (user, position, target) in enumerate(
-                zip(users.tolist(), positions.tolist(), targets.tolist())
-            ):
-                seen = self.histories[user][:position]
-                scores[row, seen[seen != target]] = -np.inf
+            seen = [self.histories[u][:p] for u, p in zip(users.tolist(), positions.tolist())]
+            mask_seen(scores, seen, targets)
         return scores
 
     def _ndcg(self, users: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> float:

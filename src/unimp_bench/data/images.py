@@ -36,17 +36,17 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.]{0,79}")
 
 
-def _digest(item_id: str) -> str:
-    return hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+def _hashed_stem(item_id: str) -> str:
+    """An id's sanitized text plus `-` and a digest of the raw id: unique, whatever the id."""
+    digest = hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{_UNSAFE.sub('_', item_id).lstrip('.')[:80]}-{digest}"
 
 
 def safe_file_stem(item_id: str) -> str:
     """A file-name stem for an item id, one-to-one: an id of letters, digits, `_` and `.` (every Amazon
     asin) is its own stem; any other id becomes its sanitized text plus `-` and a digest of the raw id.
     Plain stems hold no `-`, so the two kinds never meet; no path separators, no dot-files."""
-    if _PLAIN_ID.fullmatch(item_id):
-        return item_id
-    return f"{_UNSAFE.sub('_', item_id).lstrip('.')[:80]}-{_digest(item_id)}"
+    return item_id if _PLAIN_ID.fullmatch(item_id) else _hashed_stem(item_id)
 
 
 def verify_image(data: bytes) -> str:
@@ -284,7 +284,7 @@ def place_image(source: Path, images_out: Path, item_id: str, suffix: str) -> st
     name = f"{safe_file_stem(item_id)}{suffix}"
     target = images_out / name
     if target.exists():  # another item's file: two ids that differ only in case, on a case-blind disk
-        name = f"{_UNSAFE.sub('_', item_id)[:80]}-{_digest(item_id)}{suffix}"
+        name = f"{_hashed_stem(item_id)}{suffix}"
         target = images_out / name
         if target.exists():
             raise UnimpError(f"two items share the image file name {name}; rename one of the ids")

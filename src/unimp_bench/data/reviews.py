@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from unimp_bench.data.json_lines import first_key_wins, loads_object, parse_in_halves, read_native
+from unimp_bench.data.json_lines import loads_object, parse_in_halves, read_native
 from unimp_bench.data.raw_files import (
     RawFile,
     StreamInfo,
@@ -293,10 +293,7 @@ def read_review_texts(
             if parsed.height != len(selected):
                 raise ValueError("line count mismatch")
         except Exception:
-            # lines that passed pass 1
-            records = [
-                json.loads(line.decode("utf-8"), object_pairs_hook=first_key_wins) for line in selected
-            ]
+            records = [loads_object(line.decode("utf-8")) for line in selected]  # lines that passed pass 1
             parsed = pl.DataFrame(
                 {
                     fields.text: [_as_text(r.get(fields.text)) for r in records],

@@ -32,7 +32,7 @@ def test_gift_cards_from_raw_files_to_a_traceable_leaderboard(shared_raw, tmp_pa
     data, examples, results = tmp_path / "data", tmp_path / "examples", tmp_path / "results"
     invoke("prepare", "amazon", "--raw-dir", raw, "--out", data)
     built = invoke("build", data, "--out", examples, "--splits", "valid,test,new_user")
-    assert "recommendation v1: valid" in built and "search v1" in built
+    assert "recommendation v2: valid" in built and "search v2" in built
     for model, task in (("pop", "recommendation"), ("pop", "selection"), ("bm25", "search")):
         output = invoke(
             "baselines",

@@ -124,7 +124,7 @@ def test_selection_candidates_positives_and_negatives(synthetic_data, synthetic_
     items = pl.read_parquet(synthetic_data / "items.parquet")
     domain = dict(zip(items["item_idx"], items["domain"]))
     sizes: dict[str, set] = {}
-    for split in ("train", *EVALUATION_SPLITS):
+    for split in ("train", *(s for s in EVALUATION_SPLITS if s in task.splits)):
         for row in example_set.load(task, split).iter_rows(named=True):
             sequence = users[row["user_idx"]][0]
             positives, candidates = row["positives"], row["candidates"]
@@ -228,7 +228,7 @@ def test_invalid_task_definitions_are_one_sentence_errors(tmp_path):
         "typo": (source + "max_histroy: 3\n", "unknown key"),
         "placeholder": (source.replace("{query}", "{qurey}", 1), "unknown placeholder"),
         "metric": (source.replace("HR@3,", "MAE,", 1), "does not score a search task"),
-        "split": (source.replace("new_domain]", "holdout]"), "splits must be"),
+        "split": (source.replace("new_domain_finetune]", "holdout]"), "splits must be"),
     }
     for name, (text, message) in cases.items():
         folder = tmp_path / name

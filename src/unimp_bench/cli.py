@@ -344,6 +344,10 @@ def _print_result(result, path: Path) -> None:
 
 
 TIE_RULE_HELP = "Where a target tied with other items lands: expected, pessimistic or optimistic."
+CANDIDATES_HELP = (
+    "Ranking candidates on new_domain and new_domain_finetune: domain (the held-out domain's catalog, "
+    "the protocol) or all (every item; recorded in the method name)."
+)
 
 
 @app.command("score")
@@ -421,19 +425,32 @@ def baselines_run_command(
     model: str = typer.Option(..., "--model", help="Baseline name (baselines/*.yaml), e.g. pop or bm25."),
     task: str = typer.Option(..., "--task", help="Task to run it on."),
     out_dir: Path = typer.Option(Path("results"), "--out", help="Folder for Result JSONs and predictions."),
-    splits: str = typer.Option("test", help="Comma-separated evaluation splits, e.g. valid,test,new_user."),
+    splits: str = typer.Option(
+        "test", help="Comma-separated evaluation splits, e.g. valid,test,new_user,new_domain_finetune."
+    ),
     examples: Path = typer.Option(None, "--examples", help="Use examples built by `unimp-bench build`."),
     config: Path = typer.Option(None, "--config", help="Baseline YAML to use instead of the shipped one."),
     seed: int = typer.Option(
         0, min=0, max=SEED_MAX, help="Seed of the examples built when --examples is not given."
     ),
     tie_rule: str = typer.Option("expected", help=TIE_RULE_HELP),
+    candidates: str = typer.Option("domain", help=CANDIDATES_HELP),
+    finetune: str = typer.Option(
+        "source+target",
+        help="new_domain_finetune: train on the source users plus the held-out users' target train part "
+        "(source+target) or on that part alone (target, 'scratch').",
+    ),
+    target_share: float = typer.Option(
+        1.0, min=0.0, max=1.0, help="new_domain_finetune: share of the held-out users trained on."
+    ),
+    share_seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Which held-out users make up that share."),
 ):
     """Run a baseline on a task and write one Result JSON per split.
 
     Example: unimp-bench baselines run data/synthetic --model pop --task recommendation --out results
     """
     from unimp_bench.baselines.runner import run_baseline
+    from unimp_bench.data.transfer import FinetuneSettings
 
     settings = _scoring_settings(tie_rule)
     for result, path in run_baseline(
@@ -447,6 +464,8 @@ def baselines_run_command(
         seed,
         settings,
         show_progress=_show_progress(),
+        candidates=candidates,
+        finetune=FinetuneSettings(regime=finetune, target_share=target_share, seed=share_seed),
     ):
         _print_result(result, path)
 
@@ -528,7 +547,7 @@ def eval_command(
         help="Run folder of `train` (its latest export), one of its checkpoints or an export.",
     ),
     data: Path = typer.Option(..., "--data", help="The prepared dataset the model was trained on."),
-    split: str = typer.Option("test", help="test, valid, new_user or new_domain."),
+    split: str = typer.Option("test", help="test, valid, new_user, new_domain or new_domain_finetune."),
     out_dir: Path = typer.Option(
         Path("results"), "--out", help="Folder for the Result JSON and predictions."
     ),
@@ -546,6 +565,7 @@ def eval_command(
         "exclude",
         help="exclude (the protocol) or keep the items the user had before the target (recorded).",
     ),
+    candidates: str = typer.Option("domain", help=CANDIDATES_HELP),
     text_decoding: str = typer.Option("greedy", help="Explanation decoding: greedy or beam."),
     text_beams: int = typer.Option(4, min=1, help="Beams of beam explanation decoding."),
     max_new_tokens: int = typer.Option(80, min=1, help="Length cap of generated explanations, in tokens."),
@@ -577,6 +597,7 @@ def eval_command(
         ranking=ranking,
         beams=beams,
         seen_items=seen_items,
+        candidates=candidates,
         text_decoding=text_decoding,
         text_beams=text_beams,
         max_new_tokens=max_new_tokens,

@@ -14,10 +14,11 @@ from unimp_bench.errors import UnimpError
 from unimp_bench.evaluate import evaluate_checkpoint
 from unimp_bench.examples import build_examples
 from unimp_bench.leaderboard import export_leaderboard
+from unimp_bench.tasks import registry
 from unimp_bench.train import run_training
 
 DEMO_BASELINES = (("pop", "recommendation"), ("pop", "selection"), ("bm25", "search"))
-DEMO_SPLITS = ["valid", "test", "new_user", "new_domain"]
+DEMO_SPLITS = ["valid", "test", "new_user", "new_domain", "new_domain_finetune"]
 # what --with-model evaluates: every task on test, and recommendation on both generalization splits
 DEMO_MODEL_RUNS = (
     *(("test", task) for task in ("recommendation", "search", "preference", "explanation", "selection")),
@@ -49,7 +50,8 @@ def run_demo(
     say(f"3/{stages} running the reference baselines")
     shutil.rmtree(results, ignore_errors=True)
     for model, task in DEMO_BASELINES:
-        run_baseline(model, task, data, results, DEMO_SPLITS, examples_dir=examples)
+        splits = [s for s in DEMO_SPLITS if s in registry().get(task).splits]
+        run_baseline(model, task, data, results, splits, examples_dir=examples)
     if model_steps:
         say(f"4/{stages} training the tiny UniMP for {model_steps} steps on the CPU, then evaluating it")
         run = out / "run"

@@ -17,6 +17,7 @@ honest; `ranked` lists are taken as given. Predictions and examples must match o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ import polars as pl
 from unimp_bench import __version__
 from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
 from unimp_bench.config import to_mapping
+from unimp_bench.data.contract import CANDIDATE_CATALOGS
+from unimp_bench.data.transfer import candidates_tag, describe_candidates
 from unimp_bench.errors import UnimpError
 from unimp_bench.examples import ExampleSet
 from unimp_bench.fileio import file_sha256, write_bytes_atomic
@@ -420,6 +423,7 @@ class ModelEvalSettings:
     ranking: str = "exact"  # exact: one forward pass, softmax over item tokens | beam | unconstrained
     beams: int = 10  # beams (and returned items) of beam and unconstrained ranking
     seen_items: str = "exclude"  # exclude (the protocol) | keep the items the user had before the target
+    candidates: str = "domain"  # new_domain splits rank the held-out domain's catalog | all items
     text_decoding: str = "greedy"  # explanation: greedy | beam
     text_beams: int = 4
     max_new_tokens: int = 80  # length cap of explanations, in tokens
@@ -433,6 +437,8 @@ class ModelEvalSettings:
             raise UnimpError(f"--ranking must be one of {', '.join(RANKING_DECODING)}")
         if self.seen_items not in SEEN_ITEMS:
             raise UnimpError(f"--seen-items must be one of {', '.join(SEEN_ITEMS)}")
+        if self.candidates not in CANDIDATE_CATALOGS:
+            raise UnimpError(f"--candidates must be one of {', '.join(CANDIDATE_CATALOGS)}")
         if self.text_decoding not in TEXT_DECODING:
             raise UnimpError(f"--text-decoding must be one of {', '.join(TEXT_DECODING)}")
         if min(self.beams, self.text_beams, self.max_new_tokens, self.batch_size, self.shard_size) < 1:
@@ -487,6 +493,15 @@ class UniMPPredictor:
             return "this UniMP checkpoint has no image tokenizer, so it cannot generate images"
         return None
 
+    def not_applicable(self, task: Task, split: str) -> str | None:
+        """UniMP names items by one learned token each; a held-out-domain item's token never met a
+        training example, so zero-shot rankings would only read its initial row."""
+        if task.metric_family == "ranking":
+            from unimp_bench.baselines.history import no_item_evidence
+
+            return no_item_evidence(self.name, split)
+        return None
+
     def config(self) -> dict:
         provenance = self.meta.get("provenance", {})
         return {
@@ -504,11 +519,9 @@ class UniMPPredictor:
     def predict(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:
         family = task.metric_family
         if family == "ranking":
-            seen = None
-            if self.settings.seen_items == "exclude":
-                from unimp_bench.baselines.popularity import seen_items
+            from unimp_bench.baselines.history import excluded_items
 
-                seen = seen_items(self.dataset, examples)
+            seen = excluded_items(self.dataset, examples, self.settings.seen_items == "exclude")
             if self.settings.ranking == "exact":
                 return self._rank_exact(examples, seen)
             return self._rank_generated(examples, seen)
@@ -797,8 +810,14 @@ def evaluate_checkpoint(
     if split not in EVALUATION_SPLITS:
         raise UnimpError(f"--split must be one of {', '.join(EVALUATION_SPLITS)}")
     export = resolve_export(checkpoint)
-    dataset = open_dataset(data_dir)
+    dataset = dataclasses.replace(open_dataset(data_dir), candidates=settings.candidates)
     loaded = load_exported(export)
+    if split == "new_domain_finetune" and not loaded.meta.get("provenance", {}).get("finetune"):
+        raise UnimpError(
+            f"{checkpoint} was not fine-tuned on the held-out domain's train part, so it cannot be "
+            "scored on new_domain_finetune (UniMP training has no fine-tuning regime yet); "
+            "evaluate it on new_domain"
+        )
     trained_on = loaded.meta.get("provenance", {}).get("dataset", {}).get("content_hash")
     if trained_on and trained_on != dataset.manifest["content_hash"]:
         raise UnimpError(
@@ -809,9 +828,16 @@ def evaluate_checkpoint(
     reason = UniMPPredictor.cannot_serve(task)
     if reason:
         raise UnimpError(f"{method} cannot be evaluated on {task.name}: {reason}")
+    method += candidates_tag(dataset, split)
     predictor = UniMPPredictor(loaded, dataset, settings, method, show_progress)
     with examples_for(data_dir, [task.name], [split], examples_dir, seed, show_progress) as example_set:
         examples = load_examples_to_score(example_set, task, split)
+        reason = predictor.not_applicable(task, split)
+        if reason:
+            result, path = not_applicable_result(
+                method, task, split, example_set, len(examples), reason, predictor.config(), out
+            )
+            return result, path, {"reused_shards": 0, "robustness": {}}
         if settings.limit is not None:
             examples = examples.head(settings.limit)
         attributes, has_image = [], np.zeros(0, dtype=bool)  # unperturbed runs need no item texts
@@ -835,6 +861,8 @@ def evaluate_checkpoint(
         )
         scores |= extra_model_scores(task, examples, predictions)
         config = predictor.config() | {"robustness": robustness, "limit": settings.limit}
+        if task.metric_family == "ranking":
+            config |= describe_candidates(dataset, split)
         result = make_result(
             method,
             task,

@@ -6,7 +6,9 @@ Which interaction an example targets, per split:
   before it (the window slides over the user's training sequence);
 - ``valid`` / ``test``: the training user's valid / test interaction (leave-last-out);
 - ``new_user``: the last interaction of each held-out user;
-- ``new_domain``: the last interaction in the held-out domain of each of that domain's users.
+- ``new_domain`` and ``new_domain_finetune``: the last interaction in the held-out domain of each of
+  that domain's users (the same examples; the two splits differ in what a method may train on, see
+  data/transfer.py).
 
 The history is the last `max_history` interactions before the target, whatever their domain.
 Random choices (selection positives and negatives, random instruction paraphrases) come from a
@@ -172,6 +174,7 @@ def target_positions(
         return np.flatnonzero(splits == SPLIT_CODES[split]).tolist()
     if split == "new_user":
         return [len(splits) - 1] if group == "new_user" and len(splits) else []
+    # new_domain and new_domain_finetune (data/transfer.py)
     if group != "new_domain" or held_out is None:
         return []
     in_domain = [p for p, domain in enumerate(domains) if domain == held_out]
@@ -293,7 +296,7 @@ class ExampleBuilder:
                 if needs_rng
                 else None
             )
-            domains = [catalog.domain[i] for i in items] if split == "new_domain" else []
+            domains = [catalog.domain[i] for i in items] if split.startswith("new_domain") else []
             for p in target_positions(split, seq.group[row], split_codes, domains, self.held_out_domain):
                 if p < task.min_history:
                     writer.skipped["too little history"] += 1

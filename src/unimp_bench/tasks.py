@@ -17,8 +17,8 @@ from unimp_bench.metrics import parse_metric
 from unimp_bench.prompts import template_parts
 from unimp_bench.resources import resource_dir
 
-SPLITS = ("train", "valid", "test", "new_user", "new_domain")
-EVALUATION_SPLITS = ("valid", "test", "new_user", "new_domain")
+SPLITS = ("train", "valid", "test", "new_user", "new_domain", "new_domain_finetune")
+EVALUATION_SPLITS = ("valid", "test", "new_user", "new_domain", "new_domain_finetune")
 
 # builder -> (placeholders every template must use, metric family the task is scored with)
 BUILDERS: dict[str, tuple[frozenset[str], str]] = {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from unimp_bench.baselines.popularity import seen_items
+from unimp_bench.baselines.history import excluded_items
 from unimp_bench.baselines.ranking import (
     SHOWN_TOP,
     SortedScores,
@@ -126,7 +126,7 @@ class BM25Predictor:
         ties = np.zeros(len(examples))
         shown: list[list[int]] = [[] for _ in range(len(examples))]
         targets = examples["target_item"].to_list()
-        seen = seen_items(self.dataset, examples) if self.settings.exclude_seen else None
+        seen = excluded_items(self.dataset, examples, self.settings.exclude_seen)
         groups = examples.with_row_index("row").group_by("query", maintain_order=True).agg(pl.col("row"))
         for query, rows in groups.iter_rows():
             ranking = SortedScores(self.ranker.scores(query))

@@ -24,11 +24,12 @@ from torch import nn
 from unimp_bench.baselines.bm25 import DOCUMENT_FIELDS, BM25Ranker, BM25Settings, item_documents, tokenize
 from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import (
+    excluded_items,
     item_histories,
+    no_item_evidence,
     training_interactions,
     valid_interactions,
 )
-from unimp_bench.baselines.popularity import seen_items
 from unimp_bench.baselines.ranking import SHOWN_TOP, mask_seen, ranking_predictions
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
@@ -97,7 +98,7 @@ class PersonalBM25Predictor:
         stay small whatever the number of examples."""
         for start in range(0, len(examples), CHUNK):
             part = examples.slice(start, CHUNK)
-            seen = seen_items(self.dataset, part) if self.params.exclude_seen else None
+            seen = excluded_items(self.dataset, part, self.params.exclude_seen)
             yield (part["target_item"].to_numpy(), *self._parts(part), seen)
 
     def _parts(self, examples: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -291,6 +292,9 @@ class ZAMPredictor:
     def config(self) -> dict:
         return {"params": to_mapping(self.params), "training": self.training}
 
+    def not_applicable(self, task: Task, split: str) -> str | None:
+        return no_item_evidence(self.name, split)  # item vectors learn only from training targets
+
     def tunes_on_valid(self, task: Task) -> bool:
         return False
 
@@ -304,7 +308,7 @@ class ZAMPredictor:
                 part["user_idx"].to_list(), part["target_pos"].to_list(), part["query"].to_list()
             )
             targets = part["target_item"].to_numpy()
-            seen = seen_items(self.dataset, part) if self.params.exclude_seen else None
+            seen = excluded_items(self.dataset, part, self.params.exclude_seen)
             g, t, s = _rank_rows(mask_seen(scores, seen, targets), targets)
             greater.append(g)
             ties.append(t)

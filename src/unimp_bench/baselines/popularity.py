@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from unimp_bench.baselines.history import excluded_items, no_item_evidence
 from unimp_bench.baselines.ranking import SHOWN_TOP, SortedScores, ranking_predictions
 from unimp_bench.baselines.selection import SelectionThreshold
 from unimp_bench.config import from_mapping, to_mapping
@@ -48,22 +49,6 @@ def training_counts(dataset: PreparedDataset) -> np.ndarray:
     return np.bincount(train["item_idx"].to_numpy(), minlength=items).astype(np.float64)
 
 
-def seen_items(dataset: PreparedDataset, examples: pl.DataFrame) -> list[np.ndarray]:
-    """For each example, every item its user interacted with before the target position."""
-    keys = examples.select("user_idx", "target_pos").with_row_index("row")
-    earlier = (
-        dataset.scan("interactions")
-        .select("user_idx", "pos", "item_idx")
-        .join(keys.lazy(), on="user_idx")
-        .filter(pl.col("pos") < pl.col("target_pos"))
-        .group_by("row")
-        .agg(pl.col("item_idx"))
-        .collect()
-    )
-    by_row = dict(zip(earlier["row"].to_list(), earlier["item_idx"].to_list()))
-    return [np.asarray(by_row.get(i, []), dtype=np.int64) for i in range(len(examples))]
-
-
 class PopularityPredictor:
     name = "pop"
 
@@ -97,9 +82,9 @@ class PopularityPredictor:
         raise UnimpError(f"popularity does not serve task {task.name}")
 
     def _rank(self, examples: pl.DataFrame) -> pl.DataFrame:
-        seen = seen_items(self.dataset, examples) if self.params.exclude_seen else [None] * len(examples)
+        left_out = excluded_items(self.dataset, examples, self.params.exclude_seen)
         greater, ties, shown = [], [], []
-        for target, excluded in zip(examples["target_item"].to_list(), seen):
+        for target, excluded in zip(examples["target_item"].to_list(), left_out or [None] * len(examples)):
             g, t = self.ranking.counts(target, excluded)
             greater.append(g)
             ties.append(t)
@@ -113,6 +98,9 @@ class PopularityPredictor:
 
     def _select(self, candidates: list[list[int]], threshold: float) -> list[list[int]]:
         return SelectionThreshold._apply(candidates, self._candidate_counts(candidates), threshold)
+
+    def not_applicable(self, task: Task, split: str) -> str | None:
+        return no_item_evidence(self.name, split) if self.params.counts_from == "train" else None
 
     def tunes_on_valid(self, task: Task) -> bool:
         return task.builder == "selection"  # the selection threshold

@@ -39,7 +39,14 @@ import torch
 import yaml
 
 from unimp_bench.baselines.early_stopping import BestEpoch
-from unimp_bench.baselines.history import item_histories, no_user_vector, valid_interactions
+from unimp_bench.baselines.history import (
+    examples_split,
+    item_histories,
+    no_item_evidence,
+    no_user_vector,
+    outside_candidates,
+    valid_interactions,
+)
 from unimp_bench.baselines.ranking import SHOWN_TOP, mask_seen, ranking_predictions
 from unimp_bench.baselines.recbole_compat import (
     literal_config,
@@ -59,6 +66,7 @@ from unimp_bench.baselines.recbole_objectives import (
 from unimp_bench.baselines.selection import SelectionThreshold
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
+from unimp_bench.data.transfer import FinetuneView
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import ranking_metrics, target_rank_counts
 from unimp_bench.tasks import Task
@@ -320,6 +328,12 @@ class RecBolePredictor:
         self.dataset = dataset
         self.show_progress = show_progress
         self.histories = item_histories(dataset)
+        # trained on the held-out domain alone (new_domain_finetune from scratch), a model reads
+        # histories of that domain's items only; None: every item
+        fine_tuning = isinstance(dataset, FinetuneView)
+        self.history_items = dataset.history_items() if fine_tuning else None
+        # early stopping ranks what the evaluated split ranks (the held-out domain's catalog there)
+        self.valid_outside = outside_candidates(dataset, "new_domain_finetune") if fine_tuning else None
         self.catalog_size = dataset.scan("items").select(pl.len()).collect().item()
         self.training: dict[str, Any] = {}
         self.selection = SelectionThreshold()
@@ -611,7 +625,7 @@ class RecBolePredictor:
 
     def _valid_ndcg(self, users: np.ndarray, positions: np.ndarray) -> float:
         targets = np.asarray([self.histories[u][p] for u, p in zip(users.tolist(), positions.tolist())])
-        greater, ties, _ = self._rank(users, positions, targets, shown=0)
+        greater, ties, _ = self._rank(users, positions, targets, shown=0, outside=self.valid_outside)
         self._forget_cached_embeddings()  # the next epoch changes the weights again
         return ranking_metrics(greater, ties, ["NDCG@10"])["NDCG@10"]
 
@@ -626,7 +640,10 @@ class RecBolePredictor:
         sequences = np.zeros((len(users), length), dtype=np.int64)
         lengths = np.zeros(len(users), dtype=np.int64)
         for row, (user, position) in enumerate(zip(users.tolist(), positions.tolist())):
-            history = self.internal_of_item[self.histories[user][max(0, position - length) : position]]
+            history = self.histories[user][:position]
+            if self.history_items is not None:
+                history = history[self.history_items[history]]
+            history = self.internal_of_item[history[-length:]]
             sequences[row, : len(history)] = history  # RecBole pads sequences on the right
             lengths[row] = len(history)
         fields = {}
@@ -655,8 +672,11 @@ class RecBolePredictor:
         except ValueError:
             raise UnimpError(f"{self.name} has no vector for a user it did not train on") from None
 
-    def _rank(self, users, positions, targets, shown: int) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
-        """(greater, ties) of each example's target over the catalog, and its top `shown` items.
+    def _rank(
+        self, users, positions, targets, shown: int, outside: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+        """(greater, ties) of each example's target over the catalog less `outside` (items outside the
+        split's candidates), and its top `shown` items.
 
         For a model whose outputs do not depend on the padded width (`width_invariant`) the examples
         go through in order of history length, so each batch is cut to a width close to its rows'
@@ -675,6 +695,8 @@ class RecBolePredictor:
             if self.params.exclude_seen:
                 seen = [self.histories[u][:p] for u, p in zip(users[part].tolist(), positions[part].tolist())]
                 mask_seen(scores, seen, targets[part])
+            if outside is not None:
+                scores[:, outside] = -np.inf  # never a target: targets are candidates
             greater[part], ties[part] = target_rank_counts(scores, targets[part])
             if shown:
                 top = np.argsort(-scores, axis=1, kind="stable")[:, :shown]
@@ -692,7 +714,8 @@ class RecBolePredictor:
     # ------------------------------------------------------------------ the predictor seam
 
     def not_applicable(self, task: Task, split: str) -> str | None:
-        return no_user_vector(self.params.model, split) if self.uses_user_ids else None
+        reason = no_user_vector(self.params.model, split) if self.uses_user_ids else None
+        return reason or no_item_evidence(self.params.model, split)  # item vectors are ids
 
     def config(self) -> dict:
         effective = {k: self.config_value(k) for k in sorted(_recbole_defaults(self.params.model))}
@@ -714,7 +737,8 @@ class RecBolePredictor:
         positions = examples["target_pos"].to_numpy().astype(np.int64)
         if task.builder == "recommendation":
             targets = examples["target_item"].to_numpy().astype(np.int64)
-            greater, ties, shown = self._rank(users, positions, targets, SHOWN_TOP)
+            outside = outside_candidates(self.dataset, examples_split(examples))
+            greater, ties, shown = self._rank(users, positions, targets, SHOWN_TOP, outside)
             return ranking_predictions(examples["example_id"], greater, ties, shown)
         if task.builder == "selection":
             candidate_scores = self._candidate_scores(users, positions, examples["candidates"].to_list())

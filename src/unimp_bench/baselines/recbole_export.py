@@ -87,6 +87,8 @@ def _general_lines(users: pl.DataFrame) -> dict[str, list[str]]:
     lines = {part: [header] for part in PARTS}
     for user, items, splits, times, ratings in users.iter_rows():
         for item, split, time, rating in zip(items, splits, times, ratings):
+            if split not in lines:  # a fine-tuning view's context rows: never trained on
+                continue
             rating_text = "" if rating is None else repr(float(rating))
             lines[split].append(f"{user}\t{item}\t{time}\t{rating_text}")
     return lines
@@ -96,11 +98,12 @@ def _sequential_lines(users: pl.DataFrame, max_history: int) -> dict[str, list[s
     header = "user_id:token\titem_id_list:token_seq\titem_id:token"
     lines = {part: [header] for part in PARTS}
     for user, items, splits, _times, _ratings in users.iter_rows():
-        text = [str(i) for i in items]
-        for p in range(1, len(items)):
-            split = splits[p]
+        # a fine-tuning view's context rows are neither targets nor inputs of a training row
+        kept = [(str(item), split) for item, split in zip(items, splits) if split in lines]
+        text = [item for item, _ in kept]
+        for p in range(1, len(kept)):
             history = " ".join(text[max(0, p - max_history) : p])
-            lines[split].append(f"{user}\t{history}\t{text[p]}")
+            lines[kept[p][1]].append(f"{user}\t{history}\t{text[p]}")
     return lines
 
 

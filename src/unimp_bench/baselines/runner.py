@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from unimp_bench.baselines.registry import load_baseline, make_predictor
-from unimp_bench.data.contract import open_dataset
+from unimp_bench.data.contract import PreparedDataset, open_dataset
+from unimp_bench.data.transfer import FinetuneSettings, candidates_tag, describe_candidates, finetune_view
 from unimp_bench.errors import UnimpError
 from unimp_bench.evaluate import ScoringSettings, evaluate_predictor
 from unimp_bench.examples import examples_for
@@ -24,7 +26,12 @@ def run_baseline(
     seed: int = 0,
     scoring: ScoringSettings = ScoringSettings(),
     show_progress: bool = False,
+    candidates: str = "domain",
+    finetune: FinetuneSettings = FinetuneSettings(),
 ) -> list[tuple[Result, Path]]:
+    """One Result per split. new_domain_finetune is served by its own model, trained on the dataset
+    as `finetune` sees it (data/transfer.py) and named with the regime's tag; the other splits share
+    one model trained on the train split."""
     spec = load_baseline(model, config)
     task = registry().get(task_name)
     if task.name not in spec.tasks:
@@ -36,11 +43,69 @@ def run_baseline(
         raise UnimpError(
             f"baselines are scored on {', '.join(EVALUATION_SPLITS)}; not on {', '.join(unknown)}"
         )
-    dataset = open_dataset(data_dir)
-    predictor = make_predictor(spec, dataset, show_progress)
+    dataset = dataclasses.replace(open_dataset(data_dir), candidates=candidates)
+    results = []
+    for fine_tuned in (False, True):
+        group = [s for s in splits if (s == "new_domain_finetune") == fine_tuned]
+        if not group:
+            continue
+        if fine_tuned:
+            view = finetune_view(dataset, finetune)
+            predictor = _FineTuned(make_predictor(spec, view, show_progress), finetune)
+        else:
+            predictor = make_predictor(spec, dataset, show_progress)
+        needed = _needed(predictor, task, group)
+        with examples_for(data_dir, [task.name], needed, examples_dir, seed, show_progress) as example_set:
+            results += _evaluate(predictor, task, group, dataset, example_set, out, scoring)
+    return sorted(results, key=lambda pair: splits.index(pair[0].split))
+
+
+def _needed(predictor, task, splits: list[str]) -> list[str]:
     tuned = predictor.tunes_on_valid(task)
-    needed = sorted(set(splits) | ({"valid"} if tuned else set()), key=EVALUATION_SPLITS.index)
-    with examples_for(data_dir, [task.name], needed, examples_dir, seed, show_progress) as example_set:
-        if tuned:
-            predictor.tune(task, example_set.load(task, "valid"))
-        return [evaluate_predictor(predictor, task, split, example_set, out, scoring) for split in splits]
+    if tuned and "new_domain_finetune" in splits:
+        raise UnimpError(
+            f"{predictor.name} tunes on valid examples, which new_domain_finetune does not have yet"
+        )
+    return sorted(set(splits) | ({"valid"} if tuned else set()), key=EVALUATION_SPLITS.index)
+
+
+def _evaluate(predictor, task, splits, dataset, example_set, out, scoring) -> list[tuple[Result, Path]]:
+    if predictor.tunes_on_valid(task):
+        predictor.tune(task, example_set.load(task, "valid"))
+    return [
+        evaluate_predictor(
+            _Described(predictor, _protocol(dataset, task, split), candidates_tag(dataset, split)),
+            task,
+            split,
+            example_set,
+            out,
+            scoring,
+        )
+        for split in splits
+    ]
+
+
+def _protocol(dataset: PreparedDataset, task, split: str) -> dict:
+    return describe_candidates(dataset, split) if task.metric_family == "ranking" else {}
+
+
+class _Described:
+    """A predictor whose recorded config also says what its rankings ranked over."""
+
+    def __init__(self, predictor, protocol: dict, tag: str = ""):
+        self._predictor, self._protocol = predictor, protocol
+        self.name = predictor.name + tag
+
+    def __getattr__(self, attribute):
+        return getattr(self._predictor, attribute)
+
+    def config(self) -> dict:
+        return self._predictor.config() | self._protocol
+
+
+class _FineTuned(_Described):
+    """A baseline trained under a fine-tuning regime: its name carries the regime's tag."""
+
+    def __init__(self, predictor, settings: FinetuneSettings):
+        super().__init__(predictor, {"finetune": settings.describe()})
+        self.name = predictor.name + settings.tag

@@ -44,13 +44,31 @@ COLUMNS = {
 }
 
 
+CANDIDATE_CATALOGS = ("domain", "all")
+
+
 @dataclass(frozen=True)
 class PreparedDataset:
     root: Path
     manifest: dict
+    # ranking candidates on the new_domain splits: the held-out domain's catalog (the protocol) or
+    # every item ("all"); the other splits always rank the whole catalog
+    candidates: str = "domain"
+
+    def __post_init__(self) -> None:
+        if self.candidates not in CANDIDATE_CATALOGS:
+            raise UnimpError(
+                f"unknown candidate catalog {self.candidates!r}; known: {', '.join(CANDIDATE_CATALOGS)}"
+            )
 
     def scan(self, name: str) -> pl.LazyFrame:
         return pl.scan_parquet(self.root / f"{name}.parquet")
+
+    @property
+    def held_out_domain(self) -> str | None:
+        """The domain of the new_domain users, when the dataset has one."""
+        held_out = self.manifest.get("new_domain") or {}
+        return held_out.get("domain") if held_out.get("present") else None
 
 
 def open_dataset(root: Path) -> PreparedDataset:

@@ -414,7 +414,7 @@ def test_every_recbole_baseline_runs_and_reports_unseen_users_honestly(
     assert test.n_examples > 0 and all(np.isfinite(v) and 0 <= v <= 1 for v in test.scores.values())
     new_user, path = by_split["new_user"]
     payload = json.loads(path.read_text())
-    if model in ("bpr", "lightgcn", "hgn"):  # one learned vector per training user
+    if model in ("bpr", "caser", "lightgcn", "hgn"):  # one learned vector per training user
         assert "new_user" in payload["provenance"]["not_applicable"]
         assert all(v is None for v in payload["scores"].values())
         assert set(payload["scores"]) == set(test.scores)

@@ -357,6 +357,19 @@ def test_real_gift_cards_held_out_next_to_beauty_and_fashion(shared_raw, tmp_pat
         == dataset.scan("users").filter(pl.col("group") == "new_domain").select(pl.len()).collect().item()
     )
     assert 0 < tuned.scores["HR@10"] < 1
+    # SASRec in both regimes (k=2 leaves users whose valid interaction is their first: early
+    # stopping must skip those rather than fail)
+    for regime in ("source+target", "target"):
+        sasrec = run_baseline(
+            "SASRec",
+            "recommendation",
+            tmp_path / "data",
+            tmp_path / "results",
+            ["test", "new_domain_finetune"],
+            config=_sasrec_config(tmp_path),
+            finetune=FinetuneSettings(regime=regime),
+        )
+        assert all(0 <= r.scores["HR@10"] <= 1 for r, _ in sasrec)
 
 
 def test_replace_keeps_the_candidate_choice_checked(synthetic_data):

@@ -620,7 +620,9 @@ class RecBolePredictor:
 
     def _valid_targets(self) -> tuple[np.ndarray, np.ndarray]:
         """Every training user and their valid interaction's position: what early stopping looks at."""
-        valid = valid_interactions(self.dataset, ["user_idx", "pos"])
+        # a valid target at position 0 has no history to rank from (a user with two interactions;
+        # its example would be skipped for the same reason)
+        valid = valid_interactions(self.dataset, ["user_idx", "pos"]).filter(pl.col("pos") >= 1)
         return valid["user_idx"].to_numpy(), valid["pos"].to_numpy()
 
     def _valid_ndcg(self, users: np.ndarray, positions: np.ndarray) -> float:

@@ -50,6 +50,17 @@ GRID = [
     {"learning_rate": 0.0005},
     RECBOLE_ROWS | {"loss_type": "CE", "train_neg_sample_args": None},  # SASRec-CE.yaml: a softmax
 ]
+# the other sequential baselines (issue 16 part 5): the committed YAML (a softmax over the catalog,
+# RecBole's default for them) and the pairwise objective on one sampled negative that their published
+# implementations train with (GRU4Rec's BPR/TOP1, Caser's and HGN's negative sampling)
+PAIRWISE = {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
+GRIDS = {
+    "SASRec": GRID,
+    "GRU4Rec": [{}, PAIRWISE],
+    "Caser": [{}, PAIRWISE],
+    "HGN": [{}, PAIRWISE],
+    "BERT4Rec": [{}],
+}
 # grid keys that are the baseline's own fields rather than RecBole options
 OWN_FIELDS = {"stopping_step", "epochs", "max_history", "train_rows", "position_origin", "length_buckets"}
 
@@ -182,13 +193,14 @@ def main() -> None:
         return
     data, examples = prepared(args.sequences, args.work)
     params = {"epochs": args.epochs} if args.epochs else {}
-    candidates = list(enumerate(GRID if args.grid or args.candidate else [{}]))
+    grid = GRIDS.get(args.model, GRID)
+    candidates = list(enumerate(grid if args.grid or args.candidate else [{}]))
     if args.candidate:
         candidates = [candidates[i] for i in args.candidate]
     runs = []
     for index, overrides in candidates:
         for seed in args.seeds or [None]:
-            tag = f"{args.sequences.stem}-{index}" + (f"-seed{seed}" if seed is not None else "")
+            tag = f"{args.model}-{args.sequences.stem}-{index}" + (f"-seed{seed}" if seed is not None else "")
             seeded = params | ({"seed": seed} if seed is not None else {})
             outcome = run(args.model, overrides, seeded, data, examples, args.work, tag)
             outcome["candidate"] = index

@@ -324,6 +324,10 @@ def test_leaderboard_is_one_row_per_method_task_split(synthetic_data, tmp_path):
         0, named=True
     )
     assert unimp_search["HR@5"] == 0.1769 and unimp_search["origin"] == "table2d"
+    # the paper's new-domain rows carry the caveat of what its methods trained on
+    new_domain = reported.filter(pl.col("split") == "new_domain")
+    assert new_domain.height > 0 and new_domain["note"].str.contains("new_domain_finetune").all()
+    assert reported.filter(pl.col("split") != "new_domain")["note"].is_null().all()
     assert "| paper (reported) |" in (tmp_path / "b.md").read_text()
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     assert pl.read_csv(tmp_path / "long.csv").height == long_table(results, True).height

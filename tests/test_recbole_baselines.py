@@ -446,6 +446,13 @@ def test_not_applicable_results_show_as_na_on_the_leaderboard(synthetic_data, sy
     assert "n/a" in bpr_line
     pop_line = next(line for line in table.splitlines() if "| pop |" in line)
     assert "n/a" not in pop_line
+    # the plot leaves the n/a method without a bar (it used to fail on the null values) and names it
+    from unimp_bench.leaderboard import plot
+
+    plot(long, tmp_path / "board.png")
+    assert (tmp_path / "board.png").read_bytes()[:4] == b"\x89PNG"
+    plot(long.filter(pl.col("method") == "BPR"), tmp_path / "only_na.png")  # a panel of n/a only
+    assert (tmp_path / "only_na.png").exists()
 
 
 def test_recbole_options_are_checked_before_training(synthetic_data, tmp_path):

@@ -658,8 +658,14 @@ def demo_command(
     wide = run_demo(out_dir, overwrite, out.print, show_progress=_show_progress(), model_steps=steps)
     headline = [m for m in ("HR@10", "NDCG@10", "MAE", "F1", "ROUGE-L") if m in wide.columns]
     table = Table("method", "task", "split", "examples", *headline)
+    from unimp_bench.tasks import registry
+
     for row in wide.iter_rows(named=True):
-        values = [f"{row[m]:.4f}" if row[m] is not None else "" for m in headline]
+        scored = set(registry().get(row["task"]).metrics)  # a not-applicable row shows n/a in those
+        values = [
+            f"{row[m]:.4f}" if row[m] is not None else ("n/a" if row.get("note") and m in scored else "")
+            for m in headline
+        ]
         table.add_row(row["method"], row["task"], row["split"], str(row["n_examples"]), *values)
     out.print(table)
     out.print(

@@ -186,10 +186,13 @@ def plot(long: pl.DataFrame, path: Path) -> None:
             (pl.col("dataset") == dataset) & (pl.col("task") == task) & (pl.col("split") == split)
         )
         metrics = sorted(panel["metric"].unique().to_list(), key=_metric_order)
-        methods = sorted(panel["method"].unique().to_list())
-        width = 0.8 / len(methods)
+        scored = panel.filter(pl.col("value").is_not_null() & pl.col("value").is_not_nan())
+        methods = sorted(scored["method"].unique().to_list())
+        # a not-applicable method has no bar; the panel's title names it
+        missing = sorted(set(panel["method"].to_list()) - set(methods))
+        width = 0.8 / max(1, len(methods))
         for index, method in enumerate(methods):
-            values = dict(panel.filter(pl.col("method") == method).select("metric", "value").rows())
+            values = dict(scored.filter(pl.col("method") == method).select("metric", "value").rows())
             axis.bar(
                 [m + index * width for m in range(len(metrics))],
                 [values.get(metric, float("nan")) for metric in metrics],
@@ -197,8 +200,10 @@ def plot(long: pl.DataFrame, path: Path) -> None:
                 label=method,
             )
         axis.set_xticks([m + 0.4 - width / 2 for m in range(len(metrics))], metrics, rotation=30, fontsize=8)
-        axis.set_title(f"{task} / {split} - {dataset}", fontsize=9)
-        axis.legend(fontsize=8)
+        title = f"{task} / {split} - {dataset}" + (f" (n/a: {', '.join(missing)})" if missing else "")
+        axis.set_title(title, fontsize=9)
+        if methods:
+            axis.legend(fontsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)

@@ -375,3 +375,13 @@ def test_real_gift_cards_held_out_next_to_beauty_and_fashion(shared_raw, tmp_pat
 def test_replace_keeps_the_candidate_choice_checked(synthetic_data):
     with pytest.raises(UnimpError, match="unknown candidate catalog"):
         dataclasses.replace(open_dataset(synthetic_data), candidates="office")
+
+
+def test_item_mean_is_not_applicable_zero_shot_while_user_and_global_means_serve(synthetic_data, tmp_path):
+    results = {
+        model: run_baseline(model, "preference", synthetic_data, tmp_path / model, ["new_domain"])[0][0]
+        for model in ("item-mean", "user-mean", "global-mean")
+    }
+    assert "zero-shot" in results["item-mean"].provenance["not_applicable"]
+    for model in ("user-mean", "global-mean"):
+        assert "not_applicable" not in results[model].provenance and results[model].scores["MAE"] > 0

@@ -19,6 +19,7 @@ import torch
 
 from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import (
+    no_item_evidence,
     no_user_vector,
     training_interactions,
     training_users,
@@ -65,6 +66,10 @@ class MeanRatingPredictor:
 
     def config(self) -> dict:
         return {"params": to_mapping(self.params), "global_mean": self.global_mean}
+
+    def not_applicable(self, task: Task, split: str) -> str | None:
+        # an item mean needs the item's training ratings; zero-shot it would be the global mean
+        return no_item_evidence(self.name, split) if self.params.of == "item" else None
 
     def tunes_on_valid(self, task: Task) -> bool:
         return False

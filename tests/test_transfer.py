@@ -21,7 +21,7 @@ from unimp_bench.baselines.recbole_export import export_recbole, read_atomic
 from unimp_bench.baselines.runner import run_baseline
 from unimp_bench.data.api import prepare_amazon_dataset
 from unimp_bench.data.contract import open_dataset
-from unimp_bench.data.transfer import CONTEXT, FinetuneSettings, finetune_view
+from unimp_bench.data.transfer import CONTEXT, FinetuneSettings, finetune_view, transfer_gain
 from unimp_bench.errors import UnimpError
 
 
@@ -285,6 +285,10 @@ def test_sasrec_serves_both_regimes_and_is_not_applicable_zero_shot(synthetic_da
     assert results["target"].method == "SASRec+scratch"
     assert results["source+target"].method == "SASRec+finetune"
     assert results["target"].provenance["config"]["finetune"]["trained_on"].startswith("the chosen")
+    gain = transfer_gain(list(results.values()))
+    tuned, scratch = results["source+target"].scores, results["target"].scores
+    assert gain["NDCG@10"] == pytest.approx(tuned["NDCG@10"] - scratch["NDCG@10"])
+    assert transfer_gain([results["target"]]) is None  # one regime alone has no gain
 
 
 def test_finetune_options_from_the_cli(synthetic_data, tmp_path):
@@ -309,11 +313,24 @@ def test_finetune_options_from_the_cli(synthetic_data, tmp_path):
         app,
         [
             "baselines", "run", str(synthetic_data), "--model", "pop", "--task", "recommendation",
-            "--splits", "new_domain_finetune", "--finetune", "both", "--out", str(tmp_path),
+            "--splits", "new_domain_finetune", "--finetune", "neither", "--out", str(tmp_path),
         ],
     )  # fmt: skip
-    assert bad.exit_code == 1 and "unknown fine-tuning regime 'both'" in bad.output
+    assert bad.exit_code == 1 and "--finetune must be one of source+target, target or both" in bad.output
     assert "Traceback" not in bad.output
+    # both regimes in one run: two results and the transfer gain between them
+    both = runner.invoke(
+        app,
+        [
+            "baselines", "run", str(synthetic_data), "--model", "pop", "--task", "recommendation",
+            "--splits", "test,new_domain_finetune", "--finetune", "both", "--out", str(tmp_path / "both"),
+        ],
+    )  # fmt: skip
+    assert both.exit_code == 0, both.output
+    assert "pop+finetune recommendation/new_domain_finetune" in both.output
+    assert "pop+scratch recommendation/new_domain_finetune" in both.output
+    # pop ranks the held-out domain by that domain's counts in both regimes: no gain, exactly
+    assert "transfer gain on new_domain_finetune (source+target minus scratch): HR@10 +0.0000" in both.output
 
 
 def test_a_dataset_without_held_out_domain_says_so(synthetic_data, tmp_path):

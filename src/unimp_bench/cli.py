@@ -438,7 +438,7 @@ def baselines_run_command(
     finetune: str = typer.Option(
         "source+target",
         help="new_domain_finetune: train on the source users plus the held-out users' target train part "
-        "(source+target) or on that part alone (target, 'scratch').",
+        "(source+target), on that part alone (target, 'scratch'), or both (prints the transfer gain).",
     ),
     target_share: float = typer.Option(
         1.0, min=0.0, max=1.0, help="new_domain_finetune: share of the held-out users trained on."
@@ -450,10 +450,13 @@ def baselines_run_command(
     Example: unimp-bench baselines run data/synthetic --model pop --task recommendation --out results
     """
     from unimp_bench.baselines.runner import run_baseline
-    from unimp_bench.data.transfer import FinetuneSettings
+    from unimp_bench.data.transfer import REGIMES, FinetuneSettings, transfer_gain
 
     settings = _scoring_settings(tie_rule)
-    for result, path in run_baseline(
+    if finetune not in (*REGIMES, "both"):
+        raise UnimpError(f"--finetune must be one of {', '.join(REGIMES)} or both, not {finetune!r}")
+    regimes = REGIMES if finetune == "both" else (finetune,)
+    runs = run_baseline(
         model,
         task,
         data,
@@ -465,9 +468,14 @@ def baselines_run_command(
         settings,
         show_progress=_show_progress(),
         candidates=candidates,
-        finetune=FinetuneSettings(regime=finetune, target_share=target_share, seed=share_seed),
-    ):
+        finetune=tuple(FinetuneSettings(r, target_share, share_seed) for r in regimes),
+    )
+    for result, path in runs:
         _print_result(result, path)
+    gain = transfer_gain([result for result, _ in runs])
+    if gain:
+        shown = ", ".join(f"{k} {v:+.4f}" for k, v in gain.items() if k in ("HR@10", "NDCG@10", "MRR@10"))
+        out.print(f"transfer gain on new_domain_finetune (source+target minus scratch): {shown}")
 
 
 @baselines_app.command("list")

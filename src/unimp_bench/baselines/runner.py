@@ -27,11 +27,12 @@ def run_baseline(
     scoring: ScoringSettings = ScoringSettings(),
     show_progress: bool = False,
     candidates: str = "domain",
-    finetune: FinetuneSettings = FinetuneSettings(),
+    finetune: FinetuneSettings | tuple[FinetuneSettings, ...] = FinetuneSettings(),
 ) -> list[tuple[Result, Path]]:
-    """One Result per split. new_domain_finetune is served by its own model, trained on the dataset
-    as `finetune` sees it (data/transfer.py) and named with the regime's tag; the other splits share
-    one model trained on the train split."""
+    """One Result per split. new_domain_finetune is served by its own model per `finetune` setting
+    (several give one result each, e.g. source+target and scratch), trained on the dataset as that
+    setting sees it (data/transfer.py) and named with its regime's tag; the other splits share one
+    model trained on the train split."""
     spec = load_baseline(model, config)
     task = registry().get(task_name)
     if task.name not in spec.tasks:
@@ -44,14 +45,15 @@ def run_baseline(
             f"baselines are scored on {', '.join(EVALUATION_SPLITS)}; not on {', '.join(unknown)}"
         )
     dataset = dataclasses.replace(open_dataset(data_dir), candidates=candidates)
+    settings = finetune if isinstance(finetune, tuple) else (finetune,)
     results = []
-    for fine_tuned in (False, True):
-        group = [s for s in splits if (s == "new_domain_finetune") == fine_tuned]
+    for regime in (None, *settings):
+        group = [s for s in splits if (s == "new_domain_finetune") == (regime is not None)]
         if not group:
             continue
-        if fine_tuned:
-            view = finetune_view(dataset, finetune)
-            predictor = _FineTuned(make_predictor(spec, view, show_progress), finetune)
+        if regime is not None:
+            view = finetune_view(dataset, regime)
+            predictor = _FineTuned(make_predictor(spec, view, show_progress), regime)
         else:
             predictor = make_predictor(spec, dataset, show_progress)
         needed = _needed(predictor, task, group)

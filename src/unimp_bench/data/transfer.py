@@ -103,6 +103,20 @@ def describe_candidates(dataset: PreparedDataset, split: str) -> dict[str, Any]:
     return {"candidates": f"the {dataset.held_out_domain} catalog", "n_candidates": int(len(chosen))}
 
 
+def transfer_gain(results) -> dict[str, float] | None:
+    """Source+target minus scratch for every metric both new_domain_finetune results of one share
+    report, from a run's results (Result objects); None unless both regimes are among them."""
+    tuned = {
+        r.provenance["config"]["finetune"]["regime"]: r
+        for r in results
+        if r.split == "new_domain_finetune" and "finetune" in r.provenance.get("config", {})
+    }
+    if set(tuned) != set(REGIMES) or any("not_applicable" in r.provenance for r in tuned.values()):
+        return None
+    source, scratch = tuned["source+target"].scores, tuned["target"].scores
+    return {metric: source[metric] - scratch[metric] for metric in source if metric in scratch}
+
+
 def candidates_tag(dataset: PreparedDataset, split: str) -> str:
     """The method-name suffix of a ranking over a non-default candidate set on `split`."""
     return "+all_candidates" if split in TRANSFER_SPLITS and dataset.candidates == "all" else ""

@@ -58,7 +58,8 @@ GRIDS = {
     "SASRec": GRID,
     "GRU4Rec": [{}, PAIRWISE],
     "Caser": [{}, PAIRWISE],
-    "HGN": [{}, PAIRWISE],
+    # 2 and 3: the HGN paper's window of the last 5 items, with each objective
+    "HGN": [{}, PAIRWISE, {"max_history": 5}, PAIRWISE | {"max_history": 5}],
     "BERT4Rec": [{}],
 }
 # grid keys that are the baseline's own fields rather than RecBole options

@@ -219,10 +219,10 @@ def test_bm25_needs_no_training_so_both_splits_agree(synthetic_data, tmp_path):
     assert zero_shot.n_examples == tuned.n_examples
 
 
-def _sasrec_config(tmp_path, epochs: int = 2):
-    spec = yaml.safe_load(open_spec("SASRec"))
-    spec["params"] |= {"epochs": epochs, "valid_every_steps": 1}
-    path = tmp_path / "SASRec.yaml"
+def _quick_config(tmp_path, model: str, epochs: int = 2):
+    spec = yaml.safe_load(open_spec(model))
+    spec["params"] |= {"epochs": epochs} | ({"valid_every_steps": 1} if model == "SASRec" else {})
+    path = tmp_path / f"{model}.yaml"
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
     return path
 
@@ -238,7 +238,7 @@ def test_sasrec_scratch_reads_only_held_out_domain_histories(synthetic_data, tmp
     users' histories leaves the scratch model's scores as they were and moves the source+target ones."""
     from unimp_bench.baselines.registry import load_baseline, make_predictor
 
-    spec = load_baseline("SASRec", _sasrec_config(tmp_path))
+    spec = load_baseline("SASRec", _quick_config(tmp_path, "SASRec"))
     dataset = open_dataset(synthetic_data)
     domain = dataset.held_out_domain
     items = dataset.scan("items").sort("item_idx").collect()
@@ -266,7 +266,7 @@ def test_sasrec_scratch_reads_only_held_out_domain_histories(synthetic_data, tmp
 
 
 def test_sasrec_serves_both_regimes_and_is_not_applicable_zero_shot(synthetic_data, tmp_path):
-    config = _sasrec_config(tmp_path)
+    config = _quick_config(tmp_path, "SASRec")
     results = {}
     for regime in ("source+target", "target"):
         runs = run_baseline(
@@ -383,7 +383,7 @@ def test_real_gift_cards_held_out_next_to_beauty_and_fashion(shared_raw, tmp_pat
             tmp_path / "data",
             tmp_path / "results",
             ["test", "new_domain_finetune"],
-            config=_sasrec_config(tmp_path),
+            config=_quick_config(tmp_path, "SASRec"),
             finetune=FinetuneSettings(regime=regime),
         )
         assert all(0 <= r.scores["HR@10"] <= 1 for r, _ in sasrec)
@@ -402,3 +402,25 @@ def test_item_mean_is_not_applicable_zero_shot_while_user_and_global_means_serve
     assert "zero-shot" in results["item-mean"].provenance["not_applicable"]
     for model in ("user-mean", "global-mean"):
         assert "not_applicable" not in results[model].provenance and results[model].scores["MAE"] > 0
+
+
+def test_user_vector_models_serve_the_finetune_split_only_when_every_held_out_user_trained(
+    synthetic_data, tmp_path
+):
+    config = _quick_config(tmp_path, "BPR")
+    full, partial = (
+        run_baseline(
+            "BPR",
+            "recommendation",
+            synthetic_data,
+            tmp_path / str(share),
+            ["new_domain", "new_domain_finetune"],
+            config=config,
+            finetune=FinetuneSettings(target_share=share),
+        )
+        for share in (1.0, 0.5)
+    )
+    zero_shot, tuned = (r for r, _ in full)
+    assert "not_applicable" in zero_shot.provenance  # never a vector for a held-out user zero-shot
+    assert "not_applicable" not in tuned.provenance and 0 <= tuned.scores["HR@10"] <= 1
+    assert "left out of the target share" in partial[1][0].provenance["not_applicable"]

@@ -716,7 +716,7 @@ class RecBolePredictor:
     # ------------------------------------------------------------------ the predictor seam
 
     def not_applicable(self, task: Task, split: str) -> str | None:
-        reason = no_user_vector(self.params.model, split) if self.uses_user_ids else None
+        reason = no_user_vector(self.params.model, split, self.dataset) if self.uses_user_ids else None
         return reason or no_item_evidence(self.params.model, split)  # item vectors are ids
 
     def config(self) -> dict:

@@ -220,7 +220,7 @@ class VBPRPredictor:
         return False
 
     def not_applicable(self, task: Task, split: str) -> str | None:
-        return no_user_vector(self.name, split)
+        return no_user_vector(self.name, split, self.dataset)
 
     def predict(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:
         if task.builder != "recommendation":

@@ -27,6 +27,7 @@ validated on gets the split ``context``: it stays in the user's history, where i
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,16 +139,24 @@ class FinetuneView(PreparedDataset):
 
     def scan(self, name: str) -> pl.LazyFrame:
         if name == "users":
-            return self._users()
-        if name == "interactions":
-            return self._interactions()
+            return self._users.lazy()
+        if name == "interactions":  # the stored rows with the regime's split, computed once
+            columns = super().scan("interactions").collect_schema().names()
+            return (
+                super()
+                .scan("interactions")
+                .drop("split")
+                .join(self._splits.lazy(), on=["user_idx", "pos"], how="left", maintain_order="left")
+                .select(columns)
+            )
         return super().scan(name)
 
     def _chosen(self) -> pl.Series:
         held = super().scan("users").filter(pl.col("group") == "new_domain").select("user_idx").collect()
         return pl.Series("user_idx", chosen_users(held["user_idx"].to_numpy(), self.settings), pl.Int32)
 
-    def _users(self) -> pl.LazyFrame:
+    @functools.cached_property
+    def _users(self) -> pl.DataFrame:
         chosen = self._chosen().implode()
         group = pl.col("group")
         if self.settings.regime == "target":  # the source users train nothing
@@ -161,9 +170,12 @@ class FinetuneView(PreparedDataset):
                 .otherwise(group)
                 .alias("group")
             )
+            .collect()
         )
 
-    def _interactions(self) -> pl.LazyFrame:
+    @functools.cached_property
+    def _splits(self) -> pl.DataFrame:
+        """(user_idx, pos, split) of every interaction under this regime."""
         domain = _require_held_out(self)
         groups = super().scan("users").select("user_idx", "group")
         in_domain = super().scan("items").select("item_idx", (pl.col("domain") == domain).alias("in_domain"))
@@ -205,8 +217,7 @@ class FinetuneView(PreparedDataset):
             .then(source_split.otherwise(pl.lit(CONTEXT)))
             .otherwise(pl.col("split"))  # new_user users: untouched, never trained
         )
-        columns = super().scan("interactions").collect_schema().names()
-        return frame.with_columns(split.alias("split")).select(columns)
+        return frame.select("user_idx", "pos", split.alias("split")).collect()
 
     def history_items(self) -> np.ndarray | None:
         """Which items a model of this regime may read in a history: [catalog] booleans, or None for

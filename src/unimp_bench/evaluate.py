@@ -18,6 +18,7 @@ honest; `ranked` lists are taken as given. Predictions and examples must match o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -465,24 +466,32 @@ class UniMPPredictor:
     """A trained UniMP answering task examples; every decision it takes is in `config()`."""
 
     def __init__(self, loaded, dataset, settings: ModelEvalSettings, name: str, show_progress: bool = False):
-        from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, catalog_image_paths
-        from unimp_bench.progress import ProgressReporter
+        from unimp_bench.models.inputs import catalog_image_paths
 
         self.name = name
         self.model, self.tokenizer, self.meta = loaded.model, loaded.tokenizer, loaded.meta
         self.dataset = dataset
         self.settings = settings
+        self.show_progress = show_progress
         self.max_length = self.model.config.max_length
-        paths = catalog_image_paths(dataset)
-        if len(paths) != self.model.vocabulary.num_items:
+        self.image_paths = catalog_image_paths(dataset)
+        if len(self.image_paths) != self.model.vocabulary.num_items:
             raise UnimpError(
                 f"the checkpoint knows {self.model.vocabulary.num_items} items, the dataset has "
-                f"{len(paths)}; evaluate it on the dataset it was trained on"
+                f"{len(self.image_paths)}; evaluate it on the dataset it was trained on"
             )
-        with ProgressReporter(show_progress) as progress:
-            self.store = ImageFeatureStore(
+
+    @functools.cached_property
+    def store(self):
+        """The catalog's image features, encoded on first use (a not-applicable split never pays for
+        encoding every image)."""
+        from unimp_bench.models.inputs import ImageFeatureStore, ItemImages
+        from unimp_bench.progress import ProgressReporter
+
+        with ProgressReporter(self.show_progress) as progress:
+            return ImageFeatureStore(
                 self.model,
-                ItemImages(dataset.root, paths, self.model.vision.image_size[0]),
+                ItemImages(self.dataset.root, self.image_paths, self.model.vision.image_size[0]),
                 self.model.config.vision.feature_cache_gb,
                 progress=progress,
             )
@@ -838,6 +847,7 @@ def evaluate_checkpoint(
                 method, task, split, example_set, len(examples), reason, predictor.config(), out
             )
             return result, path, {"reused_shards": 0, "robustness": {}}
+        _ = predictor.store  # encode the images now, before the shards' progress bar takes the console
         if settings.limit is not None:
             examples = examples.head(settings.limit)
         attributes, has_image = [], np.zeros(0, dtype=bool)  # unperturbed runs need no item texts

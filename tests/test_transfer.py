@@ -424,3 +424,23 @@ def test_user_vector_models_serve_the_finetune_split_only_when_every_held_out_us
     assert "not_applicable" in zero_shot.provenance  # never a vector for a held-out user zero-shot
     assert "not_applicable" not in tuned.provenance and 0 <= tuned.scores["HR@10"] <= 1
     assert "left out of the target share" in partial[1][0].provenance["not_applicable"]
+
+
+def test_vbpr_ranks_only_the_held_out_domain_on_the_finetune_split(synthetic_data, tmp_path):
+    """VBPR serves new_domain_finetune at share 1; its rankings, like every other's, stay inside the
+    held-out domain's catalog (the config says so, and the shown items agree)."""
+    result = run_baseline(
+        "vbpr-thumbnail",
+        "recommendation",
+        synthetic_data,
+        tmp_path,
+        ["new_domain_finetune"],
+        config=_quick_config(tmp_path, "vbpr-thumbnail"),
+    )[0][0]
+    assert "not_applicable" not in result.provenance
+    dataset = open_dataset(synthetic_data)
+    domain = dataset.held_out_domain
+    office = set(dataset.scan("items").filter(pl.col("domain") == domain).collect()["item_idx"])
+    assert result.provenance["config"]["n_candidates"] == len(office)
+    shown = pl.read_parquet(tmp_path / "predictions" / result.provenance["predictions"]["file"])["ranked"]
+    assert {i for row in shown.to_list() for i in row} <= office

@@ -125,6 +125,14 @@ def outside_candidates(dataset: PreparedDataset, split: str | None) -> np.ndarra
     return np.flatnonzero(~keep).astype(np.int64)
 
 
+def valid_outside(dataset: PreparedDataset) -> np.ndarray | None:
+    """The items early stopping leaves out of its valid rankings: on a fine-tuning view, those outside
+    the held-out domain (its valid targets are ranked as its test targets will be); else None."""
+    from unimp_bench.data.transfer import FinetuneView
+
+    return outside_candidates(dataset, "new_domain_finetune") if isinstance(dataset, FinetuneView) else None
+
+
 def excluded_items(
     dataset: PreparedDataset, examples: pl.DataFrame, exclude_seen: bool
 ) -> list[np.ndarray] | None:

@@ -46,6 +46,7 @@ from unimp_bench.baselines.history import (
     no_user_vector,
     outside_candidates,
     valid_interactions,
+    valid_outside,
 )
 from unimp_bench.baselines.ranking import SHOWN_TOP, mask_seen, ranking_predictions
 from unimp_bench.baselines.recbole_compat import (
@@ -330,10 +331,8 @@ class RecBolePredictor:
         self.histories = item_histories(dataset)
         # trained on the held-out domain alone (new_domain_finetune from scratch), a model reads
         # histories of that domain's items only; None: every item
-        fine_tuning = isinstance(dataset, FinetuneView)
-        self.history_items = dataset.history_items() if fine_tuning else None
-        # early stopping ranks what the evaluated split ranks (the held-out domain's catalog there)
-        self.valid_outside = outside_candidates(dataset, "new_domain_finetune") if fine_tuning else None
+        self.history_items = dataset.history_items() if isinstance(dataset, FinetuneView) else None
+        self.valid_outside = valid_outside(dataset)
         self.catalog_size = dataset.scan("items").select(pl.len()).collect().item()
         self.training: dict[str, Any] = {}
         self.selection = SelectionThreshold()

@@ -21,11 +21,14 @@ from torch import nn
 
 from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import (
+    examples_split,
     item_histories,
     no_user_vector,
+    outside_candidates,
     training_interactions,
     training_users,
     valid_interactions,
+    valid_outside,
 )
 from unimp_bench.baselines.ranking import SHOWN_TOP, mask_seen, ranking_predictions
 from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
@@ -164,6 +167,7 @@ class VBPRPredictor:
         users = torch.as_tensor(train["user_idx"].to_numpy().astype(np.int64))
         positives = torch.as_tensor(train["item_idx"].to_numpy().astype(np.int64))
         valid = valid_interactions(self.dataset, ["user_idx", "pos", "item_idx"])
+        outside = valid_outside(self.dataset)  # ranked as the evaluated split will be
         optimizer = torch.optim.Adam(
             self.model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
         )
@@ -185,7 +189,10 @@ class VBPRPredictor:
                 optimizer.step()
             score = (
                 self._ndcg(
-                    valid["user_idx"].to_numpy(), valid["pos"].to_numpy(), valid["item_idx"].to_numpy()
+                    valid["user_idx"].to_numpy(),
+                    valid["pos"].to_numpy(),
+                    valid["item_idx"].to_numpy(),
+                    outside,
                 )
                 if len(valid)
                 else 0.0
@@ -200,17 +207,25 @@ class VBPRPredictor:
             "items_with_image": self.items_with_image,
         }
 
-    def _scores(self, users: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    def _scores(
+        self, users: np.ndarray, positions: np.ndarray, targets: np.ndarray, outside: np.ndarray | None
+    ) -> np.ndarray:
+        """[users, catalog] scores with the user's earlier items (with exclude_seen) and the items
+        outside the split's candidates (`outside`) set to -inf; targets are never left out."""
         self.model.eval()
         with torch.no_grad():
             scores = self.model.all_scores(torch.as_tensor(users.astype(np.int64))).double().numpy()
         if self.params.exclude_seen:
             seen = [self.histories[u][:p] for u, p in zip(users.tolist(), positions.tolist())]
             mask_seen(scores, seen, targets)
+        if outside is not None:
+            scores[:, outside] = -np.inf
         return scores
 
-    def _ndcg(self, users: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> float:
-        greater, ties = target_rank_counts(self._scores(users, positions, targets), targets)
+    def _ndcg(
+        self, users: np.ndarray, positions: np.ndarray, targets: np.ndarray, outside: np.ndarray | None
+    ) -> float:
+        greater, ties = target_rank_counts(self._scores(users, positions, targets, outside), targets)
         return ranking_metrics(greater, ties, ["NDCG@10"])["NDCG@10"]
 
     def config(self) -> dict:
@@ -228,11 +243,12 @@ class VBPRPredictor:
         users = examples["user_idx"].to_numpy()
         if not set(users.tolist()) <= self.known:
             raise UnimpError("VBPR has no vector for a user it did not train on")
+        outside = outside_candidates(self.dataset, examples_split(examples))
         greater, ties, shown = [], [], []
         for start in range(0, len(examples), 1024):
             part = slice(start, start + 1024)
             targets = examples["target_item"].to_numpy()[part]
-            scores = self._scores(users[part], examples["target_pos"].to_numpy()[part], targets)
+            scores = self._scores(users[part], examples["target_pos"].to_numpy()[part], targets, outside)
             g, t = target_rank_counts(scores, targets)
             greater.append(g)
             ties.append(t)

@@ -54,13 +54,21 @@ GRID = [
 # RecBole's default for them) and the pairwise objective on one sampled negative that their published
 # implementations train with (GRU4Rec's BPR/TOP1, Caser's and HGN's negative sampling)
 PAIRWISE = {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
+SEQUENCE_ROWS = {"train_rows": "sequences"}
 GRIDS = {
     "SASRec": GRID,
     "GRU4Rec": [{}, PAIRWISE],
     "Caser": [{}, PAIRWISE],
     # 2 and 3: the HGN paper's window of the last 5 items, with each objective
     "HGN": [{}, PAIRWISE, {"max_history": 5}, PAIRWISE | {"max_history": 5}],
-    "BERT4Rec": [{}],
+    # 1-3: the published training rows (one cloze-masked row per user), with RecBole's mask ratio, the
+    # published Beauty one (0.6), and that with the published Beauty dropout (hidden 0.5, attention 0.2)
+    "BERT4Rec": [
+        {},
+        SEQUENCE_ROWS,
+        SEQUENCE_ROWS | {"mask_ratio": 0.6},
+        SEQUENCE_ROWS | {"mask_ratio": 0.6, "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.2},
+    ],
 }
 # grid keys that are the baseline's own fields rather than RecBole options
 OWN_FIELDS = {"stopping_step", "epochs", "max_history", "train_rows", "position_origin", "length_buckets"}

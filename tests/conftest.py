@@ -126,3 +126,20 @@ def tiny_train_args(data: Path, run: Path, max_steps: int, overrides: list[str])
     for override in overrides:
         args += ["--set", override]
     return args
+
+
+@pytest.fixture(scope="module")
+def cyclic_data(tmp_path_factory) -> Path:
+    """Users walk a fixed cycle of 12 items (each user from another start): the next item is always
+    the successor of the last one, so a sequence model must rank it first."""
+    from unimp_bench.data.sequences import prepare_sequences_dataset
+
+    folder = tmp_path_factory.mktemp("cyclic")
+    lines = []
+    for user in range(120):
+        start = user % 12
+        lines.append(" ".join([f"u{user}"] + [f"i{(start + k) % 12}" for k in range(7)]))
+    source = folder / "Cycle.txt"
+    source.write_text("\n".join(lines) + "\n")
+    prepare_sequences_dataset(source, folder / "data")
+    return folder / "data"

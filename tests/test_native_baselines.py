@@ -122,6 +122,28 @@ def test_zam_learns_to_search_far_above_chance(synthetic_data, synthetic_example
     assert result.scores["NDCG@10"] > 3 * chance
 
 
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_zam_early_stopping_ranks_valid_as_the_evaluation_does(synthetic_data, exclude_seen):
+    """The valid NDCG@10 that picks ZAM's epoch is the one its predictions on those valid targets give
+    (earlier items left out with exclude_seen), not a ranking the evaluation never makes."""
+    from unimp_bench.baselines.history import valid_interactions
+    from unimp_bench.baselines.personal_search import ZAMParams, ZAMPredictor
+    from unimp_bench.metrics import ranking_metrics
+
+    predictor = ZAMPredictor(ZAMParams(epochs=2, exclude_seen=exclude_seen), open_dataset(synthetic_data))
+    valid = valid_interactions(predictor.dataset, ["user_idx", "pos"]).filter(pl.col("pos") >= 1)
+    targets = [int(predictor.histories[u][p]) for u, p in valid.rows()]
+    examples = valid.rename({"pos": "target_pos"}).with_columns(
+        example_id=pl.int_range(pl.len()).cast(pl.String),
+        split=pl.lit("valid"),
+        target_item=pl.Series(targets),
+        query=pl.Series([predictor.categories[t] for t in targets]),
+    )
+    predicted = predictor.predict(registry().get("search"), examples)
+    evaluated = ranking_metrics(predicted["greater"].to_numpy(), predicted["ties"].to_numpy(), ["NDCG@10"])
+    assert predictor._valid_ndcg(valid.rows()) == pytest.approx(evaluated["NDCG@10"], abs=1e-12)
+
+
 def test_vbpr_reads_image_features_and_refuses_without_clip_weights(synthetic_data):
     from unimp_bench.baselines.vbpr import VBPRParams, VBPRPredictor, thumbnail_features
     from unimp_bench.errors import UnimpError

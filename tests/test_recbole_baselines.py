@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from helpers import TINY_SASREC, quick_config
 from unimp_bench.baselines.recbole_export import export_recbole, read_atomic
 from unimp_bench.baselines.registry import available_baselines, load_baseline
 from unimp_bench.baselines.runner import run_baseline
@@ -21,17 +22,6 @@ from unimp_bench.errors import UnimpError
 from unimp_bench.results import read_result
 
 RECBOLE_BASELINES = sorted(name for name in available_baselines() if load_baseline(name).engine == "recbole")
-
-
-def quick_config(tmp_path: Path, model: str, **params) -> Path:
-    """The shipped YAML of `model` with a short training, for tests."""
-    spec = yaml.safe_load(available_baselines()[model.lower()].read_text())
-    spec["params"] |= {"epochs": 1} | params
-    if "pretrain_epochs" in spec["params"]:
-        spec["params"]["pretrain_epochs"] = 1
-    path = tmp_path / f"{model}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 def training_sequences(data: Path) -> dict[int, list[tuple[int, str]]]:
@@ -103,23 +93,6 @@ def test_recbole_pop_ranks_exactly_like_the_native_popularity(synthetic_data, sy
     assert theirs["ties"].to_list() == ours["ties"].to_list()
 
 
-@pytest.fixture(scope="module")
-def cyclic_data(tmp_path_factory) -> Path:
-    """Users walk a fixed cycle of 12 items (each user from another start): the next item is always
-    the successor of the last one, so a sequence model must rank it first."""
-    from unimp_bench.data.sequences import prepare_sequences_dataset
-
-    folder = tmp_path_factory.mktemp("cyclic")
-    lines = []
-    for user in range(120):
-        start = user % 12
-        lines.append(" ".join([f"u{user}"] + [f"i{(start + k) % 12}" for k in range(7)]))
-    source = folder / "Cycle.txt"
-    source.write_text("\n".join(lines) + "\n")
-    prepare_sequences_dataset(source, folder / "data")
-    return folder / "data"
-
-
 def test_a_sequence_model_learns_a_known_ranking(cyclic_data, tmp_path):
     config = quick_config(
         tmp_path,
@@ -155,18 +128,6 @@ def test_binary_cross_entropy_objective_matches_torchs_reference():
     # hand-computed first pair: log(1 + e^-2) + log(1 + e^-3)
     first = binary_cross_entropy_with_one_negative(positive[:1], negative[:1]).item()
     assert first == pytest.approx(math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-3.0)), rel=1e-6)
-
-
-TINY_SASREC = {
-    "learning_rate": 0.01,
-    "train_batch_size": 64,
-    "hidden_size": 16,
-    "inner_size": 32,
-    "n_layers": 1,
-    "n_heads": 1,
-    "hidden_dropout_prob": 0.0,
-    "attn_dropout_prob": 0.0,
-}
 
 
 def test_sasrec_with_binary_cross_entropy_learns_a_known_ranking(cyclic_data, tmp_path):
@@ -371,7 +332,7 @@ def test_length_buckets_compute_random_prefix_batches_in_parts_with_the_whole_ba
 
 def test_published_sasrec_options_are_checked(synthetic_data, tmp_path):
     gru = quick_config(tmp_path, "GRU4Rec", train_rows="sequences")
-    with pytest.raises(UnimpError, match="train_rows sequences is available for SASRec only"):
+    with pytest.raises(UnimpError, match="train_rows sequences is available for SASRec and BERT4Rec only"):
         run_baseline("GRU4Rec", "recommendation", synthetic_data, tmp_path / "g", ["test"], config=gru)
     sampler = {"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
     sampled = quick_config(tmp_path, "SASRec", recbole={"loss_type": "CE"} | sampler)

@@ -29,6 +29,7 @@ from unimp_bench.baselines.history import (
     no_item_evidence,
     training_interactions,
     valid_interactions,
+    valid_outside,
 )
 from unimp_bench.baselines.ranking import SHOWN_TOP, mask_seen, ranking_predictions
 from unimp_bench.config import from_mapping, to_mapping
@@ -283,9 +284,16 @@ class ZAMPredictor:
             )
 
     def _valid_ndcg(self, valid: list[tuple[int, int]]) -> float:
+        """NDCG@10 of the valid targets ranked as the evaluated splits rank theirs: without the user's
+        earlier items (exclude_seen) and, on a fine-tuning view, within the held-out domain."""
         users, positions = [u for u, _ in valid], [p for _, p in valid]
         targets = np.asarray([self.histories[u][p] for u, p in valid])
         scores = self._score(users, positions, [self.categories[t] for t in targets.tolist()])
+        if self.params.exclude_seen:
+            mask_seen(scores, [self.histories[u][:p] for u, p in valid], targets)
+        outside = valid_outside(self.dataset)
+        if outside is not None:
+            scores[:, outside] = -np.inf  # never a target: valid targets lie in the held-out domain
         greater, ties = target_rank_counts(scores, targets)
         return ranking_metrics(greater, ties, ["NDCG@10"])["NDCG@10"]
 

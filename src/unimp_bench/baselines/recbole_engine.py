@@ -15,6 +15,7 @@ item ids, and turned into exact (greater, ties) counts, so RecBole's metric code
 SASRec can also train the way the published model did (`train_rows: sequences`, `position_origin:
 latest`, `loss_type: BCE`; see recbole_objectives): one row per user whose every position predicts the
 next item, batched here from our own train split, with the same validation and early stopping.
+BERT4Rec likewise (`train_rows: sequences`): one cloze-masked row per user.
 
 A model that learned one vector per user (BPR, LightGCN, HGN: it has a `user_embedding`) cannot score
 a user it never saw; on the new_user and new_domain splits it is reported as not applicable.
@@ -58,10 +59,10 @@ from unimp_bench.baselines.recbole_compat import (
 from unimp_bench.baselines.recbole_export import export_recbole
 from unimp_bench.baselines.recbole_objectives import (
     BINARY_CROSS_ENTROPY,
-    NEGATIVE_SEQUENCE,
     POSITION_ORIGINS,
     TARGET_SEQUENCE,
     TRAIN_ROWS,
+    bert4rec_class,
     sasrec_class,
 )
 from unimp_bench.baselines.selection import SelectionThreshold
@@ -144,9 +145,10 @@ class RecBoleParams:
     # positions count from the left, padding sits on the right, attention is causal); HGN, for one,
     # needs the full width. Sequence rows (train_rows: sequences) are always computed this way.
     length_buckets: bool = False
-    # SASRec only (recbole_objectives): `prefixes` trains RecBole's way, one row per training position
-    # with the loss on its last position; `sequences` the published way, one row per user (the last
-    # max_history + 1 training items) where every position predicts the next item
+    # SASRec and BERT4Rec (recbole_objectives): `prefixes` trains RecBole's way, one row per training
+    # position (SASRec: the loss on its last position; BERT4Rec: masked items of that prefix);
+    # `sequences` the published way, one row per user (its last training items): SASRec's every
+    # position predicts the next item, BERT4Rec recovers cloze-masked items
     train_rows: str = "prefixes"
     # SASRec only: `first` numbers positions from the oldest item of the window (RecBole); `latest`
     # pads on the left so the latest item always takes the last position (the published code)
@@ -169,11 +171,12 @@ class RecBoleParams:
     def width_invariant(self) -> bool:
         """Whether histories may be cut to their batch's longest one: declared by length_buckets, and
         true of the published SASRec subclass (tested)."""
-        return self.length_buckets or self.published_sasrec
+        return self.length_buckets or self.published_rows
 
     @property
-    def published_sasrec(self) -> bool:
-        """Whether the model is the SASRec subclass of recbole_objectives rather than RecBole's class."""
+    def published_rows(self) -> bool:
+        """Whether the model is a subclass of recbole_objectives (SASRec's or BERT4Rec's published
+        training) rather than RecBole's class."""
         return (
             _loss_type(self) == BINARY_CROSS_ENTROPY
             or self.train_rows != "prefixes"
@@ -210,19 +213,23 @@ def _model_class(params: RecBoleParams):
     prepare_recbole()
     from recbole.utils import get_model
 
-    if params.published_sasrec:
-        if params.model != "SASRec":
-            asked = [
-                f"{key} {value}"
-                for key, value, default in (
-                    ("loss_type", _loss_type(params), None),
-                    ("train_rows", params.train_rows, "prefixes"),
-                    ("position_origin", params.position_origin, "first"),
-                )
-                if value != default and (key != "loss_type" or value == BINARY_CROSS_ENTROPY)
-            ]
-            raise UnimpError(f"{' and '.join(asked)} is available for SASRec only, not {params.model}")
-        return sasrec_class(params.position_origin)
+    if params.published_rows:
+        if params.model == "SASRec":
+            return sasrec_class(params.position_origin)
+        asked = [
+            (key, value)
+            for key, value, default in (
+                ("loss_type", _loss_type(params), None),
+                ("train_rows", params.train_rows, "prefixes"),
+                ("position_origin", params.position_origin, "first"),
+            )
+            if value != default and (key != "loss_type" or value == BINARY_CROSS_ENTROPY)
+        ]
+        if params.model == "BERT4Rec" and [key for key, _ in asked] == ["train_rows"]:
+            return bert4rec_class()
+        serves = "SASRec and BERT4Rec" if asked == [("train_rows", "sequences")] else "SASRec"
+        wanted = " and ".join(f"{key} {value}" for key, value in asked)
+        raise UnimpError(f"{wanted} is available for {serves} only, not {params.model}")
     try:
         return get_model(params.model)
     except ValueError:
@@ -309,7 +316,7 @@ def recbole_options(
         if params.recbole.get("train_neg_sample_args") is not None:
             raise UnimpError("loss_type CE uses no sampled negatives: set train_neg_sample_args to null")
         options["train_neg_sample_args"] = None
-    if params.published_sasrec:
+    if params.published_rows:
         # RecBole reads a model's property file by class name, and the subclass has none: the base
         # model's own defaults come first, as RecBole would have loaded them
         options = _properties(f"model/{params.model}.yaml") | options
@@ -485,54 +492,25 @@ class RecBolePredictor:
             yield self._parts_by_width(self._sequence_batch(rng, rows))
 
     def _sequence_batch(self, rng, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The users `rows` as one row each [B W], W their longest input: the input items, the item
-        after each position and one uniform negative per position among the items the user never had
-        in training, padded as the model reads them (on the left when its latest item comes last)."""
-        window = self.params.max_history + 1
-        sequences = [self.train_sequences[u][-window:] for u in rows.tolist()]
-        width = max(len(items) for items in sequences) - 1
-        inputs = np.zeros((len(rows), width), dtype=np.int64)
-        targets = np.zeros((len(rows), width), dtype=np.int64)
-        for row, items in enumerate(sequences):
-            span = (
-                slice(width - len(items) + 1, width) if self.model.latest_last else slice(0, len(items) - 1)
-            )
-            inputs[row, span] = items[:-1]
-            targets[row, span] = items[1:]
-        n_items = len(self.item_of_internal)  # RecBole's ids 1..n_items-1 are items, 0 is padding
-        negatives = self._negatives(
-            rng, [self.train_sequences[u] for u in rows.tolist()], targets > 0, n_items
-        )
-        return {self.model.ITEM_SEQ: inputs, TARGET_SEQUENCE: targets, NEGATIVE_SEQUENCE: negatives}
+        """The users `rows` as one training row each, laid out by the model (recbole_objectives)."""
+        sequences = [self.train_sequences[u] for u in rows.tolist()]
+        return self.model.training_batch(rng, sequences, self.params.max_history)
 
     def _parts_by_width(self, batch: dict[str, np.ndarray]) -> list[tuple[Any, float]]:
-        """A batch of sequence rows as `_length_parts`, each part weighted by its share of the batch's
-        target positions (the loss is a mean over positions)."""
+        """A batch of sequence rows as `_length_parts` of their input lengths, each part weighted by its
+        share of the batch's target positions (the loss is a mean over positions)."""
         from recbole.data.interaction import Interaction
 
-        lengths = (batch[TARGET_SEQUENCE] > 0).sum(axis=1)
+        lengths = (batch[self.model.ITEM_SEQ] > 0).sum(axis=1)
+        counts = (batch[TARGET_SEQUENCE] > 0).sum(axis=1)
         width = batch[TARGET_SEQUENCE].shape[1]
         parts = []
         for members in self._length_parts(lengths):
             cut = int(lengths[members].max())
             columns = slice(width - cut, width) if self.model.latest_last else slice(0, cut)
             part = Interaction({k: torch.as_tensor(v[members][:, columns]) for k, v in batch.items()})
-            parts.append((part, float(lengths[members].sum() / lengths.sum())))
+            parts.append((part, float(counts[members].sum() / counts.sum())))
         return parts
-
-    @staticmethod
-    def _negatives(rng, sequences: list[np.ndarray], real: np.ndarray, n_items: int) -> np.ndarray:
-        """[B W] uniform items, none of them among its row's training items (all of them, also those
-        older than the window), 0 where `real` is false."""
-        # (row, item) pairs as one key each, so membership is one vectorized lookup
-        seen = np.concatenate([row * n_items + items for row, items in enumerate(sequences)])
-        rows = np.arange(len(sequences))[:, None]
-        negatives = np.zeros(real.shape, dtype=np.int64)
-        pending = real.copy()
-        while pending.any():
-            negatives[pending] = rng.integers(1, n_items, size=int(pending.sum()))
-            pending &= np.isin(rows * n_items + negatives, seen)
-        return negatives
 
     def _epoch(self, model, optimizer, train_data, clip, epoch: int = 0) -> tuple[float, int]:
         """One pass over the batches: (summed loss, optimizer steps). A step given as weighted parts

@@ -1,4 +1,4 @@
-"""SASRec as published, composed onto RecBole's SASRec class by subclassing (no patching).
+"""SASRec and BERT4Rec as published, composed onto RecBole's classes by subclassing (no patching).
 
 RecBole's SASRec differs from the published one (Kang & McAuley 2018, and the S3-Rec repository whose
 full-ranking numbers are our reference) in three ways, each selectable here:
@@ -16,12 +16,24 @@ full-ranking numbers are our reference) in three ways, each selectable here:
   pads on the right and position 0 is the oldest item of the window.
 
 `sasrec_class` builds the subclass for a combination (cached, one class per combination).
+
+BERT4Rec (Sun et al. 2019, the authors' gen_data_fin.py) trains on one row per user: the user's
+training items with a fixed share of them (`mask_ratio`, 0.6 for Beauty in the published scripts)
+replaced by a mask token, the model recovering each; besides those rows the published data holds one
+row per user that masks only its latest item (one in eleven rows with the published ten masked copies),
+which is how BERT4Rec is asked at test time. RecBole instead masks each of its one-row-per-position
+prefix rows, six times as many rows on Beauty. `train_rows: sequences` selects the published rows
+(`bert4rec_class`); the loss is RecBole's (a softmax over the catalog, or BPR on one sampled negative).
+
+Each subclass builds its own training rows (`training_batch`): the engine draws the users of a batch
+and the model lays out their rows.
 """
 
 from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,6 +45,9 @@ TRAIN_ROWS = ("prefixes", "sequences")
 # fields of a sequence batch (train_rows: sequences), beside RecBole's item_id_list
 TARGET_SEQUENCE = "target_item_list"  # [B W] the item after each position; 0 where there is none
 NEGATIVE_SEQUENCE = "negative_item_list"  # [B W] one sampled negative per position
+# BERT4Rec's rows that mask only the latest item: one per user per ten cloze-masked copies, as the
+# published data generation writes them (dupe_factor 10 plus mask_last)
+LATEST_ONLY_SHARE = 1 / 11
 
 
 def binary_cross_entropy_with_one_negative(
@@ -51,6 +66,31 @@ def right_aligned(item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.T
     source = torch.arange(width, device=item_seq.device)[None, :] - (width - item_seq_len)[:, None]  # [B W]
     moved = item_seq.gather(1, source.clamp(min=0))
     return torch.where(source >= 0, moved, torch.zeros_like(moved))
+
+
+def uniform_negatives(rng, sequences: list[np.ndarray], real: np.ndarray, n_items: int) -> np.ndarray:
+    """[B W] uniform items among RecBole's ids 1..n_items-1, none of them among its row's training
+    items (all of them, also those older than the window), 0 where `real` is false."""
+    # (row, item) pairs as one key each, so membership is one vectorized lookup
+    seen = np.concatenate([row * n_items + items for row, items in enumerate(sequences)])
+    rows = np.arange(len(sequences))[:, None]
+    negatives = np.zeros(real.shape, dtype=np.int64)
+    pending = real.copy()
+    while pending.any():
+        negatives[pending] = rng.integers(1, n_items, size=int(pending.sum()))
+        pending &= np.isin(rows * n_items + negatives, seen)
+    return negatives
+
+
+def cloze_positions(rng, lengths: np.ndarray, width: int, ratio: float, most: int) -> np.ndarray:
+    """[B W] which positions of right-padded rows of `lengths` items get masked: in each row
+    round(length * ratio) of its positions, at least one and at most `most`, chosen uniformly
+    (the published data generation's rule)."""
+    real = np.arange(width)[None, :] < lengths[:, None]  # [B W]
+    wanted = np.clip(np.rint(lengths * ratio), 1, most).astype(np.int64)  # [B]
+    keys = np.where(real, rng.random(real.shape), np.inf)  # padding sorts last
+    rank = np.argsort(np.argsort(keys, axis=1), axis=1)  # each position's place in a random order
+    return real & (rank < wanted[:, None])
 
 
 @functools.cache
@@ -113,6 +153,22 @@ def sasrec_class(position_origin: str = "first"):
                 (seq_output * positive).sum(-1), (seq_output * negative).sum(-1)
             )
 
+        def training_batch(self, rng, sequences: list[np.ndarray], window: int) -> dict[str, np.ndarray]:
+            """Users' training items (RecBole's ids) as one row each [B W], W their longest input: the
+            last `window` + 1 items give the input items, the item after each position and one uniform
+            negative per position among the items the user never had in training, padded as this
+            model reads them (on the left when its latest item comes last)."""
+            cut = [items[-(window + 1) :] for items in sequences]
+            width = max(len(items) for items in cut) - 1
+            inputs = np.zeros((len(cut), width), dtype=np.int64)
+            targets = np.zeros((len(cut), width), dtype=np.int64)
+            for row, items in enumerate(cut):
+                span = slice(width - len(items) + 1, width) if self.latest_last else slice(0, len(items) - 1)
+                inputs[row, span] = items[:-1]
+                targets[row, span] = items[1:]
+            negatives = uniform_negatives(rng, sequences, targets > 0, self.n_items)
+            return {self.ITEM_SEQ: inputs, TARGET_SEQUENCE: targets, NEGATIVE_SEQUENCE: negatives}
+
         def _sequence_loss(self, interaction):
             """Every position of each user's sequence predicts the item after it."""
             targets = interaction[TARGET_SEQUENCE]  # [B W]
@@ -127,3 +183,82 @@ def sasrec_class(position_origin: str = "first"):
             return self.loss_fct(positive, negative)  # RecBole's BPR loss
 
     return PublishedSASRec
+
+
+@functools.cache
+def bert4rec_class():
+    """RecBole's BERT4Rec trained on the published rows: one cloze-masked row per user."""
+    prepare_recbole()
+    from recbole.model.sequential_recommender import BERT4Rec
+
+    class PublishedBERT4Rec(BERT4Rec):
+        """RecBole's BERT4Rec layers and prediction; the training rows as published."""
+
+        latest_last = False  # rows padded on the right, positions counted from the oldest item
+
+        def training_batch(self, rng, sequences: list[np.ndarray], window: int) -> dict[str, np.ndarray]:
+            """Users' training items (RecBole's ids) as one row each [B W]: their last `window` items
+            (W the longest), padded on the right. `mask_ratio` of each row's items are replaced by the
+            mask token (at least one); with probability LATEST_ONLY_SHARE a row masks only its latest
+            item instead. TARGET_SEQUENCE holds the masked items where masked, 0 elsewhere."""
+            # the position embedding has max_seq_length entries, and a prediction appends its mask
+            # after the history: rows longer than that are never asked for
+            cut = [items[-min(window, self.max_seq_length) :] for items in sequences]
+            lengths = np.asarray([len(items) for items in cut])
+            width = int(lengths.max())
+            items = np.zeros((len(cut), width), dtype=np.int64)
+            for row, chosen in enumerate(cut):
+                items[row, : len(chosen)] = chosen
+            masked = cloze_positions(rng, lengths, width, self.mask_ratio, max(1, self.mask_item_length))
+            latest_only = rng.random(len(cut)) < LATEST_ONLY_SHARE
+            masked[latest_only] = False
+            masked[np.flatnonzero(latest_only), lengths[latest_only] - 1] = True
+            negatives = uniform_negatives(rng, sequences, masked, self.n_items)
+            return {
+                self.ITEM_SEQ: np.where(masked, self.mask_token, items),
+                TARGET_SEQUENCE: np.where(masked, items, 0),
+                NEGATIVE_SEQUENCE: negatives,
+            }
+
+        def calculate_loss(self, interaction):
+            if TARGET_SEQUENCE not in interaction:  # RecBole's own masked prefix rows
+                return super().calculate_loss(interaction)
+            targets = interaction[TARGET_SEQUENCE]  # [B W] the masked items, 0 elsewhere
+            masked = targets > 0
+            output = self.forward(interaction[self.ITEM_SEQ])[masked]  # [T H], T masked positions
+            if self.loss_type == "CE":  # softmax over the catalog (and padding id 0, as RecBole)
+                logits = output @ self.item_embedding.weight[: self.n_items].T + self.output_bias  # [T N]
+                return F.cross_entropy(logits, targets[masked])
+            positive, negative = targets[masked], interaction[NEGATIVE_SEQUENCE][masked]  # [T]
+            positive_scores = (output * self.item_embedding(positive)).sum(-1) + self.output_bias[positive]
+            negative_scores = (output * self.item_embedding(negative)).sum(-1) + self.output_bias[negative]
+            return -F.logsigmoid(positive_scores - negative_scores).mean()
+
+        def masked_history(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor):
+            """Right-padded histories [B W] with the mask token right after each, as the published test
+            rows ask (RecBole's reconstruct_test_data drops every history's oldest item): rows [B W']
+            and the mask's index [B]. Only a history that fills a row of the widest the position
+            embedding allows loses its oldest item."""
+            batch = torch.arange(item_seq.size(0), device=item_seq.device)
+            rows = F.pad(item_seq, (0, 1))  # [B W+1]
+            rows[batch, item_seq_len] = self.mask_token
+            if rows.size(1) <= self.max_seq_length:
+                return rows, item_seq_len
+            full = item_seq_len >= item_seq.size(1)  # [B] histories that fill the row
+            rows[full] = torch.roll(rows[full], -1, dims=1)
+            return rows[:, :-1], torch.where(full, item_seq_len - 1, item_seq_len)
+
+        def _mask_output(self, interaction) -> torch.Tensor:
+            rows, index = self.masked_history(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            return self.forward(rows)[torch.arange(rows.size(0), device=rows.device), index]  # [B H]
+
+        def predict(self, interaction):
+            items = interaction[self.ITEM_ID]  # [B]
+            scores = (self._mask_output(interaction) * self.item_embedding(items)).sum(-1)
+            return scores + self.output_bias[items]
+
+        def full_sort_predict(self, interaction):
+            output = self._mask_output(interaction)  # [B H]
+            return output @ self.item_embedding.weight[: self.n_items].T + self.output_bias  # [B N]
+
+    return PublishedBERT4Rec

@@ -444,3 +444,18 @@ def test_vbpr_ranks_only_the_held_out_domain_on_the_finetune_split(synthetic_dat
     assert result.provenance["config"]["n_candidates"] == len(office)
     shown = pl.read_parquet(tmp_path / "predictions" / result.provenance["predictions"]["file"])["ranked"]
     assert {i for row in shown.to_list() for i in row} <= office
+
+
+@pytest.mark.parametrize(("model", "task"), [("bm25-personal", "search"), ("SASRec", "selection")])
+def test_a_baseline_that_tunes_on_valid_is_refused_the_finetune_split_before_training(
+    synthetic_data, tmp_path, monkeypatch, model, task
+):
+    """The held-out domain has no valid examples yet: said at once, not after a training run."""
+    import unimp_bench.baselines.runner as runner
+
+    def trained(*args, **kwargs):
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr(runner, "make_predictor", trained)
+    with pytest.raises(UnimpError, match=f"{model} tunes on valid examples, which new_domain_finetune"):
+        run_baseline(model, task, synthetic_data, tmp_path, ["test", "new_domain_finetune"])

@@ -115,7 +115,8 @@ class BM25Predictor:
     def config(self) -> dict:
         return {"params": to_mapping(self.settings)}
 
-    def tunes_on_valid(self, task) -> bool:
+    @classmethod
+    def tunes_on_valid(cls, task) -> bool:
         return False
 
     def predict(self, task, examples: pl.DataFrame) -> pl.DataFrame:

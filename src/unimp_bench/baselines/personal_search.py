@@ -91,7 +91,8 @@ class PersonalBM25Predictor:
             "valid_NDCG@10_by_weight": self.valid_ndcg,
         }
 
-    def tunes_on_valid(self, task: Task) -> bool:
+    @classmethod
+    def tunes_on_valid(cls, task: Task) -> bool:
         return task.builder == "search"
 
     def _chunks(self, examples: pl.DataFrame):
@@ -303,7 +304,8 @@ class ZAMPredictor:
     def not_applicable(self, task: Task, split: str) -> str | None:
         return no_item_evidence(self.name, split)  # item vectors learn only from training targets
 
-    def tunes_on_valid(self, task: Task) -> bool:
+    @classmethod
+    def tunes_on_valid(cls, task: Task) -> bool:
         return False
 
     def predict(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:

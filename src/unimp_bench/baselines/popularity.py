@@ -102,7 +102,8 @@ class PopularityPredictor:
     def not_applicable(self, task: Task, split: str) -> str | None:
         return no_item_evidence(self.name, split) if self.params.counts_from == "train" else None
 
-    def tunes_on_valid(self, task: Task) -> bool:
+    @classmethod
+    def tunes_on_valid(cls, task: Task) -> bool:
         return task.builder == "selection"  # the selection threshold
 
     def tune(self, task: Task, valid: pl.DataFrame) -> None:

@@ -71,7 +71,8 @@ class MeanRatingPredictor:
         # an item mean needs the item's training ratings; zero-shot it would be the global mean
         return no_item_evidence(self.name, split) if self.params.of == "item" else None
 
-    def tunes_on_valid(self, task: Task) -> bool:
+    @classmethod
+    def tunes_on_valid(cls, task: Task) -> bool:
         return False
 
     def _user_mean(self, user: int, position: int) -> float:
@@ -178,7 +179,8 @@ class BiasedMFPredictor:
     def config(self) -> dict:
         return {"params": to_mapping(self.params), "training": self.training}
 
-    def tunes_on_valid(self, task: Task) -> bool:
+    @classmethod
+    def tunes_on_valid(cls, task: Task) -> bool:
         return False
 
     def not_applicable(self, task: Task, split: str) -> str | None:

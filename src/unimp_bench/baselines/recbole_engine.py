@@ -738,7 +738,8 @@ class RecBolePredictor:
                 out.append(probabilities[row, np.asarray(items, dtype=np.int64)])
         return out
 
-    def tunes_on_valid(self, task: Task) -> bool:
+    @classmethod
+    def tunes_on_valid(cls, task: Task) -> bool:
         return task.builder == "selection"
 
     def tune(self, task: Task, valid: pl.DataFrame) -> None:

@@ -41,15 +41,23 @@ def load_baseline(model: str, config: Path | None = None) -> BaselineSpec:
     return spec
 
 
-def make_predictor(spec: BaselineSpec, dataset, show_progress: bool = False):
-    """The predictor of a baseline, its parameters checked by its own dataclass; a RecBole baseline is
-    trained here, on the dataset's train split."""
+def predictor_class(spec: BaselineSpec) -> type:
+    """The class that serves a baseline: what it can answer before anything is trained."""
     if spec.engine == "recbole":
         from unimp_bench.baselines.recbole_engine import RecBolePredictor
 
-        return RecBolePredictor.from_spec(spec, dataset, show_progress)
+        return RecBolePredictor
     from unimp_bench.baselines.native import NATIVE
 
     if spec.name.lower() not in NATIVE:
         raise UnimpError(f"baseline {spec.name} has no native implementation")
-    return NATIVE[spec.name.lower()].from_spec(spec, dataset)
+    return NATIVE[spec.name.lower()]
+
+
+def make_predictor(spec: BaselineSpec, dataset, show_progress: bool = False):
+    """The predictor of a baseline, its parameters checked by its own dataclass; a RecBole baseline is
+    trained here, on the dataset's train split."""
+    cls = predictor_class(spec)
+    if spec.engine == "recbole":
+        return cls.from_spec(spec, dataset, show_progress)
+    return cls.from_spec(spec, dataset)

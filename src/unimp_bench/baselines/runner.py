@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from unimp_bench.baselines.registry import load_baseline, make_predictor
+from unimp_bench.baselines.registry import load_baseline, make_predictor, predictor_class
 from unimp_bench.data.contract import PreparedDataset, open_dataset
 from unimp_bench.data.transfer import FinetuneSettings, candidates_tag, describe_candidates, finetune_view
 from unimp_bench.errors import UnimpError
@@ -44,6 +44,9 @@ def run_baseline(
         raise UnimpError(
             f"baselines are scored on {', '.join(EVALUATION_SPLITS)}; not on {', '.join(unknown)}"
         )
+    if "new_domain_finetune" in splits and predictor_class(spec).tunes_on_valid(task):
+        # said before anything is trained
+        raise UnimpError(f"{spec.name} tunes on valid examples, which new_domain_finetune does not have yet")
     dataset = dataclasses.replace(open_dataset(data_dir), candidates=candidates)
     settings = finetune if isinstance(finetune, tuple) else (finetune,)
     results = []
@@ -64,10 +67,6 @@ def run_baseline(
 
 def _needed(predictor, task, splits: list[str]) -> list[str]:
     tuned = predictor.tunes_on_valid(task)
-    if tuned and "new_domain_finetune" in splits:
-        raise UnimpError(
-            f"{predictor.name} tunes on valid examples, which new_domain_finetune does not have yet"
-        )
     return sorted(set(splits) | ({"valid"} if tuned else set()), key=EVALUATION_SPLITS.index)
 
 

@@ -231,7 +231,8 @@ class VBPRPredictor:
     def config(self) -> dict:
         return {"params": to_mapping(self.params), "training": self.training}
 
-    def tunes_on_valid(self, task: Task) -> bool:
+    @classmethod
+    def tunes_on_valid(cls, task: Task) -> bool:
         return False
 
     def not_applicable(self, task: Task, split: str) -> str | None:

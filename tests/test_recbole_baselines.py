@@ -506,3 +506,37 @@ def test_cli_lists_exports_and_runs_recbole_baselines(synthetic_data, tmp_path):
     assert "BPR recommendation/new_domain" in ran.output and "not applicable" in ran.output
     results = [read_result(p) for p in (tmp_path / "r").glob("*.json")]
     assert {r.split for r in results} == {"test", "new_domain"}
+
+
+def test_hgn_pairwise_loss_lowers_the_negative_in_the_table_that_ranks(synthetic_data):
+    """RecBole's HGN scores a BPR negative with its input item table, so the prediction table (which
+    ranks) never learns from negatives; ours scores both items with the prediction table."""
+    from recbole.model.sequential_recommender.hgn import HGN as RecBoleHGN
+
+    from unimp_bench.baselines.recbole_engine import RecBoleParams, RecBolePredictor
+
+    sampler = {"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
+    settings = RecBoleParams(model="HGN", epochs=1, recbole={"loss_type": "BPR"} | sampler)
+    predictor = RecBolePredictor("HGN", settings, open_dataset(synthetic_data))
+    batch = next(iter(predictor.train_data))
+    negatives = batch["neg_item_id"].unique()
+    positives = batch["item_id"].unique()
+    only_negative = negatives[~torch.isin(negatives, positives)]
+    assert len(only_negative) > 0
+
+    def prediction_gradient(model) -> torch.Tensor:
+        model.zero_grad()
+        model.calculate_loss(batch).backward()
+        return model.item_embedding_for_prediction.weight.grad[only_negative].abs().sum()
+
+    ours = predictor.model
+    assert type(ours).__name__ == "HGN" and type(ours) is not RecBoleHGN
+    theirs = RecBoleHGN(predictor.rb_config, predictor.train_data.dataset)
+    theirs.load_state_dict(ours.state_dict())
+    assert prediction_gradient(ours) > 0
+    assert prediction_gradient(theirs) == 0
+    # the softmax branch is RecBole's own
+    with torch.no_grad():
+        ours.loss_type = theirs.loss_type = "CE"
+        ours.loss_fct = theirs.loss_fct = torch.nn.CrossEntropyLoss()
+        torch.testing.assert_close(ours.calculate_loss(batch), theirs.calculate_loss(batch))

@@ -63,6 +63,7 @@ from unimp_bench.baselines.recbole_objectives import (
     TARGET_SEQUENCE,
     TRAIN_ROWS,
     bert4rec_class,
+    hgn_class,
     sasrec_class,
 )
 from unimp_bench.baselines.selection import SelectionThreshold
@@ -230,6 +231,8 @@ def _model_class(params: RecBoleParams):
         serves = "SASRec and BERT4Rec" if asked == [("train_rows", "sequences")] else "SASRec"
         wanted = " and ".join(f"{key} {value}" for key, value in asked)
         raise UnimpError(f"{wanted} is available for {serves} only, not {params.model}")
+    if params.model == "HGN":
+        return hgn_class()
     try:
         return get_model(params.model)
     except ValueError:

@@ -25,6 +25,11 @@ which is how BERT4Rec is asked at test time. RecBole instead masks each of its o
 prefix rows, six times as many rows on Beauty. `train_rows: sequences` selects the published rows
 (`bert4rec_class`); the loss is RecBole's (a softmax over the catalog, or BPR on one sampled negative).
 
+HGN keeps RecBole's class with one fix (`hgn_class`): RecBole's pairwise loss scores the sampled
+negative with the input item table while the positive, and every ranking, use the prediction table,
+so training never lowers a negative's score where it counts. The published code (allenjack/HGN)
+scores both with its prediction table (W2).
+
 Each subclass builds its own training rows (`training_batch`): the engine draws the users of a batch
 and the model lays out their rows.
 """
@@ -262,3 +267,26 @@ def bert4rec_class():
             return output @ self.item_embedding.weight[: self.n_items].T + self.output_bias  # [B N]
 
     return PublishedBERT4Rec
+
+
+@functools.cache
+def hgn_class():
+    """RecBole's HGN whose pairwise loss scores the negative with the table it ranks by."""
+    prepare_recbole()
+    from recbole.model.sequential_recommender.hgn import HGN as RecBoleHGN
+
+    class HGN(RecBoleHGN):  # RecBole finds its options by this class name
+        """RecBole's HGN; with loss_type BPR, both items scored with item_embedding_for_prediction."""
+
+        def calculate_loss(self, interaction):
+            if self.loss_type != "BPR":  # the softmax already scores every item with that table
+                return super().calculate_loss(interaction)
+            history = interaction[self.ITEM_SEQ]  # [B L]
+            user = interaction[self.USER_ID]  # [B]
+            state = self.forward(history, user)  # [B H]
+            positive = self.item_embedding_for_prediction(interaction[self.POS_ITEM_ID])  # [B H]
+            negative = self.item_embedding_for_prediction(interaction[self.NEG_ITEM_ID])  # [B H]
+            loss = self.loss_fct((state * positive).sum(-1), (state * negative).sum(-1))
+            return loss + self.reg_loss(self.user_embedding(user), positive, self.item_embedding(history))
+
+    return HGN

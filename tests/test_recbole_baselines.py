@@ -150,7 +150,9 @@ def test_sasrec_with_binary_cross_entropy_learns_a_known_ranking(cyclic_data, tm
     assert effective["loss_type"] == "BCE" and effective["hidden_size"] == 16
     # the objective exists for SASRec only; another model asking for it is told so before training
     gru = quick_config(tmp_path, "GRU4Rec", recbole={"loss_type": "BCE"})
-    with pytest.raises(UnimpError, match="BCE is available for SASRec only"):
+    with pytest.raises(
+        UnimpError, match="loss_type BCE is available for SASRec, Caser and HGN only, not GRU4Rec"
+    ):
         run_baseline("GRU4Rec", "recommendation", cyclic_data, tmp_path / "g", ["test"], config=gru)
 
 

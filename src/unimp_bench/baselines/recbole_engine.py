@@ -62,9 +62,8 @@ from unimp_bench.baselines.recbole_objectives import (
     POSITION_ORIGINS,
     TARGET_SEQUENCE,
     TRAIN_ROWS,
-    bert4rec_class,
-    hgn_class,
-    sasrec_class,
+    model_class,
+    sliding_windows,
 )
 from unimp_bench.baselines.selection import SelectionThreshold
 from unimp_bench.config import from_mapping, to_mapping
@@ -154,6 +153,10 @@ class RecBoleParams:
     # SASRec only: `first` numbers positions from the oldest item of the window (RecBole); `latest`
     # pads on the left so the latest item always takes the last position (the published code)
     position_origin: str = "first"
+    # Caser and HGN with train_rows windows (recbole_objectives): the items after each window of
+    # max_history items that it predicts (the papers' T), and sampled negatives per window
+    window_targets: int = 3
+    window_negatives: int = 3
     recbole: dict[str, Any] = field(default_factory=dict)  # RecBole's own options
 
     def __post_init__(self) -> None:
@@ -161,6 +164,8 @@ class RecBoleParams:
             raise UnimpError(
                 "recbole params: max_history, epochs, stopping_step, eval_batch_size must be >= 1"
             )
+        if self.window_targets < 1 or self.window_negatives < 1:
+            raise UnimpError("recbole params: window_targets and window_negatives must be >= 1")
         if self.pretrain_epochs < 0 or self.valid_every_steps < 0:
             raise UnimpError("recbole params: pretrain_epochs and valid_every_steps must be >= 0")
         if self.train_rows not in TRAIN_ROWS:
@@ -171,13 +176,13 @@ class RecBoleParams:
     @property
     def width_invariant(self) -> bool:
         """Whether histories may be cut to their batch's longest one: declared by length_buckets, and
-        true of the published SASRec subclass (tested)."""
-        return self.length_buckets or self.published_rows
+        true of the published SASRec and BERT4Rec subclasses (tested)."""
+        return self.length_buckets or (self.model in ("SASRec", "BERT4Rec") and self.published_rows)
 
     @property
     def published_rows(self) -> bool:
-        """Whether the model is a subclass of recbole_objectives (SASRec's or BERT4Rec's published
-        training) rather than RecBole's class."""
+        """Whether the model trains on rows other than RecBole's or with the binary cross-entropy,
+        through a subclass of recbole_objectives."""
         return (
             _loss_type(self) == BINARY_CROSS_ENTROPY
             or self.train_rows != "prefixes"
@@ -210,29 +215,13 @@ def _loss_type(params: RecBoleParams) -> str | None:
 
 
 def _model_class(params: RecBoleParams):
-    """RecBole's class for the model, or the SASRec subclass with what RecBole lacks."""
+    """RecBole's class for the model, or the subclass of recbole_objectives its settings need."""
     prepare_recbole()
     from recbole.utils import get_model
 
-    if params.published_rows:
-        if params.model == "SASRec":
-            return sasrec_class(params.position_origin)
-        asked = [
-            (key, value)
-            for key, value, default in (
-                ("loss_type", _loss_type(params), None),
-                ("train_rows", params.train_rows, "prefixes"),
-                ("position_origin", params.position_origin, "first"),
-            )
-            if value != default and (key != "loss_type" or value == BINARY_CROSS_ENTROPY)
-        ]
-        if params.model == "BERT4Rec" and [key for key, _ in asked] == ["train_rows"]:
-            return bert4rec_class()
-        serves = "SASRec and BERT4Rec" if asked == [("train_rows", "sequences")] else "SASRec"
-        wanted = " and ".join(f"{key} {value}" for key, value in asked)
-        raise UnimpError(f"{wanted} is available for {serves} only, not {params.model}")
-    if params.model == "HGN":
-        return hgn_class()
+    chosen = model_class(params.model, _loss_type(params), params.train_rows, params.position_origin)
+    if chosen is not None:
+        return chosen
     try:
         return get_model(params.model)
     except ValueError:
@@ -320,8 +309,8 @@ def recbole_options(
             raise UnimpError("loss_type CE uses no sampled negatives: set train_neg_sample_args to null")
         options["train_neg_sample_args"] = None
     if params.published_rows:
-        # RecBole reads a model's property file by class name, and the subclass has none: the base
-        # model's own defaults come first, as RecBole would have loaded them
+        # RecBole reads a model's property file by class name, and a subclass may have none: the
+        # base model's own defaults come first, as RecBole would have loaded them
         options = _properties(f"model/{params.model}.yaml") | options
     if stage is not None:
         options |= {"train_stage": stage, "pre_model_path": str(folder / "pretrained.pth")}
@@ -385,8 +374,8 @@ class RecBolePredictor:
             self.rb_dataset = rb_dataset
             self.device = config["device"]
             self._index_items()
-            if self.params.train_rows == "sequences":
-                self.train_sequences = self._train_sequences()
+            if self.params.train_rows != "prefixes":
+                self.train_users, self.train_sequences = self._train_sequences()
             if pretraining:
                 model = model_class(config, train_data.dataset).to(self.device)
                 self._pretrain(model, config, train_data)
@@ -410,12 +399,13 @@ class RecBolePredictor:
         self.internal_of_item = np.zeros(self.catalog_size, dtype=np.int64)
         self.internal_of_item[self.item_of_internal[1:]] = np.arange(1, len(tokens))
 
-    def _train_sequences(self) -> list[np.ndarray]:
-        """Each training user's train items in RecBole's ids, chronological. The batches read the last
-        max_history + 1 of them (input = all but the last, targets = all but the first): the (history,
-        target) pairs of the exported prefix rows, one row per user. Users with a single train item
-        have no pair and are left out."""
-        sequences = (
+    def _train_sequences(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Each training user (RecBole's id) and their train items in RecBole's ids, chronological. The
+        sequence batches read the last max_history + 1 of them (input = all but the last, targets = all
+        but the first): the (history, target) pairs of the exported prefix rows, one row per user;
+        window rows cut them into windows. Users with a single train item have no pair and are left
+        out."""
+        frame = (
             self.dataset.scan("interactions")
             .filter(pl.col("split") == "train")
             .join(self.dataset.scan("users").filter(pl.col("group") == "train"), on="user_idx")
@@ -423,13 +413,16 @@ class RecBolePredictor:
             .group_by("user_idx", maintain_order=True)
             .agg("item_idx")
             .filter(pl.col("item_idx").list.len() >= 2)
-            .collect()["item_idx"]
+            .collect()
         )
+        sequences = frame["item_idx"]
         if sequences.is_empty():
             raise UnimpError(f"{self.name} needs training users with at least two training interactions")
         if int(sequences.list.n_unique().max()) >= self.catalog_size:
             raise UnimpError(f"{self.name} cannot sample negatives: a user had every item in training")
-        return [self.internal_of_item[np.asarray(items, dtype=np.int64)] for items in sequences.to_list()]
+        users = self._internal_users(frame["user_idx"].to_numpy())
+        items = [self.internal_of_item[np.asarray(row, dtype=np.int64)] for row in sequences.to_list()]
+        return users, items
 
     def _optimizer(self, config, model: torch.nn.Module) -> torch.optim.Optimizer:
         learners = {
@@ -452,6 +445,9 @@ class RecBolePredictor:
         always computed in parts."""
         if self.params.train_rows == "sequences":
             yield from self._sequence_batches(train_data.step, epoch)
+            return
+        if self.params.train_rows == "windows":
+            yield from self._window_batches(train_data.step, epoch)
             return
         if not self.params.length_buckets:
             yield from train_data
@@ -493,6 +489,28 @@ class RecBolePredictor:
         rng = np.random.default_rng([self.params.seed, epoch])
         for rows in self._shuffled_batches(rng, len(self.train_sequences), size):
             yield self._parts_by_width(self._sequence_batch(rng, rows))
+
+    def _window_batches(self, size: int, epoch: int):
+        """One step per random batch of windows (recbole_objectives.sliding_windows), seeded by (seed,
+        epoch), cut once from the training sequences with L = the model's history width."""
+        from recbole.data.interaction import Interaction
+
+        if not hasattr(self, "windows"):
+            self.windows = sliding_windows(
+                self.train_sequences, self.model.max_seq_length, self.params.window_targets
+            )
+        inputs, targets, owners = self.windows
+        rng = np.random.default_rng([self.params.seed, epoch])
+        for rows in self._shuffled_batches(rng, len(owners), size):
+            batch = self.model.training_batch(
+                rng,
+                [self.train_sequences[o] for o in owners[rows].tolist()],
+                inputs[rows],
+                targets[rows],
+                self.train_users[owners[rows]],
+                self.params.window_negatives,
+            )
+            yield [(Interaction({k: torch.as_tensor(v) for k, v in batch.items()}), 1.0)]
 
     def _sequence_batch(self, rng, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The users `rows` as one training row each, laid out by the model (recbole_objectives)."""

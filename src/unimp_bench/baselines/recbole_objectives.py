@@ -30,6 +30,13 @@ negative with the input item table while the positive, and every ranking, use th
 so training never lowers a negative's score where it counts. The published code (allenjack/HGN)
 scores both with its prediction table (W2).
 
+Caser and HGN as published (graytowne/caser_pytorch, allenjack/HGN) train on sliding windows of each
+user's training items (`train_rows: windows`): L = max_history items predict the T = window_targets
+items after them, each row with window_negatives sampled items the user never had; a user with fewer
+than L + T items gives one window padded on the left (padding targets are skipped). Caser's loss is
+the binary cross-entropy of the targets against the negatives (`loss_type: BCE`), HGN's a pairwise
+BPR loss (every target against every negative of its row; the published code pairs them one to one).
+
 Each subclass builds its own training rows (`training_batch`): the engine draws the users of a batch
 and the model lays out their rows.
 """
@@ -46,7 +53,15 @@ from unimp_bench.baselines.recbole_compat import prepare_recbole
 
 BINARY_CROSS_ENTROPY = "BCE"
 POSITION_ORIGINS = ("first", "latest")
-TRAIN_ROWS = ("prefixes", "sequences")
+TRAIN_ROWS = ("prefixes", "sequences", "windows")
+# what each model offers beyond RecBole's own training: the settings above that are not RecBole's
+OFFERS = {
+    "SASRec": {"loss_type": {"BCE"}, "train_rows": {"sequences"}, "position_origin": {"latest"}},
+    "BERT4Rec": {"train_rows": {"sequences"}},
+    "Caser": {"loss_type": {"BCE"}, "train_rows": {"windows"}},
+    "HGN": {"loss_type": {"BCE"}, "train_rows": {"windows"}},
+}
+WINDOW_MODELS = ("Caser", "HGN")
 # fields of a sequence batch (train_rows: sequences), beside RecBole's item_id_list
 TARGET_SEQUENCE = "target_item_list"  # [B W] the item after each position; 0 where there is none
 NEGATIVE_SEQUENCE = "negative_item_list"  # [B W] one sampled negative per position
@@ -98,6 +113,138 @@ def cloze_positions(rng, lengths: np.ndarray, width: int, ratio: float, most: in
     return real & (rank < wanted[:, None])
 
 
+def model_class(model: str, loss_type: str | None, train_rows: str, position_origin: str):
+    """The subclass that trains `model` with these settings, or None for RecBole's own class; settings
+    a model does not offer are refused in one sentence."""
+    from unimp_bench.errors import UnimpError
+
+    asked = {
+        key: value
+        for key, value, default in (
+            ("loss_type", loss_type, None),
+            ("train_rows", train_rows, "prefixes"),
+            ("position_origin", position_origin, "first"),
+        )
+        if value != default and (key != "loss_type" or value == BINARY_CROSS_ENTROPY)
+    }
+    for key, value in asked.items():
+        serving = [name for name, offers in OFFERS.items() if value in offers.get(key, ())]
+        if model not in serving:
+            names = serving[0] if len(serving) == 1 else f"{', '.join(serving[:-1])} and {serving[-1]}"
+            raise UnimpError(f"{key} {value} is available for {names} only, not {model}")
+    if model in WINDOW_MODELS and loss_type == BINARY_CROSS_ENTROPY and train_rows != "windows":
+        raise UnimpError(f"loss_type BCE for {model} needs train_rows windows")
+    if model == "SASRec" and asked:
+        return sasrec_class(position_origin)
+    if model == "BERT4Rec" and asked:
+        return bert4rec_class()
+    if model in WINDOW_MODELS and (asked or model == "HGN"):  # HGN: RecBole's loss needs a fix
+        return caser_class() if model == "Caser" else hgn_class()
+    return None
+
+
+def sliding_windows(
+    sequences: list[np.ndarray], history: int, targets: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each sequence's windows of history + targets items, newest first, one step apart; a sequence
+    shorter than that gives one window padded on the left. Returns the inputs [R history] (right-padded,
+    as RecBole lays histories out), the targets [R targets] (0 where padding) and each row's sequence."""
+    span = history + targets
+    inputs, outputs, owners = [], [], []
+    for owner, items in enumerate(sequences):
+        if len(items) < span:
+            windows = np.pad(items, (span - len(items), 0))[None, :]
+        else:
+            windows = np.lib.stride_tricks.sliding_window_view(items, span)[::-1]
+        inputs.append(windows[:, :history])
+        outputs.append(windows[:, history:])
+        owners.append(np.full(len(windows), owner))
+    left = np.concatenate(inputs)
+    # move each input's real items to the left: [0 0 a b c] -> [a b c 0 0]
+    order = np.argsort(left == 0, axis=1, kind="stable")
+    return np.take_along_axis(left, order, axis=1), np.concatenate(outputs), np.concatenate(owners)
+
+
+class BinaryCrossEntropyAccepted:
+    """Lets a RecBole model that refuses loss types it does not know be built with BCE: it is built
+    with BPR (whose loss the BCE branches never call) and keeps BCE as its loss_type."""
+
+    def __init__(self, config, dataset):
+        loss_type = config["loss_type"]
+        if loss_type == BINARY_CROSS_ENTROPY:
+            config["loss_type"] = "BPR"
+        try:
+            super().__init__(config, dataset)
+        finally:
+            config["loss_type"] = loss_type
+        self.loss_type = loss_type
+
+
+class WindowLoss(BinaryCrossEntropyAccepted):
+    """The published Caser/HGN loss on window rows; RecBole's own on its prefix rows. A model class
+    using it provides `state(interaction)` [B H], `output_table` and `regularization(...)`."""
+
+    def window_loss(self, interaction) -> torch.Tensor:
+        state = self.state(interaction)  # [B H]
+        table = self.output_table
+        targets = interaction[TARGET_SEQUENCE]  # [B T], 0 where padding
+        real = targets > 0
+        if self.loss_type == "CE":  # a softmax over the catalog for every target
+            rows = real.nonzero()[:, 0]
+            loss = F.cross_entropy(state[rows] @ table.weight.T, targets[real])
+        else:
+            positive = (state[:, None, :] * table(targets)).sum(-1)  # [B T]
+            negative = (state[:, None, :] * table(interaction[NEGATIVE_SEQUENCE])).sum(-1)  # [B N]
+            if self.loss_type == BINARY_CROSS_ENTROPY:
+                loss = F.softplus(-positive[real]).mean() + F.softplus(negative).mean()
+            else:  # BPR: every real target against every negative of its row
+                loss = -F.logsigmoid(positive[:, :, None] - negative[:, None, :])[real].mean()
+        return loss + self.regularization(interaction, table(targets[real]))
+
+    def training_batch(self, rng, sequences, inputs, targets, users, negatives: int) -> dict[str, np.ndarray]:
+        """Window rows [B L] with their targets [B T], users [B] (RecBole's ids) and `negatives`
+        uniform items per row that its user never had in training."""
+        wanted = np.ones((len(inputs), negatives), dtype=bool)
+        sampled = uniform_negatives(rng, sequences, wanted, self.n_items)
+        return {
+            self.ITEM_SEQ: inputs,
+            self.ITEM_SEQ_LEN: np.maximum((inputs > 0).sum(axis=1), 1),
+            self.USER_ID: users,
+            TARGET_SEQUENCE: targets,
+            NEGATIVE_SEQUENCE: sampled,
+        }
+
+
+@functools.cache
+def caser_class():
+    """RecBole's Caser, trainable on the published window rows."""
+    prepare_recbole()
+    from recbole.model.sequential_recommender import Caser as RecBoleCaser
+
+    class Caser(WindowLoss, RecBoleCaser):  # RecBole finds its options by this class name
+        """RecBole's Caser layers and prediction (items scored with the input item table)."""
+
+        def state(self, interaction) -> torch.Tensor:
+            return self.forward(interaction[self.USER_ID], interaction[self.ITEM_SEQ])
+
+        @property
+        def output_table(self) -> torch.nn.Embedding:
+            return self.item_embedding
+
+        def regularization(self, interaction, positive: torch.Tensor) -> torch.Tensor:
+            """RecBole's Caser terms: L2 of the embeddings and layers, and of the horizontal filters."""
+            weights = [self.user_embedding.weight, self.item_embedding.weight, self.conv_v.weight]
+            weights += [self.fc1.weight, self.fc2.weight]
+            return self.reg_weight * self.reg_loss(weights) + self.reg_loss_conv_h()
+
+        def calculate_loss(self, interaction):
+            if TARGET_SEQUENCE in interaction:
+                return self.window_loss(interaction)
+            return super().calculate_loss(interaction)
+
+    return Caser
+
+
 @functools.cache
 def sasrec_class(position_origin: str = "first"):
     """RecBole's SASRec with the published objective, sequence rows and position origin available
@@ -106,25 +253,13 @@ def sasrec_class(position_origin: str = "first"):
     from recbole.model.sequential_recommender import SASRec
     from recbole.utils import InputType
 
-    class PublishedSASRec(SASRec):
+    class PublishedSASRec(BinaryCrossEntropyAccepted, SASRec):
         """RecBole's SASRec layers; the loss, the sequence rows and the positions as published."""
 
         # one sampled negative per target, delivered by RecBole's sampler as for BPR (prefix rows;
         # the engine turns the sampler off for CE)
         input_type = InputType.PAIRWISE
         latest_last = position_origin == "latest"
-
-        def __init__(self, config, dataset):
-            # RecBole's SASRec refuses loss types it does not know; it builds its BPR loss for BCE,
-            # which the binary cross-entropy branches below never call
-            loss_type = config["loss_type"]
-            if loss_type == BINARY_CROSS_ENTROPY:
-                config["loss_type"] = "BPR"
-            try:
-                super().__init__(config, dataset)
-            finally:
-                config["loss_type"] = loss_type
-            self.loss_type = loss_type
 
         def sequence_output(self, item_seq: torch.Tensor) -> torch.Tensor:
             """The state after every position [B W H] of rows [B W] laid out as this model pads them
@@ -271,22 +406,35 @@ def bert4rec_class():
 
 @functools.cache
 def hgn_class():
-    """RecBole's HGN whose pairwise loss scores the negative with the table it ranks by."""
+    """RecBole's HGN whose pairwise loss scores the negative with the table it ranks by, trainable on
+    the published window rows."""
     prepare_recbole()
     from recbole.model.sequential_recommender.hgn import HGN as RecBoleHGN
 
-    class HGN(RecBoleHGN):  # RecBole finds its options by this class name
+    class HGN(WindowLoss, RecBoleHGN):  # RecBole finds its options by this class name
         """RecBole's HGN; with loss_type BPR, both items scored with item_embedding_for_prediction."""
 
+        def state(self, interaction) -> torch.Tensor:
+            return self.forward(interaction[self.ITEM_SEQ], interaction[self.USER_ID])
+
+        @property
+        def output_table(self) -> torch.nn.Embedding:
+            return self.item_embedding_for_prediction
+
+        def regularization(self, interaction, positive: torch.Tensor) -> torch.Tensor:
+            """RecBole's HGN terms (its reg_weight, zero by default)."""
+            user = self.user_embedding(interaction[self.USER_ID])
+            return self.reg_loss(user, positive, self.item_embedding(interaction[self.ITEM_SEQ]))
+
         def calculate_loss(self, interaction):
+            if TARGET_SEQUENCE in interaction:
+                return self.window_loss(interaction)
             if self.loss_type != "BPR":  # the softmax already scores every item with that table
                 return super().calculate_loss(interaction)
-            history = interaction[self.ITEM_SEQ]  # [B L]
-            user = interaction[self.USER_ID]  # [B]
-            state = self.forward(history, user)  # [B H]
-            positive = self.item_embedding_for_prediction(interaction[self.POS_ITEM_ID])  # [B H]
-            negative = self.item_embedding_for_prediction(interaction[self.NEG_ITEM_ID])  # [B H]
+            state = self.state(interaction)  # [B H]
+            positive = self.output_table(interaction[self.POS_ITEM_ID])  # [B H]
+            negative = self.output_table(interaction[self.NEG_ITEM_ID])  # [B H]
             loss = self.loss_fct((state * positive).sum(-1), (state * negative).sum(-1))
-            return loss + self.reg_loss(self.user_embedding(user), positive, self.item_embedding(history))
+            return loss + self.regularization(interaction, positive)
 
     return HGN

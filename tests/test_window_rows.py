@@ -1,0 +1,92 @@
+"""Caser and HGN trained on the published window rows (train_rows: windows)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import quick_config
+from unimp_bench.baselines.recbole_engine import RecBoleParams, RecBolePredictor
+from unimp_bench.baselines.recbole_objectives import sliding_windows
+from unimp_bench.baselines.runner import run_baseline
+from unimp_bench.data.contract import open_dataset
+from unimp_bench.errors import UnimpError
+
+
+def test_sliding_windows_by_hand():
+    """Windows of L + T items one step apart, newest first; a short sequence gives one window padded
+    on the left, its inputs laid out from the left as RecBole reads histories."""
+    inputs, targets, owners = sliding_windows(
+        [np.arange(1, 8), np.asarray([8, 9]), np.asarray([1, 2, 3])], history=3, targets=2
+    )
+    assert inputs.tolist() == [[3, 4, 5], [2, 3, 4], [1, 2, 3], [0, 0, 0], [1, 0, 0]]
+    assert targets.tolist() == [[6, 7], [5, 6], [4, 5], [8, 9], [2, 3]]
+    assert owners.tolist() == [0, 0, 0, 1, 2]
+    _, padded, _ = sliding_windows([np.asarray([4, 5])], history=2, targets=3)
+    assert padded.tolist() == [[0, 4, 5]]  # a padding target, skipped by the loss
+
+
+@pytest.mark.parametrize(("model", "loss_type"), [("Caser", "BCE"), ("HGN", "BPR")])
+def test_window_batches_hold_each_window_once_with_its_user_and_unseen_negatives(
+    synthetic_data, model, loss_type
+):
+    settings = RecBoleParams(
+        model=model,
+        epochs=1,
+        max_history=3,
+        train_rows="windows",
+        window_targets=2,
+        window_negatives=4,
+        recbole={"loss_type": loss_type, "train_neg_sample_args": None},
+    )
+    predictor = RecBolePredictor(model, settings, open_dataset(synthetic_data))
+    by_user = dict(zip(predictor.train_users.tolist(), predictor.train_sequences))
+    expected = sum(max(1, len(s) - 4) for s in predictor.train_sequences)  # windows of 3 + 2 items
+    rows = 0
+    for [(batch, weight)] in predictor._batches(predictor.train_data, epoch=1):
+        assert weight == 1.0
+        assert batch["item_id_list"].shape[1] == predictor.model.max_seq_length == 3
+        assert batch["target_item_list"].shape[1] == 2 and batch["negative_item_list"].shape[1] == 4
+        for row in range(len(batch)):
+            items = by_user[int(batch["user_id"][row])]
+            history = [i for i in batch["item_id_list"][row].tolist() if i > 0]
+            window = history + [i for i in batch["target_item_list"][row].tolist() if i > 0]
+            text = " ".join(map(str, items.tolist()))
+            assert " ".join(map(str, window)) in text  # a run of the user's own training items
+            assert not set(batch["negative_item_list"][row].tolist()) & set(items.tolist())
+        rows += len(batch)
+    assert rows == expected
+
+
+@pytest.mark.parametrize(("model", "loss_type"), [("Caser", "BCE"), ("HGN", "BPR"), ("Caser", "CE")])
+def test_window_rows_learn_a_known_ranking(cyclic_data, tmp_path, model, loss_type):
+    config = quick_config(
+        tmp_path,
+        model,
+        epochs=60,
+        stopping_step=60,
+        max_history=2,
+        train_rows="windows",
+        window_targets=1,
+        recbole={"loss_type": loss_type, "train_neg_sample_args": None, "train_batch_size": 32}
+        | ({"learning_rate": 0.01} if model == "HGN" else {}),
+    )
+    [(result, _)] = run_baseline(
+        model, "recommendation", cyclic_data, tmp_path / "r", ["test"], config=config
+    )
+    assert result.scores["HR@3"] == 1.0 and result.scores["MRR@3"] > 0.9
+    assert result.provenance["config"]["params"]["train_rows"] == "windows"
+
+
+def test_window_options_are_checked(synthetic_data, tmp_path):
+    gru = quick_config(tmp_path, "GRU4Rec", train_rows="windows")
+    with pytest.raises(
+        UnimpError, match="train_rows windows is available for Caser and HGN only, not GRU4Rec"
+    ):
+        run_baseline("GRU4Rec", "recommendation", synthetic_data, tmp_path / "g", ["test"], config=gru)
+    prefix_bce = quick_config(tmp_path, "Caser", recbole={"loss_type": "BCE", "train_neg_sample_args": None})
+    with pytest.raises(UnimpError, match="loss_type BCE for Caser needs train_rows windows"):
+        run_baseline("Caser", "recommendation", synthetic_data, tmp_path / "c", ["test"], config=prefix_bce)
+    zero = quick_config(tmp_path, "HGN", train_rows="windows", window_targets=0)
+    with pytest.raises(UnimpError, match="window_targets and window_negatives must be >= 1"):
+        run_baseline("HGN", "recommendation", synthetic_data, tmp_path / "h", ["test"], config=zero)

@@ -55,12 +55,22 @@ GRID = [
 # implementations train with (GRU4Rec's BPR/TOP1, Caser's and HGN's negative sampling)
 PAIRWISE = {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
 SEQUENCE_ROWS = {"train_rows": "sequences"}
+# Caser's and HGN's published rows: windows of the last 5 items predicting the next 3, 3 negatives each
+WINDOWS = {"train_rows": "windows", "max_history": 5, "train_neg_sample_args": None}
 GRIDS = {
     "SASRec": GRID,
     "GRU4Rec": [{}, PAIRWISE],
-    "Caser": [{}, PAIRWISE],
-    # 2 and 3: the HGN paper's window of the last 5 items, with each objective
-    "HGN": [{}, PAIRWISE, {"max_history": 5}, PAIRWISE | {"max_history": 5}],
+    # 2: the published rows and binary cross-entropy
+    "Caser": [{}, PAIRWISE, WINDOWS | {"loss_type": "BCE"}],
+    # 2 and 3: the HGN paper's window of the last 5 items, with each objective; 4: the published rows
+    # and pairwise loss
+    "HGN": [
+        {},
+        PAIRWISE,
+        {"max_history": 5},
+        PAIRWISE | {"max_history": 5},
+        WINDOWS | {"loss_type": "BPR"},
+    ],
     # 1-3: the published training rows (one cloze-masked row per user), with RecBole's mask ratio, the
     # published Beauty one (0.6), and that with the published Beauty dropout (hidden 0.5, attention 0.2)
     "BERT4Rec": [
@@ -71,7 +81,16 @@ GRIDS = {
     ],
 }
 # grid keys that are the baseline's own fields rather than RecBole options
-OWN_FIELDS = {"stopping_step", "epochs", "max_history", "train_rows", "position_origin", "length_buckets"}
+OWN_FIELDS = {
+    "stopping_step",
+    "epochs",
+    "max_history",
+    "train_rows",
+    "position_origin",
+    "length_buckets",
+    "window_targets",
+    "window_negatives",
+}
 
 
 def cpu_seconds() -> float:
@@ -87,9 +106,26 @@ def prepared(sequences: Path, work: Path) -> tuple[Path, Path]:
     examples = work / f"examples-{sequences.stem}"
     if not (data / "manifest.json").exists():
         prepare_sequences_dataset(sequences, data, overwrite=True)
-    if not (examples / "manifest.json").exists():
+    if not _current(examples):  # none yet, or built by an older task version
         build_examples(data, examples, ["recommendation"], ["valid", "test"], overwrite=True)
     return data, examples
+
+
+def _current(examples: Path) -> bool:
+    """Whether `examples` holds this version's recommendation examples of valid and test."""
+    from unimp_bench.errors import UnimpError
+    from unimp_bench.examples import open_examples
+    from unimp_bench.tasks import registry
+
+    if not (examples / "manifest.json").exists():
+        return False
+    try:
+        example_set = open_examples(examples)
+        for split in ("valid", "test"):
+            example_set.entry(registry().get("recommendation"), split)
+    except UnimpError:
+        return False
+    return True
 
 
 def run(model: str, overrides: dict, params: dict, data: Path, examples: Path, work: Path, tag: str) -> dict:

@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TINY_SASREC, quick_config
+from helpers import ONE_NEGATIVE, TINY_SASREC, learns_the_cycle, refused
 from unimp_bench.baselines.recbole_engine import RecBoleParams, RecBolePredictor
 from unimp_bench.baselines.recbole_objectives import LATEST_ONLY_SHARE, cloze_positions
-from unimp_bench.baselines.runner import run_baseline
 from unimp_bench.data.contract import open_dataset
-from unimp_bench.errors import UnimpError
 
 TINY_BERT4REC = TINY_SASREC | {"mask_ratio": 0.6}
 
@@ -124,30 +122,21 @@ def test_prediction_asks_for_the_item_after_the_whole_history(synthetic_data):
 
 @pytest.mark.parametrize("loss_type", ["CE", "BPR"])
 def test_bert4rec_on_published_rows_learns_a_known_ranking(cyclic_data, tmp_path, loss_type):
-    sampler = (
-        {} if loss_type == "CE" else {"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
-    )
-    config = quick_config(
-        tmp_path,
+    sampler = {} if loss_type == "CE" else ONE_NEGATIVE
+    result = learns_the_cycle(
         "BERT4Rec",
+        cyclic_data,
+        tmp_path,
         epochs=80,
         stopping_step=80,
         train_rows="sequences",
         recbole=TINY_BERT4REC | {"loss_type": loss_type, "train_batch_size": 16} | sampler,
     )
-    [(result, _)] = run_baseline(
-        "BERT4Rec", "recommendation", cyclic_data, tmp_path / "r", ["test"], config=config
-    )
-    assert result.scores["HR@3"] == 1.0 and result.scores["MRR@3"] > 0.9
     assert result.provenance["config"]["params"]["train_rows"] == "sequences"
 
 
 def test_only_sasrec_and_bert4rec_have_published_rows(synthetic_data, tmp_path):
-    gru = quick_config(tmp_path, "GRU4Rec", train_rows="sequences")
-    with pytest.raises(
-        UnimpError, match="train_rows sequences is available for SASRec and BERT4Rec only, not GRU4Rec"
-    ):
-        run_baseline("GRU4Rec", "recommendation", synthetic_data, tmp_path / "g", ["test"], config=gru)
-    latest = quick_config(tmp_path, "BERT4Rec", train_rows="sequences", position_origin="latest")
-    with pytest.raises(UnimpError, match="position_origin latest is available for SASRec only, not BERT4Rec"):
-        run_baseline("BERT4Rec", "recommendation", synthetic_data, tmp_path / "b", ["test"], config=latest)
+    message = "train_rows sequences is available for SASRec and BERT4Rec only, not GRU4Rec"
+    refused("GRU4Rec", synthetic_data, tmp_path, message, train_rows="sequences")
+    message = "position_origin latest is available for SASRec only, not BERT4Rec"
+    refused("BERT4Rec", synthetic_data, tmp_path, message, train_rows="sequences", position_origin="latest")

@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import quick_config
+from helpers import learns_the_cycle, refused
 from unimp_bench.baselines.recbole_engine import RecBoleParams, RecBolePredictor
 from unimp_bench.baselines.recbole_objectives import sliding_windows
-from unimp_bench.baselines.runner import run_baseline
 from unimp_bench.data.contract import open_dataset
-from unimp_bench.errors import UnimpError
 
 
 def test_sliding_windows_by_hand():
@@ -60,9 +58,10 @@ def test_window_batches_hold_each_window_once_with_its_user_and_unseen_negatives
 
 @pytest.mark.parametrize(("model", "loss_type"), [("Caser", "BCE"), ("HGN", "BPR"), ("Caser", "CE")])
 def test_window_rows_learn_a_known_ranking(cyclic_data, tmp_path, model, loss_type):
-    config = quick_config(
-        tmp_path,
+    result = learns_the_cycle(
         model,
+        cyclic_data,
+        tmp_path,
         epochs=60,
         stopping_step=60,
         max_history=2,
@@ -71,22 +70,14 @@ def test_window_rows_learn_a_known_ranking(cyclic_data, tmp_path, model, loss_ty
         recbole={"loss_type": loss_type, "train_neg_sample_args": None, "train_batch_size": 32}
         | ({"learning_rate": 0.01} if model == "HGN" else {}),
     )
-    [(result, _)] = run_baseline(
-        model, "recommendation", cyclic_data, tmp_path / "r", ["test"], config=config
-    )
-    assert result.scores["HR@3"] == 1.0 and result.scores["MRR@3"] > 0.9
     assert result.provenance["config"]["params"]["train_rows"] == "windows"
 
 
 def test_window_options_are_checked(synthetic_data, tmp_path):
-    gru = quick_config(tmp_path, "GRU4Rec", train_rows="windows")
-    with pytest.raises(
-        UnimpError, match="train_rows windows is available for Caser and HGN only, not GRU4Rec"
-    ):
-        run_baseline("GRU4Rec", "recommendation", synthetic_data, tmp_path / "g", ["test"], config=gru)
-    prefix_bce = quick_config(tmp_path, "Caser", recbole={"loss_type": "BCE", "train_neg_sample_args": None})
-    with pytest.raises(UnimpError, match="loss_type BCE for Caser needs train_rows windows"):
-        run_baseline("Caser", "recommendation", synthetic_data, tmp_path / "c", ["test"], config=prefix_bce)
-    zero = quick_config(tmp_path, "HGN", train_rows="windows", window_targets=0)
-    with pytest.raises(UnimpError, match="window_targets and window_negatives must be >= 1"):
-        run_baseline("HGN", "recommendation", synthetic_data, tmp_path / "h", ["test"], config=zero)
+    message = "train_rows windows is available for Caser and HGN only, not GRU4Rec"
+    refused("GRU4Rec", synthetic_data, tmp_path, message, train_rows="windows")
+    message = "loss_type BCE for Caser needs train_rows windows"
+    prefix_bce = {"loss_type": "BCE", "train_neg_sample_args": None}
+    refused("Caser", synthetic_data, tmp_path, message, recbole=prefix_bce)
+    message = "window_targets and window_negatives must be >= 1"
+    refused("HGN", synthetic_data, tmp_path, message, train_rows="windows", window_targets=0)

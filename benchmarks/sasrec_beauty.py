@@ -67,6 +67,8 @@ GRIDS = {
         PAIRWISE,
         WINDOWS | {"loss_type": "BCE"},
         WINDOWS | {"loss_type": "BCE", "reg_weight": 0.0},
+        # the published rows, loss and output (a separate output table and item bias over [z, user])
+        WINDOWS | {"loss_type": "BCE", "caser_output": "published"},
     ],
     # 2 and 3: the HGN paper's window of the last 5 items, with each objective; 4: the published rows
     # and pairwise loss
@@ -99,6 +101,7 @@ OWN_FIELDS = {
     "length_buckets",
     "window_targets",
     "window_negatives",
+    "caser_output",
 }
 
 

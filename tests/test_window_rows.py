@@ -81,3 +81,53 @@ def test_window_options_are_checked(synthetic_data, tmp_path):
     refused("Caser", synthetic_data, tmp_path, message, recbole=prefix_bce)
     message = "window_targets and window_negatives must be >= 1"
     refused("HGN", synthetic_data, tmp_path, message, train_rows="windows", window_targets=0)
+
+
+def test_published_caser_output_learns_a_known_ranking_and_reads_its_own_table(cyclic_data, tmp_path):
+    """caser_output: published scores [z, user] against a separate output table plus an item bias:
+    changing that table (and only it) changes the scores, and it learns the cycle."""
+    import torch
+    from recbole.data.interaction import Interaction
+
+    result = learns_the_cycle(
+        "Caser",
+        cyclic_data,
+        tmp_path,
+        epochs=60,
+        stopping_step=60,
+        max_history=2,
+        train_rows="windows",
+        window_targets=1,
+        caser_output="published",
+        recbole={"loss_type": "BCE", "train_neg_sample_args": None, "train_batch_size": 32},
+    )
+    assert result.provenance["config"]["params"]["caser_output"] == "published"
+    settings = RecBoleParams(
+        model="Caser",
+        epochs=1,
+        max_history=2,
+        train_rows="windows",
+        caser_output="published",
+        recbole={"loss_type": "BCE", "train_neg_sample_args": None},
+    )
+    model = RecBolePredictor("Caser", settings, open_dataset(cyclic_data)).model.eval()
+    batch = Interaction({"user_id": torch.tensor([1, 2]), "item_id_list": torch.tensor([[3, 4], [5, 0]])})
+    with torch.no_grad():
+        before = model.full_sort_predict(batch)
+        assert before.shape == (2, model.n_items)
+        torch.testing.assert_close(
+            model.predict(Interaction(dict(batch.interaction) | {"item_id": torch.tensor([6, 7])})),
+            before[[0, 1], [6, 7]],
+        )
+        model.item_embedding.weight[7] += 1.0  # an input row the histories do not read
+        torch.testing.assert_close(model.full_sort_predict(batch), before)
+        model.output_bias.weight[7] += 1.0
+        after = model.full_sort_predict(batch)
+    assert torch.allclose(after[:, 7], before[:, 7] + 1.0) and torch.equal(after[:, :7], before[:, :7])
+
+
+def test_published_caser_output_needs_window_rows(synthetic_data, tmp_path):
+    message = "caser_output published is for Caser with train_rows windows, not HGN"
+    refused("HGN", synthetic_data, tmp_path, message, train_rows="windows", caser_output="published")
+    message = "caser_output must be one of recbole, published"
+    refused("Caser", synthetic_data, tmp_path, message, caser_output="paper")

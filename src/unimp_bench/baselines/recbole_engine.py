@@ -59,6 +59,7 @@ from unimp_bench.baselines.recbole_compat import (
 from unimp_bench.baselines.recbole_export import export_recbole
 from unimp_bench.baselines.recbole_objectives import (
     BINARY_CROSS_ENTROPY,
+    CASER_OUTPUTS,
     POSITION_ORIGINS,
     TARGET_SEQUENCE,
     TRAIN_ROWS,
@@ -157,6 +158,9 @@ class RecBoleParams:
     # max_history items that it predicts (the papers' T), and sampled negatives per window
     window_targets: int = 3
     window_negatives: int = 3
+    # Caser with train_rows windows: `published` scores items as the published Caser does (a separate
+    # output table and item bias over [z, user]); `recbole` as RecBole's Caser
+    caser_output: str = "recbole"
     recbole: dict[str, Any] = field(default_factory=dict)  # RecBole's own options
 
     def __post_init__(self) -> None:
@@ -164,6 +168,8 @@ class RecBoleParams:
             raise UnimpError(
                 "recbole params: max_history, epochs, stopping_step, eval_batch_size must be >= 1"
             )
+        if self.caser_output not in CASER_OUTPUTS:
+            raise UnimpError(f"recbole params: caser_output must be one of {', '.join(CASER_OUTPUTS)}")
         if self.window_targets < 1 or self.window_negatives < 1:
             raise UnimpError("recbole params: window_targets and window_negatives must be >= 1")
         if self.pretrain_epochs < 0 or self.valid_every_steps < 0:
@@ -219,7 +225,9 @@ def _model_class(params: RecBoleParams):
     prepare_recbole()
     from recbole.utils import get_model
 
-    chosen = model_class(params.model, _loss_type(params), params.train_rows, params.position_origin)
+    chosen = model_class(
+        params.model, _loss_type(params), params.train_rows, params.position_origin, params.caser_output
+    )
     if chosen is not None:
         return chosen
     try:

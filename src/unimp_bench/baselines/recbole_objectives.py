@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from unimp_bench.baselines.recbole_compat import prepare_recbole
+from unimp_bench.errors import UnimpError
 
 BINARY_CROSS_ENTROPY = "BCE"
 POSITION_ORIGINS = ("first", "latest")
@@ -113,11 +114,11 @@ def cloze_positions(rng, lengths: np.ndarray, width: int, ratio: float, most: in
     return real & (rank < wanted[:, None])
 
 
-def model_class(model: str, loss_type: str | None, train_rows: str, position_origin: str):
+def model_class(
+    model: str, loss_type: str | None, train_rows: str, position_origin: str, caser_output: str = "recbole"
+):
     """The subclass that trains `model` with these settings, or None for RecBole's own class; settings
     a model does not offer are refused in one sentence."""
-    from unimp_bench.errors import UnimpError
-
     asked = {
         key: value
         for key, value, default in (
@@ -132,6 +133,8 @@ def model_class(model: str, loss_type: str | None, train_rows: str, position_ori
         if model not in serving:
             names = serving[0] if len(serving) == 1 else f"{', '.join(serving[:-1])} and {serving[-1]}"
             raise UnimpError(f"{key} {value} is available for {names} only, not {model}")
+    if caser_output != "recbole" and (model != "Caser" or train_rows != "windows"):
+        raise UnimpError(f"caser_output {caser_output} is for Caser with train_rows windows, not {model}")
     if model in WINDOW_MODELS and loss_type == BINARY_CROSS_ENTROPY and train_rows != "windows":
         raise UnimpError(f"loss_type BCE for {model} needs train_rows windows")
     if model == "SASRec" and asked:
@@ -139,7 +142,7 @@ def model_class(model: str, loss_type: str | None, train_rows: str, position_ori
     if model == "BERT4Rec" and asked:
         return bert4rec_class()
     if model in WINDOW_MODELS and (asked or model == "HGN"):  # HGN: RecBole's loss needs a fix
-        return caser_class() if model == "Caser" else hgn_class()
+        return caser_class(caser_output) if model == "Caser" else hgn_class()
     return None
 
 
@@ -191,15 +194,23 @@ class WindowLoss(BinaryCrossEntropyAccepted):
         real = targets > 0
         if self.loss_type == "CE":  # a softmax over the catalog for every target
             rows = real.nonzero()[:, 0]
-            loss = F.cross_entropy(state[rows] @ table.weight.T, targets[real])
+            loss = F.cross_entropy(self.catalog_scores(state[rows]), targets[real])
         else:
-            positive = (state[:, None, :] * table(targets)).sum(-1)  # [B T]
-            negative = (state[:, None, :] * table(interaction[NEGATIVE_SEQUENCE])).sum(-1)  # [B N]
+            positive = self.item_scores(state, targets)  # [B T]
+            negative = self.item_scores(state, interaction[NEGATIVE_SEQUENCE])  # [B N]
             if self.loss_type == BINARY_CROSS_ENTROPY:
                 loss = F.softplus(-positive[real]).mean() + F.softplus(negative).mean()
             else:  # BPR: every real target against every negative of its row
                 loss = -F.logsigmoid(positive[:, :, None] - negative[:, None, :])[real].mean()
         return loss + self.regularization(interaction, table(targets[real]))
+
+    def item_scores(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """[B K] scores of each row's items [B K] from its state [B H]."""
+        return (state[:, None, :] * self.output_table(items)).sum(-1)
+
+    def catalog_scores(self, state: torch.Tensor) -> torch.Tensor:
+        """[B N] scores of every item."""
+        return state @ self.output_table.weight.T
 
     def training_batch(self, rng, sequences, inputs, targets, users, negatives: int) -> dict[str, np.ndarray]:
         """Window rows [B L] with their targets [B T], users [B] (RecBole's ids) and `negatives`
@@ -215,32 +226,87 @@ class WindowLoss(BinaryCrossEntropyAccepted):
         }
 
 
+CASER_OUTPUTS = ("recbole", "published")
+
+
 @functools.cache
-def caser_class():
-    """RecBole's Caser, trainable on the published window rows."""
+def caser_class(output: str = "recbole"):
+    """RecBole's Caser, trainable on the published window rows. `output: published` scores items as
+    the published Caser does: the 2d-dimensional [z, user] against a separate output table with an
+    item bias (W2, b2), where RecBole maps [z, user] back to d dimensions through a ReLU layer and
+    scores it against the input item table."""
     prepare_recbole()
     from recbole.model.sequential_recommender import Caser as RecBoleCaser
 
     class Caser(WindowLoss, RecBoleCaser):  # RecBole finds its options by this class name
-        """RecBole's Caser layers and prediction (items scored with the input item table)."""
+        """RecBole's Caser layers and prediction, or the published output (see caser_class)."""
+
+        published_output = output == "published"
+
+        def __init__(self, config, dataset):
+            super().__init__(config, dataset)
+            if self.published_output:  # built here, never in forward()
+                if not (self.n_v and self.n_h):
+                    raise UnimpError("the published Caser output needs nv and nh above 0")
+                width = 2 * self.embedding_size  # [z, user]
+                self.output_items = torch.nn.Embedding(self.n_items, width)
+                self.output_bias = torch.nn.Embedding(self.n_items, 1)
+                torch.nn.init.normal_(self.output_items.weight, 0, 1.0 / width)
+                torch.nn.init.zeros_(self.output_bias.weight)
 
         def state(self, interaction) -> torch.Tensor:
+            if self.published_output:
+                return self.features(interaction[self.USER_ID], interaction[self.ITEM_SEQ])
             return self.forward(interaction[self.USER_ID], interaction[self.ITEM_SEQ])
+
+        def features(self, user: torch.Tensor, item_seq: torch.Tensor) -> torch.Tensor:
+            """[B 2d]: [z, user], z from the vertical and horizontal convolutions over the window."""
+            embedded = self.item_embedding(item_seq).unsqueeze(1)  # [B 1 L d]
+            vertical = self.conv_v(embedded).view(-1, self.fc1_dim_v)  # [B nv*d]
+            horizontal = []
+            for conv in self.conv_h:  # one filter height per window length
+                activated = self.ac_conv(conv(embedded).squeeze(3))  # [B nh L-h+1]
+                horizontal.append(F.max_pool1d(activated, activated.size(2)).squeeze(2))  # [B nh]
+            z = self.ac_fc(self.fc1(self.dropout(torch.cat([vertical, *horizontal], 1))))  # [B d]
+            return torch.cat([z, self.user_embedding(user)], 1)
 
         @property
         def output_table(self) -> torch.nn.Embedding:
-            return self.item_embedding
+            return self.output_items if self.published_output else self.item_embedding
+
+        def item_scores(self, state, items):
+            scores = super().item_scores(state, items)
+            return scores + self.output_bias(items).squeeze(-1) if self.published_output else scores
+
+        def catalog_scores(self, state):
+            scores = super().catalog_scores(state)
+            return scores + self.output_bias.weight.T if self.published_output else scores
 
         def regularization(self, interaction, positive: torch.Tensor) -> torch.Tensor:
-            """RecBole's Caser terms: L2 of the embeddings and layers, and of the horizontal filters."""
+            """RecBole's Caser terms: L2 of the embeddings and layers, and of the horizontal filters
+            (the published output's table in place of the unused fc2)."""
             weights = [self.user_embedding.weight, self.item_embedding.weight, self.conv_v.weight]
-            weights += [self.fc1.weight, self.fc2.weight]
+            last = self.output_table if self.published_output else self.fc2
+            weights += [self.fc1.weight, last.weight]
             return self.reg_weight * self.reg_loss(weights) + self.reg_loss_conv_h()
 
         def calculate_loss(self, interaction):
             if TARGET_SEQUENCE in interaction:
                 return self.window_loss(interaction)
+            if self.published_output:
+                raise UnimpError("the published Caser output trains on train_rows windows")
             return super().calculate_loss(interaction)
+
+        def predict(self, interaction):
+            if not self.published_output:
+                return super().predict(interaction)
+            state = self.state(interaction)
+            return self.item_scores(state, interaction[self.ITEM_ID][:, None])[:, 0]
+
+        def full_sort_predict(self, interaction):
+            if not self.published_output:
+                return super().full_sort_predict(interaction)
+            return self.catalog_scores(self.state(interaction))
 
     return Caser
 

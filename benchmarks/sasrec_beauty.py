@@ -69,6 +69,7 @@ GRIDS = {
         WINDOWS | {"loss_type": "BCE", "reg_weight": 0.0},
         # the published rows, loss and output (a separate output table and item bias over [z, user])
         WINDOWS | {"loss_type": "BCE", "caser_output": "published"},
+        WINDOWS | {"loss_type": "BCE", "caser_output": "published", "reg_weight": 0.0},  # all of it
     ],
     # 2 and 3: the HGN paper's window of the last 5 items, with each objective; 4: the published rows
     # and pairwise loss

@@ -56,17 +56,23 @@ def test_window_batches_hold_each_window_once_with_its_user_and_unseen_negatives
     assert rows == expected
 
 
+# windows of the last 2 items predicting the next one, trained long enough to learn the cycle
+CYCLE_WINDOWS = {
+    "epochs": 60,
+    "stopping_step": 60,
+    "max_history": 2,
+    "train_rows": "windows",
+    "window_targets": 1,
+}
+
+
 @pytest.mark.parametrize(("model", "loss_type"), [("Caser", "BCE"), ("HGN", "BPR"), ("Caser", "CE")])
 def test_window_rows_learn_a_known_ranking(cyclic_data, tmp_path, model, loss_type):
     result = learns_the_cycle(
         model,
         cyclic_data,
         tmp_path,
-        epochs=60,
-        stopping_step=60,
-        max_history=2,
-        train_rows="windows",
-        window_targets=1,
+        **CYCLE_WINDOWS,
         recbole={"loss_type": loss_type, "train_neg_sample_args": None, "train_batch_size": 32}
         | ({"learning_rate": 0.01} if model == "HGN" else {}),
     )
@@ -93,11 +99,7 @@ def test_published_caser_output_learns_a_known_ranking_and_reads_its_own_table(c
         "Caser",
         cyclic_data,
         tmp_path,
-        epochs=60,
-        stopping_step=60,
-        max_history=2,
-        train_rows="windows",
-        window_targets=1,
+        **CYCLE_WINDOWS,
         caser_output="published",
         recbole={"loss_type": "BCE", "train_neg_sample_args": None, "train_batch_size": 32},
     )

@@ -31,7 +31,7 @@ from unimp_bench.baselines.history import (
     valid_interactions,
     valid_outside,
 )
-from unimp_bench.baselines.ranking import SHOWN_TOP, mask_seen, ranking_predictions
+from unimp_bench.baselines.ranking import SHOWN_TOP, earlier_items, leave_out, mask_seen, ranking_predictions
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.errors import UnimpError
@@ -210,6 +210,7 @@ class ZAMPredictor:
         self.item_words = self._words(documents)
         self.categories = [most_specific_category(c) or "" for c in items["categories"].to_list()]
         self.histories = item_histories(dataset)
+        self.valid_outside = valid_outside(dataset)  # early stopping ranks as the evaluated split does
         torch.manual_seed(params.seed)
         self.model = ZeroAttentionModel(self.n_items, self.n_words, params.dimension)
         self.training = self._fit(dataset)
@@ -290,12 +291,8 @@ class ZAMPredictor:
         users, positions = [u for u, _ in valid], [p for _, p in valid]
         targets = np.asarray([self.histories[u][p] for u, p in valid])
         scores = self._score(users, positions, [self.categories[t] for t in targets.tolist()])
-        if self.params.exclude_seen:
-            mask_seen(scores, [self.histories[u][:p] for u, p in valid], targets)
-        outside = valid_outside(self.dataset)
-        if outside is not None:
-            scores[:, outside] = -np.inf  # never a target: valid targets lie in the held-out domain
-        greater, ties = target_rank_counts(scores, targets)
+        seen = earlier_items(self.histories, users, positions) if self.params.exclude_seen else None
+        greater, ties = target_rank_counts(leave_out(scores, seen, targets, self.valid_outside), targets)
         return ranking_metrics(greater, ties, ["NDCG@10"])["NDCG@10"]
 
     def config(self) -> dict:

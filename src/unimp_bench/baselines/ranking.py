@@ -68,6 +68,22 @@ def mask_seen(scores: np.ndarray, seen: list[np.ndarray] | None, targets: np.nda
     return scores
 
 
+def earlier_items(histories: dict[int, np.ndarray], users, positions) -> list[np.ndarray]:
+    """Each (user, target position)'s earlier items, from every user's chronological item history."""
+    return [histories[u][:p] for u, p in zip(np.asarray(users).tolist(), np.asarray(positions).tolist())]
+
+
+def leave_out(
+    scores: np.ndarray, seen: list[np.ndarray] | None, targets: np.ndarray, outside: np.ndarray | None
+) -> np.ndarray:
+    """`mask_seen`, then every item outside the split's candidates (`outside`, None: none) set to
+    -inf, in place; targets are candidates, so none of them is left out."""
+    mask_seen(scores, seen, targets)
+    if outside is not None:
+        scores[:, outside] = -np.inf
+    return scores
+
+
 def ranking_predictions(
     example_ids: pl.Series, greater: Iterable[float], ties: Iterable[float], shown: list[list[int]]
 ) -> pl.DataFrame:

@@ -49,7 +49,7 @@ from unimp_bench.baselines.history import (
     valid_interactions,
     valid_outside,
 )
-from unimp_bench.baselines.ranking import SHOWN_TOP, mask_seen, ranking_predictions
+from unimp_bench.baselines.ranking import SHOWN_TOP, earlier_items, leave_out, ranking_predictions
 from unimp_bench.baselines.recbole_compat import (
     literal_config,
     literal_value,
@@ -384,6 +384,10 @@ class RecBolePredictor:
             self._index_items()
             if self.params.train_rows != "prefixes":
                 self.train_users, self.train_sequences = self._train_sequences()
+            if self.params.train_rows == "windows":  # L = the model's history width (HGN needs it whole)
+                self.windows = sliding_windows(
+                    self.train_sequences, self.sequence_width, self.params.window_targets
+                )
             if pretraining:
                 model = model_class(config, train_data.dataset).to(self.device)
                 self._pretrain(model, config, train_data)
@@ -499,14 +503,10 @@ class RecBolePredictor:
             yield self._parts_by_width(self._sequence_batch(rng, rows))
 
     def _window_batches(self, size: int, epoch: int):
-        """One step per random batch of windows (recbole_objectives.sliding_windows), seeded by (seed,
-        epoch), cut once from the training sequences with L = the model's history width."""
+        """One step per random batch of windows (recbole_objectives.sliding_windows, cut once in
+        `_train`), seeded by (seed, epoch)."""
         from recbole.data.interaction import Interaction
 
-        if not hasattr(self, "windows"):
-            self.windows = sliding_windows(
-                self.train_sequences, self.model.max_seq_length, self.params.window_targets
-            )
         inputs, targets, owners = self.windows
         rng = np.random.default_rng([self.params.seed, epoch])
         for rows in self._shuffled_batches(rng, len(owners), size):
@@ -700,11 +700,10 @@ class RecBolePredictor:
         for start in range(0, len(users), size):
             part = order[start : start + size]
             scores = self._catalog_scores(users[part], positions[part])
+            seen = None
             if self.params.exclude_seen:
-                seen = [self.histories[u][:p] for u, p in zip(users[part].tolist(), positions[part].tolist())]
-                mask_seen(scores, seen, targets[part])
-            if outside is not None:
-                scores[:, outside] = -np.inf  # never a target: targets are candidates
+                seen = earlier_items(self.histories, users[part], positions[part])
+            leave_out(scores, seen, targets[part], outside)
             greater[part], ties[part] = target_rank_counts(scores, targets[part])
             if shown:
                 top = np.argsort(-scores, axis=1, kind="stable")[:, :shown]

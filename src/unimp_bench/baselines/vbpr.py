@@ -30,7 +30,7 @@ from unimp_bench.baselines.history import (
     valid_interactions,
     valid_outside,
 )
-from unimp_bench.baselines.ranking import SHOWN_TOP, mask_seen, ranking_predictions
+from unimp_bench.baselines.ranking import SHOWN_TOP, earlier_items, leave_out, ranking_predictions
 from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
@@ -215,12 +215,8 @@ class VBPRPredictor:
         self.model.eval()
         with torch.no_grad():
             scores = self.model.all_scores(torch.as_tensor(users.astype(np.int64))).double().numpy()
-        if self.params.exclude_seen:
-            seen = [self.histories[u][:p] for u, p in zip(users.tolist(), positions.tolist())]
-            mask_seen(scores, seen, targets)
-        if outside is not None:
-            scores[:, outside] = -np.inf
-        return scores
+        seen = earlier_items(self.histories, users, positions) if self.params.exclude_seen else None
+        return leave_out(scores, seen, targets, outside)
 
     def _ndcg(
         self, users: np.ndarray, positions: np.ndarray, targets: np.ndarray, outside: np.ndarray | None

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from unimp_bench.data.api import prepare_synthetic_dataset
 from unimp_bench.data.contract import open_dataset
-from unimp_bench.evaluate import ModelEvalSettings, UniMPPredictor
 from unimp_bench.examples import build_examples, open_examples
 from unimp_bench.models.export import load_exported, resolve_export
+from unimp_bench.models.predictor import ModelEvalSettings, UniMPPredictor
 from unimp_bench.tasks import registry
 from unimp_bench.train import run_training
 

@@ -237,7 +237,8 @@ def test_explanations_respect_the_length_cap_and_rescore_identically(
     assert not any("<item_" in text or "[IMG]" in text for text in predictions["text"])
     # the scorer `unimp-bench score` uses reproduces every metric from the saved predictions
     examples = examples_of(synthetic_examples, "explanation", limit=6)
-    from unimp_bench.evaluate import ScoringSettings, score_predictions
+    from unimp_bench.evaluation.run import score_predictions
+    from unimp_bench.evaluation.scoring import ScoringSettings
     from unimp_bench.tasks import registry
 
     scores, used = score_predictions(
@@ -280,12 +281,12 @@ def test_zero_shot_new_domain_is_not_applicable_and_finetune_needs_a_fine_tuned_
 
 def test_robustness_changes_exactly_the_requested_fraction(synthetic_data, synthetic_examples):
     from unimp_bench.data.contract import open_dataset
-    from unimp_bench.evaluate import _item_text_and_images
+    from unimp_bench.evaluation.checkpoint import item_text_and_images
     from unimp_bench.examples import open_examples
     from unimp_bench.robustness import Perturbation, perturb
 
     example_set = open_examples(synthetic_examples)
-    attributes, has_image = _item_text_and_images(open_dataset(synthetic_data), example_set)
+    attributes, has_image = item_text_and_images(open_dataset(synthetic_data), example_set)
     frame = examples_of(synthetic_examples, "preference", limit=None)
     changed, report = perturb(frame, attributes, has_image, Perturbation(0.2, 0.3, seed=1))
     again, _ = perturb(frame, attributes, has_image, Perturbation(0.2, 0.3, seed=1))
@@ -331,7 +332,7 @@ def test_robustness_options_are_recorded_in_the_result(run, synthetic_data, synt
 def test_an_interrupted_evaluation_resumes_from_its_shards(
     run, synthetic_data, synthetic_examples, tmp_path, monkeypatch
 ):
-    from unimp_bench import evaluate as evaluation
+    from unimp_bench.models import predictor as evaluation
 
     options = ("--limit", "20", "--shard-size", "8")
     straight, straight_predictions, _ = evaluate(

@@ -17,7 +17,8 @@ NATIVE_RUNS = [
     (name, task)
     for name in available_baselines()
     if (spec := load_baseline(name)).engine == "native" and name != "vbpr"  # VBPR needs CLIP weights
-    for task in spec.tasks
+    for task, definition in registry().tasks.items()
+    if definition.builder in spec.kinds
 ]
 
 

@@ -11,7 +11,8 @@ from unimp_bench.baselines.popularity import PopularityParams, PopularityPredict
 from unimp_bench.baselines.runner import run_baseline
 from unimp_bench.data.contract import open_dataset
 from unimp_bench.errors import UnimpError
-from unimp_bench.evaluate import ScoringSettings, score_file, score_predictions
+from unimp_bench.evaluation.run import score_file, score_predictions
+from unimp_bench.evaluation.scoring import ScoringSettings
 from unimp_bench.examples import open_examples
 from unimp_bench.leaderboard import REPORTED, export_leaderboard, long_table
 from unimp_bench.metrics import target_rank_counts
@@ -290,7 +291,7 @@ def test_baselines_refuse_tasks_they_do_not_serve_and_unknown_models(synthetic_d
         run_baseline("bm25", "search", synthetic_data, tmp_path, ["train"])
     config = tmp_path / "bm25.yaml"
     config.write_text(
-        "name: bm25\ndescription: x\nengine: native\ntasks: [search]\nparams: {k1: 1.2, kay: 3}\n"
+        "name: bm25\ndescription: x\nengine: native\nkinds: [search]\nparams: {k1: 1.2, kay: 3}\n"
     )
     with pytest.raises(UnimpError, match="unknown key"):
         run_baseline("bm25", "search", synthetic_data, tmp_path, ["test"], config=config)

@@ -71,7 +71,7 @@ def test_popularity_reproduces_the_published_poprec_only_with_leaked_counts(beau
     excluded; the leak-free default counts only training interactions and lands a little lower."""
     config = tmp_path / "pop.yaml"
     config.write_text(
-        "name: pop\ndescription: leaky reproduction\nengine: native\ntasks: [recommendation]\n"
+        "name: pop\ndescription: leaky reproduction\nengine: native\nkinds: [recommendation]\n"
         "params: {exclude_seen: true, counts_from: all}\n"
     )
     scores = {}

@@ -318,7 +318,7 @@ def _scoring_settings(
     clip_checkpoint: Path | None = None,
 ):
     from unimp_bench.clip_scoring import ClipSettings
-    from unimp_bench.evaluate import ScoringSettings
+    from unimp_bench.evaluation.scoring import ScoringSettings
     from unimp_bench.metrics import TIE_RULES
 
     if tie_rule not in TIE_RULES:
@@ -375,7 +375,7 @@ def score_command(
 
     Example: unimp-bench score preds.jsonl --task search --examples data/synthetic-examples --method mine
     """
-    from unimp_bench.evaluate import score_file
+    from unimp_bench.evaluation.run import score_file
     from unimp_bench.examples import open_examples
     from unimp_bench.tasks import registry
 
@@ -486,7 +486,7 @@ def baselines_list_command():
 
     for name in available_baselines():
         spec = load_baseline(name)
-        out.print(f"{spec.name:<12} {spec.engine:<8} {', '.join(spec.tasks)}")
+        out.print(f"{spec.name:<12} {spec.engine:<8} {', '.join(spec.kinds)}")
 
 
 @baselines_app.command("export")
@@ -598,7 +598,8 @@ def eval_command(
 
     Example: unimp-bench eval --task recommendation --checkpoint runs/tiny --data data/synthetic --limit 100
     """
-    from unimp_bench.evaluate import ModelEvalSettings, evaluate_checkpoint
+    from unimp_bench.evaluation.checkpoint import evaluate_checkpoint
+    from unimp_bench.models.predictor import ModelEvalSettings
     from unimp_bench.robustness import Perturbation
 
     settings = ModelEvalSettings(

@@ -11,7 +11,7 @@ import polars as pl
 from unimp_bench.baselines.runner import run_baseline
 from unimp_bench.data.api import dataset_statistics_table, prepare_synthetic_dataset
 from unimp_bench.errors import UnimpError
-from unimp_bench.evaluate import evaluate_checkpoint
+from unimp_bench.evaluation.checkpoint import evaluate_checkpoint
 from unimp_bench.examples import build_examples
 from unimp_bench.leaderboard import export_leaderboard
 from unimp_bench.tasks import registry

@@ -32,25 +32,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from unimp_bench import __version__
-from unimp_bench.config import to_mapping
+from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset, open_dataset
 from unimp_bench.errors import UnimpError
 from unimp_bench.fileio import atomic_directory, file_sha256, read_json, write_json_atomic
 from unimp_bench.progress import ProgressReporter
 from unimp_bench.prompts import (
     PromptSettings,
-    Segment,
-    clean_text,
     flatten_item,
     history_segment,
     item_attributes,
-    item_segment,
-    item_token,
     most_specific_category,
-    rating_token,
     render,
 )
-from unimp_bench.tasks import SPLITS, Task, registry
+from unimp_bench.task_kinds import SPLIT_CODES, RowContext
+from unimp_bench.tasks import SPLITS, Task, registry, validate_task
 
 EXAMPLES_VERSION = 1
 ROWS_PER_GROUP = 20_000
@@ -71,23 +67,10 @@ COMMON_SCHEMA = [
     ("history_spans", pa.list_(pa.list_(pa.int32()))),
     ("target_text", pa.string()),
 ]
-TASK_SCHEMA = {
-    "recommendation": [("target_item", pa.int32())],
-    "search": [("target_item", pa.int32()), ("query", pa.string())],
-    "preference": [("target_item", pa.int32()), ("rating", pa.float32())],
-    "explanation": [("target_item", pa.int32()), ("review", pa.string())],
-    "selection": [("candidates", pa.list_(pa.int32())), ("positives", pa.list_(pa.int32()))],
-    "image_generation": [
-        ("target_item", pa.int32()),
-        ("query", pa.string()),
-        ("retrieved", pa.list_(pa.int32())),
-        ("target_image", pa.string()),
-    ],
-}
 
 
 def example_schema(task: Task) -> pa.Schema:
-    return pa.schema(COMMON_SCHEMA + TASK_SCHEMA[task.builder])
+    return pa.schema(COMMON_SCHEMA + list(task.kind.columns))
 
 
 @dataclass(frozen=True)
@@ -133,9 +116,6 @@ class UserSequences:
 
     def slice(self, row: int) -> slice:
         return slice(self.offsets[row], self.offsets[row + 1])
-
-
-SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
 
 
 def load_sequences(dataset: PreparedDataset, with_reviews: bool) -> UserSequences:
@@ -216,7 +196,7 @@ class ExampleBuilder:
         self.tasks = tasks
         self.settings = settings
         self.catalog = Catalog(dataset, settings.prompt)
-        self.sequences = load_sequences(dataset, with_reviews=any(t.builder == "explanation" for t in tasks))
+        self.sequences = load_sequences(dataset, with_reviews=any(t.kind.reads_reviews for t in tasks))
         held_out = dataset.manifest.get("new_domain") or {}
         self.held_out_domain = held_out.get("domain") if held_out.get("present") else None
         self._retriever = None
@@ -252,7 +232,7 @@ class ExampleBuilder:
         extra = rng.choice(len(remaining), size=count - len(chosen), replace=False)
         return chosen + [remaining[i] for i in sorted(extra.tolist())]
 
-    def _stratified_negatives(
+    def stratified_negatives(
         self, rng, positives: list[int], seen: set[int], count: int, pool: str
     ) -> list[int] | None:
         """`count` negatives; with the `domain` pool, each positive's domain gets its share (as many
@@ -284,7 +264,9 @@ class ExampleBuilder:
         items = seq.items[part].tolist()  # Python ints: cheaper to slice and index per example
         split_codes = seq.splits[part]
         split_list = split_codes.tolist()
-        needs_rng = task.builder == "selection" or self.settings.instruction == "random"
+        ratings = seq.ratings[part]
+        reviews = seq.reviews[part] if task.kind.reads_reviews else None
+        needs_rng = task.kind.draws or self.settings.instruction == "random"
         trained = np.flatnonzero(split_codes == SPLIT_CODES["train"])
         last_train = int(trained[-1]) if len(trained) else -1
         for split, writer in writers.items():
@@ -301,91 +283,33 @@ class ExampleBuilder:
                 if p < task.min_history:
                     writer.skipped["too little history"] += 1
                     continue
-                first = p  # the first position the example asks about (the only one but for selection)
-                if task.builder == "selection":
-                    wanted = int(
-                        rng.integers(task.candidates.positives_min, task.candidates.positives_max + 1)
-                    )
-                    if split == "new_user":  # never trained on: its last `wanted` interactions
-                        first = max(task.min_history, p - wanted + 1)
-                history = items[max(0, first - task.max_history) : first]
-                target = items[first]
-                segments = {"history": history_segment(catalog.flat, history)}
-                row_fields: dict = {}
-                if task.builder == "recommendation":
-                    row_fields = {"target_item": target}
-                    target_text = item_token(target)
-                elif task.builder in ("search", "image_generation"):
-                    query = catalog.category[target]
-                    if query is None:
-                        writer.skipped["target item has no category"] += 1
-                        continue
-                    segments["query"] = Segment(query)
-                    row_fields = {"target_item": target, "query": query}
-                    target_text = item_token(target)
-                    if task.builder == "image_generation":
-                        if not catalog.image_path[target]:
-                            writer.skipped["target item has no image"] += 1
-                            continue
-                        retrieved = self.retriever().top(query, task.retrieved_images, exclude=target)
-                        segments["retrieved"] = item_segment(catalog.flat, retrieved)
-                        row_fields |= {"retrieved": retrieved, "target_image": catalog.image_path[target]}
-                        target_text = catalog.image_path[target]
-                elif task.builder == "preference":
-                    segments["item"] = item_segment(catalog.flat, [target])
-                    rating = float(seq.ratings[part][p])
-                    row_fields = {"target_item": target, "rating": rating}
-                    target_text = rating_token(rating)
-                elif task.builder == "explanation":
-                    review = clean_text(seq.reviews[part.start + p], task.review_max_words)
-                    if not review:
-                        writer.skipped["empty review"] += 1
-                        continue
-                    segments["item"] = item_segment(catalog.flat, [target])
-                    row_fields = {"target_item": target, "review": review}
-                    target_text = review
-                elif task.builder == "selection":
-                    sampling = task.candidates
-                    positives = items[first : p + 1]  # new_user: its last 1-3; otherwise the target
-                    if split == "train":  # later training interactions of the same user, in order
-                        for q in range(p + 1, min(p + wanted, len(items))):
-                            if split_list[q] != SPLIT_CODES["train"]:
-                                break
-                            positives.append(items[q])
-                    # never a negative: what the user had up to this example's last positive, and all
-                    # their training items; a training example never looks at valid or test items
-                    visible = max(first + len(positives) - 1, last_train)
-                    seen = set(items[: visible + 1])
-                    negatives = self._stratified_negatives(
-                        rng, positives, seen, sampling.num_candidates - len(positives), sampling.negative_pool
-                    )
-                    if negatives is None:
-                        writer.skipped["too few items the user never interacted with"] += 1
-                        continue
-                    candidates = positives + negatives
-                    candidates = [candidates[i] for i in rng.permutation(len(candidates))]
-                    segments["candidates"] = item_segment(catalog.flat, candidates)
-                    positive_set = set(positives)
-                    row_fields = {"candidates": candidates, "positives": positives}
-                    target_text = " ".join(item_token(c) for c in candidates if c in positive_set)
+                context = RowContext(
+                    self, task, split, items, split_list, ratings, reviews, p, last_train, rng
+                )
+                built = task.kind.build_row(context)
+                if isinstance(built, str):
+                    writer.skipped[built] += 1
+                    continue
+                history = context.history(built.first)
+                segments = {"history": history_segment(catalog.flat, history), **built.segments}
                 instruction_id = self._instruction(task, rng)
                 prompt = render(task.instructions[instruction_id], segments)
                 writer.add(
                     {
-                        "example_id": f"{task.name}:{split}:{user}:{first}",
+                        "example_id": f"{task.name}:{split}:{user}:{built.first}",
                         "task": task.name,
                         "task_version": task.version,
                         "split": split,
                         "user_idx": user,
-                        "target_pos": first,
+                        "target_pos": built.first,
                         "history": history,
                         "instruction_id": instruction_id,
                         "prompt": prompt.text,
                         "image_items": list(prompt.image_items),
                         "image_paths": [catalog.image_path[i] for i in prompt.image_items],
                         "history_spans": [list(span) for span in prompt.history_spans],
-                        "target_text": target_text,
-                        **row_fields,
+                        "target_text": built.target_text,
+                        **built.fields,
                     }
                 )
 
@@ -478,6 +402,13 @@ class ExampleSet:
         if split not in entry["splits"]:
             raise UnimpError(f"{self.root} holds no {split} examples of {task.name}")
         return entry["splits"][split]
+
+    def task(self, name: str) -> Task:
+        """The definition of task `name` these examples were built with (a worker reads it from here,
+        wherever the task's YAML was found)."""
+        if name not in self.manifest["tasks"]:
+            raise UnimpError(f"{self.root} holds no {name} examples; build them with --tasks {name}")
+        return validate_task(from_mapping(Task, self.manifest["tasks"][name]["definition"], name), name)
 
     def load(self, task: Task, split: str) -> pl.DataFrame:
         entry = self.entry(task, split)

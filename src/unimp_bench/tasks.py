@@ -1,13 +1,18 @@
 """Task definitions (data in tasks/*.yaml) and the one registry built from them.
 
-A task YAML names the builder that turns a prepared dataset into its examples (one of BUILDERS),
-its instruction templates, its metrics and its splits. Bump `version` whenever the meaning of a task
-changes (template, target, sampling), so results of different meanings never share a row.
+A task YAML names its kind (`builder:`, one of task_kinds.KINDS), its instruction templates, its
+metrics and its splits. Bump `version` whenever the meaning of a task changes (template, target,
+sampling), so results of different meanings never share a row.
+
+The registry holds the tasks shipped with the package and those of every folder named in the
+environment variable UNIMP_BENCH_TASK_PATH (colon-separated, like PATH); a name defined twice is
+refused.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,19 +21,11 @@ from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import parse_metric
 from unimp_bench.prompts import template_parts
 from unimp_bench.resources import resource_dir
+from unimp_bench.task_kinds import KINDS, TaskKind
 
+TASK_PATH_VARIABLE = "UNIMP_BENCH_TASK_PATH"
 SPLITS = ("train", "valid", "test", "new_user", "new_domain", "new_domain_finetune")
 EVALUATION_SPLITS = ("valid", "test", "new_user", "new_domain", "new_domain_finetune")
-
-# builder -> (placeholders every template must use, metric family the task is scored with)
-BUILDERS: dict[str, tuple[frozenset[str], str]] = {
-    "recommendation": (frozenset({"history"}), "ranking"),
-    "search": (frozenset({"history", "query"}), "ranking"),
-    "preference": (frozenset({"history", "item"}), "rating"),
-    "explanation": (frozenset({"history", "item"}), "text"),
-    "selection": (frozenset({"history", "candidates"}), "set"),
-    "image_generation": (frozenset({"history", "query", "retrieved"}), "image"),
-}
 
 
 @dataclass(frozen=True)
@@ -44,7 +41,7 @@ class Task:
     name: str
     version: int
     description: str
-    builder: str
+    builder: str  # the task's kind, one of task_kinds.KINDS
     instructions: tuple[str, ...]
     inputs: tuple[str, ...]
     target: str
@@ -57,8 +54,12 @@ class Task:
     retrieved_images: int | None = None
 
     @property
+    def kind(self) -> TaskKind:
+        return KINDS[self.builder]
+
+    @property
     def metric_family(self) -> str:
-        return BUILDERS[self.builder][1]
+        return self.kind.family.name
 
 
 def _template_fields(template: str) -> list[str]:
@@ -69,11 +70,11 @@ def _template_fields(template: str) -> list[str]:
 
 
 def validate_task(task: Task, where: str) -> Task:
-    if task.builder not in BUILDERS:
-        raise UnimpError(f"{where}: unknown builder {task.builder!r}; known: {', '.join(BUILDERS)}")
+    if task.builder not in KINDS:
+        raise UnimpError(f"{where}: unknown builder {task.builder!r}; known: {', '.join(KINDS)}")
     if task.version < 1:
         raise UnimpError(f"{where}: version must be a positive integer")
-    required, family = BUILDERS[task.builder]
+    required, family = task.kind.placeholders, task.metric_family
     if not task.instructions:
         raise UnimpError(f"{where}: at least one instruction template is needed")
     for template in task.instructions:
@@ -99,18 +100,9 @@ def validate_task(task: Task, where: str) -> Task:
         raise UnimpError(f"{where}: splits must be a non-empty subset of {', '.join(SPLITS)}")
     if task.max_history < 1 or not 0 <= task.min_history <= task.max_history:
         raise UnimpError(f"{where}: need 1 <= max_history and 0 <= min_history <= max_history")
-    if task.builder == "selection":
-        sampling = task.candidates
-        if sampling is None:
-            raise UnimpError(f"{where}: a selection task needs a candidates section")
-        if not 1 <= sampling.positives_min <= sampling.positives_max < sampling.num_candidates:
-            raise UnimpError(f"{where}: need 1 <= positives_min <= positives_max < num_candidates")
-        if sampling.negative_pool not in ("domain", "catalog"):
-            raise UnimpError(f"{where}: negative_pool must be domain or catalog")
-    if task.builder == "explanation" and (task.review_max_words or 0) < 1:
-        raise UnimpError(f"{where}: an explanation task needs review_max_words >= 1")
-    if task.builder == "image_generation" and (task.retrieved_images or 0) < 1:
-        raise UnimpError(f"{where}: an image_generation task needs retrieved_images >= 1")
+    problem = task.kind.check(task)
+    if problem:
+        raise UnimpError(f"{where}: {problem}")
     return task
 
 
@@ -137,18 +129,40 @@ class TaskRegistry:
         return list(self.tasks)
 
 
-def build_registry(folder: Path) -> TaskRegistry:
-    files = sorted(folder.glob("*.yaml"))
-    if not files:
-        raise UnimpError(f"no task definitions found in {folder}")
+def build_registry(*folders: Path) -> TaskRegistry:
+    """The tasks of every folder's *.yaml files, in folder order; a name defined twice is refused."""
     tasks: dict[str, Task] = {}
-    for path in files:
-        task = load_task_file(path)
-        tasks[task.name] = task
+    where: dict[str, Path] = {}
+    for folder in folders:
+        files = sorted(folder.glob("*.yaml"))
+        if not files:
+            raise UnimpError(f"no task definitions found in {folder}")
+        for path in files:
+            task = load_task_file(path)
+            if task.name in tasks:
+                raise UnimpError(f"task {task.name} is defined twice: in {where[task.name]} and in {path}")
+            tasks[task.name] = task
+            where[task.name] = path
     return TaskRegistry(tasks)
 
 
-@functools.cache
+def task_folders() -> tuple[Path, ...]:
+    """The shipped task folder, then each folder of UNIMP_BENCH_TASK_PATH."""
+    extra = []
+    for entry in os.environ.get(TASK_PATH_VARIABLE, "").split(os.pathsep):
+        if entry.strip():
+            folder = Path(entry).expanduser()
+            if not folder.is_dir():
+                raise UnimpError(f"{TASK_PATH_VARIABLE} names {entry}, which is not a folder")
+            extra.append(folder.resolve())
+    return (resource_dir("tasks"), *extra)
+
+
 def registry() -> TaskRegistry:
-    """The registry of the tasks shipped with the package (tasks/*.yaml), built once."""
-    return build_registry(resource_dir("tasks"))
+    """The registry of the shipped tasks and those on UNIMP_BENCH_TASK_PATH, built once per path."""
+    return _registry_of(task_folders())
+
+
+@functools.cache
+def _registry_of(folders: tuple[Path, ...]) -> TaskRegistry:
+    return build_registry(*folders)

@@ -66,14 +66,15 @@ from unimp_bench.progress import ProgressReporter
 from unimp_bench.tasks import registry
 
 STRATEGIES = ("multitask", "continual", "multitask_then_finetune", "multitask_then_efficient")
-TRAINABLE_TASKS = ("recommendation", "preference", "explanation", "selection", "search")
+# the shipped tasks trained by default; any registered task whose kind trains may be named instead
+DEFAULT_TASKS = ("recommendation", "preference", "explanation", "selection", "search")
 PRECISIONS = ("fp32", "bf16", "fp16")
 BPE_TRAINING_TEXTS = 200_000
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    tasks: tuple[str, ...] = TRAINABLE_TASKS
+    tasks: tuple[str, ...] = DEFAULT_TASKS
     task_sampling: dict[str, float] = field(default_factory=dict)  # relative share of each task's examples
     strategy: str = "multitask"
     finetune_task: str = "recommendation"  # the second stage's task of the *_then_* strategies
@@ -113,16 +114,6 @@ class TrainConfig:
             raise UnimpError("train.schedule must be cosine or constant")
         if not self.tasks:
             raise UnimpError("train.tasks must name at least one task")
-        for task in self.tasks:
-            if task == "image_generation":
-                raise UnimpError(
-                    "training on image_generation needs an image tokenizer, which this version does not "
-                    "have yet; remove it from train.tasks"
-                )
-            if task not in TRAINABLE_TASKS:
-                raise UnimpError(
-                    f"train.tasks: unknown task {task!r}; trainable: {', '.join(TRAINABLE_TASKS)}"
-                )
         unknown = sorted(set(self.task_sampling) - set(self.tasks))
         if unknown:
             raise UnimpError(f"train.task_sampling names tasks that are not trained: {', '.join(unknown)}")
@@ -132,6 +123,19 @@ class TrainConfig:
             raise UnimpError("train.micro_batch, grad_accum, epochs and lr must be positive")
         if (self.max_steps is not None and self.max_steps < 1) or (self.steps is not None and self.steps < 1):
             raise UnimpError("train.steps and train.max_steps must be at least 1")
+
+
+def check_trainable(config: TrainConfig) -> None:
+    """Every task of train.tasks is registered (shipped or on UNIMP_BENCH_TASK_PATH) and its kind
+    trains. Checked where the run starts; workers read the definitions saved with the run's examples."""
+    tasks = registry()
+    for name in config.tasks:
+        if name not in tasks.tasks:
+            trainable = [t.name for t in tasks.tasks.values() if t.kind.untrainable is None]
+            raise UnimpError(f"train.tasks: unknown task {name!r}; trainable: {', '.join(trainable)}")
+        reason = tasks.get(name).kind.untrainable
+        if reason:
+            raise UnimpError(f"{reason}; remove {name} from train.tasks")
 
 
 @dataclass(frozen=True)
@@ -290,7 +294,7 @@ def load_train_examples(run: Path, config: TrainConfig) -> dict[str, TaskExample
     examples = open_examples(run / "examples")
     tasks = {}
     for name in config.tasks:
-        frame = examples.load(registry().get(name), "train")
+        frame = examples.load(examples.task(name), "train")
         if config.max_examples_per_task is not None and len(frame) > config.max_examples_per_task:
             frame = frame.sample(config.max_examples_per_task, seed=config.seed, shuffle=True)
         if len(frame) == 0:
@@ -408,6 +412,7 @@ def run_training(
     """`unimp-bench train`: the training summary (from this process, or from the launched workers)."""
     overrides = list(overrides) + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
     config = load_run_config(config_path, overrides)
+    check_trainable(config.train)
     if gpus < 0:
         raise UnimpError("--gpus must be 0 (CPU) or a positive number of GPUs")
     if hostfile is not None and not hostfile.is_file():

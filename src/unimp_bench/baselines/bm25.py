@@ -12,17 +12,17 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from unimp_bench.baselines.history import excluded_items
-from unimp_bench.baselines.ranking import (
-    SHOWN_TOP,
-    SortedScores,
-    best_first,
-    first_items,
-    ranking_predictions,
-)
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import words
+from unimp_bench.ranking import (
+    SHOWN_TOP,
+    SortedScores,
+    best_first,
+    excluded_items,
+    first_items,
+    ranking_predictions,
+)
 
 DOCUMENT_FIELDS = ("title", "brand", "categories", "description")
 
@@ -114,6 +114,9 @@ class BM25Predictor:
 
     def config(self) -> dict:
         return {"params": to_mapping(self.settings)}
+
+    def not_applicable(self, task, split: str) -> str | None:
+        return None  # it reads item texts and the example's own history, never a trained vector
 
     @classmethod
     def tunes_on_valid(cls, task) -> bool:

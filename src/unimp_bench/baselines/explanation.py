@@ -58,6 +58,9 @@ class ReviewRetrievalPredictor:
     def config(self) -> dict:
         return {"params": to_mapping(self.params), "answers_by_route": dict(sorted(self.routes.items()))}
 
+    def not_applicable(self, task, split: str) -> str | None:
+        return None  # every split: an item without training reviews takes the documented fallback
+
     @classmethod
     def tunes_on_valid(cls, task: Task) -> bool:
         return False

@@ -80,69 +80,10 @@ def no_user_vector(method: str, split: str, dataset: PreparedDataset | None = No
     return None
 
 
-def no_item_evidence(method: str, split: str) -> str | None:
-    """Why a model that knows items only from training interactions (an id vector, a count) cannot
-    serve the zero-shot split, whose items no training interaction holds."""
-    if split == "new_domain":
-        return (
-            f"{method} knows items only from training interactions and none of the held-out domain's "
-            "items has one (zero-shot); see new_domain_finetune"
-        )
-    return None
-
-
-def seen_items(dataset: PreparedDataset, examples: pl.DataFrame) -> list[np.ndarray]:
-    """For each example, every item its user interacted with before the target position."""
-    keys = examples.select("user_idx", "target_pos").with_row_index("row")
-    earlier = (
-        dataset.scan("interactions")
-        .select("user_idx", "pos", "item_idx")
-        .join(keys.lazy(), on="user_idx")
-        .filter(pl.col("pos") < pl.col("target_pos"))
-        .group_by("row")
-        .agg(pl.col("item_idx"))
-        .collect()
-    )
-    by_row = dict(zip(earlier["row"].to_list(), earlier["item_idx"].to_list()))
-    return [np.asarray(by_row.get(i, []), dtype=np.int64) for i in range(len(examples))]
-
-
-def examples_split(examples: pl.DataFrame) -> str | None:
-    splits = examples["split"].unique().to_list() if "split" in examples.columns else []
-    return splits[0] if len(splits) == 1 else None
-
-
-def outside_candidates(dataset: PreparedDataset, split: str | None) -> np.ndarray | None:
-    """The items a ranking on `split` must leave out (those outside its candidate catalog), or None."""
-    from unimp_bench.data.transfer import candidate_items
-
-    chosen = candidate_items(dataset, split) if split else None
-    if chosen is None:
-        return None
-    catalog = dataset.scan("items").select(pl.len()).collect().item()
-    keep = np.zeros(catalog, dtype=bool)
-    keep[chosen] = True
-    return np.flatnonzero(~keep).astype(np.int64)
-
-
 def valid_outside(dataset: PreparedDataset) -> np.ndarray | None:
     """The items early stopping leaves out of its valid rankings: on a fine-tuning view, those outside
     the held-out domain (its valid targets are ranked as its test targets will be); else None."""
     from unimp_bench.data.transfer import FinetuneView
+    from unimp_bench.ranking import outside_candidates
 
     return outside_candidates(dataset, "new_domain_finetune") if isinstance(dataset, FinetuneView) else None
-
-
-def excluded_items(
-    dataset: PreparedDataset, examples: pl.DataFrame, exclude_seen: bool
-) -> list[np.ndarray] | None:
-    """Per example, the items its ranking leaves out: the user's earlier items (with `exclude_seen`)
-    and every item outside the split's candidates (on the new_domain splits, by default, all but the
-    held-out domain's). None when nothing is left out."""
-    outside = outside_candidates(dataset, examples_split(examples))
-    seen = seen_items(dataset, examples) if exclude_seen else None
-    if outside is None:
-        return seen
-    if seen is None:
-        return [outside] * len(examples)
-    return [np.union1d(items, outside) for items in seen]

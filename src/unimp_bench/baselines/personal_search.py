@@ -24,19 +24,25 @@ from torch import nn
 from unimp_bench.baselines.bm25 import DOCUMENT_FIELDS, BM25Ranker, BM25Settings, item_documents, tokenize
 from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import (
-    excluded_items,
     item_histories,
-    no_item_evidence,
     training_interactions,
     valid_interactions,
     valid_outside,
 )
-from unimp_bench.baselines.ranking import SHOWN_TOP, earlier_items, leave_out, mask_seen, ranking_predictions
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
+from unimp_bench.data.transfer import no_item_evidence
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import ranking_metrics, target_rank_counts
 from unimp_bench.prompts import most_specific_category
+from unimp_bench.ranking import (
+    SHOWN_TOP,
+    earlier_items,
+    excluded_items,
+    leave_out,
+    mask_seen,
+    ranking_predictions,
+)
 from unimp_bench.tasks import Task
 
 CHUNK = 1024  # examples scored per dense [examples, items] score matrix
@@ -90,6 +96,9 @@ class PersonalBM25Predictor:
             "weight_tuned_on": "valid",
             "valid_NDCG@10_by_weight": self.valid_ndcg,
         }
+
+    def not_applicable(self, task, split: str) -> str | None:
+        return None  # it reads item texts and the example's own history, never a trained vector
 
     @classmethod
     def tunes_on_valid(cls, task: Task) -> bool:

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from unimp_bench.baselines.history import excluded_items, no_item_evidence
-from unimp_bench.baselines.ranking import SHOWN_TOP, SortedScores, ranking_predictions
 from unimp_bench.baselines.selection import SelectionThreshold
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
+from unimp_bench.data.transfer import no_item_evidence
 from unimp_bench.errors import UnimpError
+from unimp_bench.ranking import SHOWN_TOP, SortedScores, excluded_items, ranking_predictions
 from unimp_bench.tasks import Task
 
 

@@ -19,7 +19,6 @@ import torch
 
 from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import (
-    no_item_evidence,
     no_user_vector,
     training_interactions,
     training_users,
@@ -28,6 +27,7 @@ from unimp_bench.baselines.history import (
 )
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
+from unimp_bench.data.transfer import no_item_evidence
 from unimp_bench.errors import UnimpError
 from unimp_bench.tasks import Task
 

@@ -40,16 +40,7 @@ import torch
 import yaml
 
 from unimp_bench.baselines.early_stopping import BestEpoch
-from unimp_bench.baselines.history import (
-    examples_split,
-    item_histories,
-    no_item_evidence,
-    no_user_vector,
-    outside_candidates,
-    valid_interactions,
-    valid_outside,
-)
-from unimp_bench.baselines.ranking import SHOWN_TOP, earlier_items, leave_out, ranking_predictions
+from unimp_bench.baselines.history import item_histories, no_user_vector, valid_interactions, valid_outside
 from unimp_bench.baselines.recbole_compat import (
     literal_config,
     literal_value,
@@ -69,9 +60,17 @@ from unimp_bench.baselines.recbole_objectives import (
 from unimp_bench.baselines.selection import SelectionThreshold
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
-from unimp_bench.data.transfer import FinetuneView
+from unimp_bench.data.transfer import FinetuneView, no_item_evidence
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import ranking_metrics, target_rank_counts
+from unimp_bench.ranking import (
+    SHOWN_TOP,
+    earlier_items,
+    examples_split,
+    leave_out,
+    outside_candidates,
+    ranking_predictions,
+)
 from unimp_bench.tasks import Task
 
 DATASET_NAME = "unimp"

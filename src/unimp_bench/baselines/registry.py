@@ -9,6 +9,7 @@ from typing import Any
 from unimp_bench.config import from_mapping, load_yaml
 from unimp_bench.errors import UnimpError
 from unimp_bench.resources import resource_dir
+from unimp_bench.task_kinds import KINDS
 
 ENGINES = ("native", "recbole")
 
@@ -18,7 +19,7 @@ class BaselineSpec:
     name: str
     description: str
     engine: str
-    tasks: tuple[str, ...]
+    kinds: tuple[str, ...]  # the task kinds it serves (task_kinds.KINDS): every task of those kinds
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -33,9 +34,15 @@ def load_baseline(model: str, config: Path | None = None) -> BaselineSpec:
         if model.lower() not in known:
             raise UnimpError(f"unknown baseline {model!r}; available: {', '.join(known)}")
         config = known[model.lower()]
-    spec = from_mapping(BaselineSpec, load_yaml(config), config.name)
+    mapping = load_yaml(config)
+    if isinstance(mapping, dict) and "tasks" in mapping:
+        raise UnimpError(f"{config}: name the task kinds the baseline serves under kinds: (formerly tasks:)")
+    spec = from_mapping(BaselineSpec, mapping, config.name)
     if spec.name.lower() != model.lower():
         raise UnimpError(f"{config} defines baseline {spec.name!r}, not {model!r}")
+    unknown = [kind for kind in spec.kinds if kind not in KINDS]
+    if unknown:
+        raise UnimpError(f"{config}: unknown task kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
     if spec.engine not in ENGINES:
         raise UnimpError(f"{config}: unknown engine {spec.engine!r}; known: {', '.join(ENGINES)}")
     return spec

@@ -9,7 +9,8 @@ from unimp_bench.baselines.registry import load_baseline, make_predictor, predic
 from unimp_bench.data.contract import PreparedDataset, open_dataset
 from unimp_bench.data.transfer import FinetuneSettings, candidates_tag, describe_candidates, finetune_view
 from unimp_bench.errors import UnimpError
-from unimp_bench.evaluate import ScoringSettings, evaluate_predictor
+from unimp_bench.evaluation.run import evaluate_predictor
+from unimp_bench.evaluation.scoring import ScoringSettings
 from unimp_bench.examples import examples_for
 from unimp_bench.results import Result
 from unimp_bench.tasks import EVALUATION_SPLITS, registry
@@ -35,9 +36,10 @@ def run_baseline(
     model trained on the train split."""
     spec = load_baseline(model, config)
     task = registry().get(task_name)
-    if task.name not in spec.tasks:
+    if task.builder not in spec.kinds:
         raise UnimpError(
-            f"baseline {spec.name} does not serve task {task.name}; it serves {', '.join(spec.tasks)}"
+            f"baseline {spec.name} does not serve task {task.name} (a {task.builder} task); "
+            f"it serves {', '.join(spec.kinds)} tasks"
         )
     unknown = [s for s in splits if s not in EVALUATION_SPLITS]
     if unknown:

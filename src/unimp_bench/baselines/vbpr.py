@@ -21,21 +21,26 @@ from torch import nn
 
 from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import (
-    examples_split,
     item_histories,
     no_user_vector,
-    outside_candidates,
     training_interactions,
     training_users,
     valid_interactions,
     valid_outside,
 )
-from unimp_bench.baselines.ranking import SHOWN_TOP, earlier_items, leave_out, ranking_predictions
 from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import ranking_metrics, target_rank_counts
+from unimp_bench.ranking import (
+    SHOWN_TOP,
+    earlier_items,
+    examples_split,
+    leave_out,
+    outside_candidates,
+    ranking_predictions,
+)
 from unimp_bench.tasks import Task
 
 FEATURES = ("clip", "thumbnail")

@@ -238,3 +238,14 @@ def finetune_view(dataset: PreparedDataset, settings: FinetuneSettings) -> Finet
             "new_domain_finetune has no valid targets"
         )
     return view
+
+
+def no_item_evidence(method: str, split: str) -> str | None:
+    """Why a model that knows items only from training interactions (an id vector, a count) cannot
+    serve the zero-shot split, whose items no training interaction holds."""
+    if split == "new_domain":
+        return (
+            f"{method} knows items only from training interactions and none of the held-out domain's "
+            "items has one (zero-shot); see new_domain_finetune"
+        )
+    return None

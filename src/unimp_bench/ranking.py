@@ -1,4 +1,6 @@
-"""Turning score vectors into the exact (greater, ties) rank counts the ranking metrics read."""
+"""Ranking helpers that models and baselines share: the items a ranking leaves out (the user's earlier
+items, those outside the split's candidates) and turning score vectors into the exact (greater, ties)
+rank counts the ranking metrics read."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ from collections.abc import Iterable
 
 import numpy as np
 import polars as pl
+
+from unimp_bench.data.contract import PreparedDataset
 
 SHOWN_TOP = 10  # items listed per example in ranking predictions, for inspection only
 
@@ -92,3 +96,52 @@ def ranking_predictions(
         {"example_id": example_ids, "greater": greater, "ties": ties, "ranked": shown},
         schema_overrides={"greater": pl.Float64, "ties": pl.Float64, "ranked": pl.List(pl.Int64)},
     )
+
+
+def seen_items(dataset: PreparedDataset, examples: pl.DataFrame) -> list[np.ndarray]:
+    """For each example, every item its user interacted with before the target position."""
+    keys = examples.select("user_idx", "target_pos").with_row_index("row")
+    earlier = (
+        dataset.scan("interactions")
+        .select("user_idx", "pos", "item_idx")
+        .join(keys.lazy(), on="user_idx")
+        .filter(pl.col("pos") < pl.col("target_pos"))
+        .group_by("row")
+        .agg(pl.col("item_idx"))
+        .collect()
+    )
+    by_row = dict(zip(earlier["row"].to_list(), earlier["item_idx"].to_list()))
+    return [np.asarray(by_row.get(i, []), dtype=np.int64) for i in range(len(examples))]
+
+
+def examples_split(examples: pl.DataFrame) -> str | None:
+    splits = examples["split"].unique().to_list() if "split" in examples.columns else []
+    return splits[0] if len(splits) == 1 else None
+
+
+def outside_candidates(dataset: PreparedDataset, split: str | None) -> np.ndarray | None:
+    """The items a ranking on `split` must leave out (those outside its candidate catalog), or None."""
+    from unimp_bench.data.transfer import candidate_items
+
+    chosen = candidate_items(dataset, split) if split else None
+    if chosen is None:
+        return None
+    catalog = dataset.scan("items").select(pl.len()).collect().item()
+    keep = np.zeros(catalog, dtype=bool)
+    keep[chosen] = True
+    return np.flatnonzero(~keep).astype(np.int64)
+
+
+def excluded_items(
+    dataset: PreparedDataset, examples: pl.DataFrame, exclude_seen: bool
+) -> list[np.ndarray] | None:
+    """Per example, the items its ranking leaves out: the user's earlier items (with `exclude_seen`)
+    and every item outside the split's candidates (on the new_domain splits, by default, all but the
+    held-out domain's). None when nothing is left out."""
+    outside = outside_candidates(dataset, examples_split(examples))
+    seen = seen_items(dataset, examples) if exclude_seen else None
+    if outside is None:
+        return seen
+    if seen is None:
+        return [outside] * len(examples)
+    return [np.union1d(items, outside) for items in seen]

@@ -1,0 +1,65 @@
+"""Result records: one builder for a scored result and for a not-applicable one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from unimp_bench import __version__
+from unimp_bench.examples import ExampleSet
+from unimp_bench.fileio import file_sha256
+from unimp_bench.results import Result
+from unimp_bench.tasks import Task
+
+
+def examples_provenance(example_set: ExampleSet, task: Task, split: str) -> dict:
+    entry = example_set.entry(task, split)
+    return {
+        "file": entry["file"],
+        "sha256": entry["sha256"],
+        "seed": example_set.manifest["settings"]["seed"],
+        "instruction": example_set.manifest["settings"]["instruction"],
+    }
+
+
+def build_result(
+    method: str,
+    task: Task,
+    split: str,
+    example_set: ExampleSet,
+    n_examples: int,
+    config: dict | None,
+    *,
+    scores: dict[str, float] | None = None,
+    metric_settings: dict | None = None,
+    predictions_file: Path | None = None,
+    checkpoint: str | None = None,
+    not_applicable: str | None = None,
+) -> Result:
+    """The Result of `method` on one task and split: its scores with the predictions file they came
+    from, or, with `not_applicable`, the reason the method cannot serve that split; every metric of
+    the task is then null, so the leaderboard shows "n/a" instead of silently missing a row."""
+    provenance: dict = {
+        "package_version": __version__,
+        "seed": example_set.manifest["settings"]["seed"],
+        "examples": examples_provenance(example_set, task, split),
+    }
+    if not_applicable is not None:
+        scores = {metric: float("nan") for metric in task.metrics}
+        provenance |= {"not_applicable": not_applicable, "config": config}
+    else:
+        provenance |= {
+            "predictions": {"file": predictions_file.name, "sha256": file_sha256(predictions_file)},
+            "metric_settings": metric_settings,
+            "config": config or {},
+            "checkpoint": checkpoint,
+        }
+    return Result(
+        method=method,
+        task=task.name,
+        task_version=task.version,
+        split=split,
+        dataset={k: v for k, v in example_set.manifest["dataset"].items() if k != "path"},
+        scores=scores,
+        n_examples=n_examples,
+        provenance=provenance,
+    )

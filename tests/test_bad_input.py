@@ -7,7 +7,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from conftest import joined_interactions, review, write_lines
+from helpers import joined_interactions, review, write_lines
 from unimp_bench.cli import app
 from unimp_bench.data.api import prepare_amazon_dataset
 

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from conftest import link_raw
+from helpers import link_raw
 from unimp_bench.cli import app
 
 runner = CliRunner()

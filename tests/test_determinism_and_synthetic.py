@@ -5,7 +5,7 @@ import polars as pl
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import load_tables
+from helpers import load_tables
 from unimp_bench.cli import app
 from unimp_bench.data.api import prepare_synthetic_dataset
 from unimp_bench.data.synthetic import STYLES

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TIME0, joined_interactions, review
+from helpers import TIME0, joined_interactions, review
 from unimp_bench.data.api import prepare_amazon_dataset
 from unimp_bench.data.raw_files import RawFile
 from unimp_bench.data.rejects import RejectLog

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from conftest import SHRUNK_TINY_MODEL, tiny_train_args
+from helpers import SHRUNK_TINY_MODEL, tiny_train_args
 from unimp_bench.cli import app
 from unimp_bench.errors import UnimpError
 

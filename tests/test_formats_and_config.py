@@ -6,7 +6,7 @@ import json
 import polars as pl
 import pytest
 
-from conftest import TIME0, joined_interactions, write_lines
+from helpers import TIME0, joined_interactions, write_lines
 from unimp_bench.config import from_mapping
 from unimp_bench.data.api import prepare_amazon_dataset
 from unimp_bench.data.meta import normalize_meta, parse_price

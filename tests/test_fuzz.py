@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TIME0, review
+from helpers import TIME0, review
 from unimp_bench.data.raw_files import RawFile
 from unimp_bench.data.rejects import RejectLog
 from unimp_bench.data.reviews import TIME_RANGE_S, read_review_keys

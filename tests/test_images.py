@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from conftest import review, write_lines
+from helpers import review, write_lines
 from unimp_bench.data.api import prepare_amazon_dataset
 from unimp_bench.data.images import DownloadSettings, fetch_image, safe_file_stem
 

@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 
-from conftest import TIME0, joined_interactions, review, write_lines
+from helpers import TIME0, joined_interactions, review, write_lines
 from unimp_bench.data.api import prepare_amazon_dataset
 from unimp_bench.data.kcore import drop_duplicate_pairs, k_core
 

@@ -6,7 +6,7 @@ import json
 import polars as pl
 import pytest
 
-from conftest import joined_interactions, link_raw, load_naive_reference, load_tables
+from helpers import joined_interactions, link_raw, load_naive_reference, load_tables
 from unimp_bench.data import raw_files
 from unimp_bench.data.api import prepare_amazon_dataset
 from unimp_bench.data.raw_files import StreamInfo, classify

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from conftest import review
+from helpers import review
 from unimp_bench.cli import app
 from unimp_bench.data.contract import open_dataset
 

@@ -6,7 +6,7 @@ import shutil
 import polars as pl
 import pytest
 
-from conftest import review, write_lines
+from helpers import review, write_lines
 from unimp_bench.data.api import prepare_amazon_dataset
 from unimp_bench.errors import UnimpError
 from unimp_bench.examples import BuildSettings, build_examples, example_schema, open_examples

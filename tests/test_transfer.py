@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import link_raw
+from helpers import link_raw
 from unimp_bench.baselines.history import training_interactions, valid_interactions
 from unimp_bench.baselines.recbole_export import export_recbole, read_atomic
 from unimp_bench.baselines.runner import run_baseline

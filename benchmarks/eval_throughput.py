@@ -54,7 +54,16 @@ def main() -> None:
         if not (run / "export").is_dir():
             overrides = [f"train.steps={args.steps}", "train.save_every=100000"]
             run_training(
-                REPO / "configs" / "tiny.yaml", data, run, 0, None, False, None, overrides, True, False
+                REPO / "configs" / "tiny.yaml",
+                data,
+                run,
+                gpus=0,
+                hostfile=None,
+                resume=False,
+                max_steps=None,
+                overrides=overrides,
+                overwrite=True,
+                show_progress=False,
             )
     task = registry().get("recommendation")
     examples = open_examples(examples_dir).load(task, "test").head(args.limit)

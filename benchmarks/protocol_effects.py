@@ -59,7 +59,13 @@ def main() -> None:
                 config = config_for(model, work, exclude, seed or 0)
                 out = work / f"results-{model}-{exclude}-{seed}"
                 for result, _ in run_baseline(
-                    model, task, work / "data", out, ["test", "new_user"], work / "examples", config
+                    model,
+                    task,
+                    work / "data",
+                    out,
+                    ["test", "new_user"],
+                    examples_dir=work / "examples",
+                    config=config,
                 ):
                     row = {
                         "model": model,

@@ -64,7 +64,7 @@ def ours(model: str, config: Path, data: Path, examples: Path, out: Path) -> flo
     from unimp_bench.baselines.runner import run_baseline
 
     started = time.perf_counter()
-    run_baseline(model, "recommendation", data, out, ["test"], examples, config)
+    run_baseline(model, "recommendation", data, out, ["test"], examples_dir=examples, config=config)
     return time.perf_counter() - started
 
 

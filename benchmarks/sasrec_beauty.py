@@ -160,8 +160,8 @@ def run(model: str, overrides: dict, params: dict, data: Path, examples: Path, w
         data,
         work / f"results-{tag}",
         ["valid", "test"],
-        examples,
-        config,
+        examples_dir=examples,
+        config=config,
         show_progress=True,
     )
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu

@@ -81,8 +81,8 @@ def main() -> None:
                         args.data,
                         work / "results",
                         splits,
-                        work / "examples",
-                        config,
+                        examples_dir=work / "examples",
+                        config=config,
                         finetune=settings,
                     )
                     for result, _ in results:

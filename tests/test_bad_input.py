@@ -187,12 +187,6 @@ def test_scattered_bad_lines_in_a_large_file_are_isolated(tmp_path, monkeypatch)
     assert sum(calls) <= 3 * json_lines.SMALLEST_FAST_SPAN  # only small spans around bad lines go slow
 
 
-@pytest.mark.parametrize("command", [["prepare", "amazon"], ["prepare", "synthetic"], ["stats"]])
-def test_every_command_has_help_with_an_example(command):
-    result = CliRunner().invoke(app, [*command, "--help"])
-    assert result.exit_code == 0 and "Example: unimp-bench" in result.output
-
-
 def test_damaged_first_lines_do_not_hide_a_review_file(tmp_path):
     lines = ['{"reviewerID": "u0", "asin": ', "[1, 2]", *[json.dumps(r) for r in GOOD]]
     (tmp_path / "raw").mkdir()

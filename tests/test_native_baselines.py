@@ -35,7 +35,9 @@ def training_rows(data) -> pl.DataFrame:
 def test_every_native_baseline_runs_on_the_synthetic_corpus(
     model, task, synthetic_data, synthetic_examples, tmp_path
 ):
-    results = run_baseline(model, task, synthetic_data, tmp_path, ["test", "new_user"], synthetic_examples)
+    results = run_baseline(
+        model, task, synthetic_data, tmp_path, ["test", "new_user"], examples_dir=synthetic_examples
+    )
     by_split = {r.split: r for r, _ in results}
     assert by_split["test"].n_examples > 0
     assert all(np.isfinite(v) for v in by_split["test"].scores.values())
@@ -68,9 +70,9 @@ def test_means_are_the_hand_computed_means(synthetic_data, synthetic_examples):
 
 def test_biased_mf_beats_the_global_mean(synthetic_data, synthetic_examples, tmp_path):
     scores = {
-        model: run_baseline(model, "preference", synthetic_data, tmp_path, ["test"], synthetic_examples)[0][
-            0
-        ].scores
+        model: run_baseline(
+            model, "preference", synthetic_data, tmp_path, ["test"], examples_dir=synthetic_examples
+        )[0][0].scores
         for model in ("global-mean", "BiasedMF")
     }
     assert scores["BiasedMF"]["RMSE"] < scores["global-mean"]["RMSE"]
@@ -117,7 +119,9 @@ def test_personal_bm25_weight_is_the_best_on_valid_and_zero_weight_is_bm25(
 
 
 def test_zam_learns_to_search_far_above_chance(synthetic_data, synthetic_examples, tmp_path):
-    [(result, _)] = run_baseline("ZAM", "search", synthetic_data, tmp_path, ["test"], synthetic_examples)
+    [(result, _)] = run_baseline(
+        "ZAM", "search", synthetic_data, tmp_path, ["test"], examples_dir=synthetic_examples
+    )
     items = pl.read_parquet(synthetic_data / "items.parquet").height
     chance = sum(1 / np.log2(r + 1) for r in range(1, 11)) / items  # NDCG@10 of a random ranking
     assert result.scores["NDCG@10"] > 3 * chance

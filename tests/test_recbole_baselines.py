@@ -85,8 +85,10 @@ def test_recbole_pop_ranks_exactly_like_the_native_popularity(synthetic_data, sy
     """RecBole counts popularity from the exported train file; identical rank counts to our own
     popularity prove it trained on exactly our train split and its ids map back to ours."""
     out = tmp_path / "results"
-    run_baseline("recbole-pop", "recommendation", synthetic_data, out, ["test"], synthetic_examples)
-    run_baseline("pop", "recommendation", synthetic_data, out, ["test"], synthetic_examples)
+    run_baseline(
+        "recbole-pop", "recommendation", synthetic_data, out, ["test"], examples_dir=synthetic_examples
+    )
+    run_baseline("pop", "recommendation", synthetic_data, out, ["test"], examples_dir=synthetic_examples)
     ours = pl.read_parquet(out / "predictions" / "pop__recommendation__test.parquet")
     theirs = pl.read_parquet(out / "predictions" / "recbole-pop__recommendation__test.parquet")
     assert theirs["greater"].to_list() == ours["greater"].to_list()
@@ -365,8 +367,8 @@ def test_every_recbole_baseline_runs_and_reports_unseen_users_honestly(
         synthetic_data,
         tmp_path / "r",
         ["test", "new_user"],
-        synthetic_examples,
-        config,
+        examples_dir=synthetic_examples,
+        config=config,
     )
     by_split = {result.split: (result, path) for result, path in results}
     test, _ = by_split["test"]
@@ -393,10 +395,10 @@ def test_not_applicable_results_show_as_na_on_the_leaderboard(synthetic_data, sy
         synthetic_data,
         out,
         ["new_user"],
-        synthetic_examples,
-        quick_config(tmp_path, "BPR"),
+        examples_dir=synthetic_examples,
+        config=quick_config(tmp_path, "BPR"),
     )
-    run_baseline("pop", "recommendation", synthetic_data, out, ["new_user"], synthetic_examples)
+    run_baseline("pop", "recommendation", synthetic_data, out, ["new_user"], examples_dir=synthetic_examples)
     long = long_table(out)
     bpr = long.filter(pl.col("method") == "BPR")
     assert bpr["value"].null_count() == bpr.height and bpr["note"][0].startswith("not applicable")
@@ -450,7 +452,13 @@ def test_sasrec_selection_threshold_is_tuned_on_valid_and_never_reads_test(
     runs = []
     for index, examples in enumerate((synthetic_examples, scrambled)):
         [(result, _)] = run_baseline(
-            "SASRec", "selection", synthetic_data, tmp_path / f"r{index}", ["test"], examples, config
+            "SASRec",
+            "selection",
+            synthetic_data,
+            tmp_path / f"r{index}",
+            ["test"],
+            examples_dir=examples,
+            config=config,
         )
         predictions = pl.read_parquet(
             tmp_path / f"r{index}" / "predictions" / "SASRec__selection__test.parquet"

@@ -369,9 +369,17 @@ def test_every_ranking_baseline_leaves_earlier_items_out_by_default(
     spec["params"] = (spec.get("params") or {}) | {"exclude_seen": False}
     keep_yaml = tmp_path / "keep.yaml"
     keep_yaml.write_text(yaml.safe_dump(spec))
-    [(default, _)] = run_baseline(model, task, synthetic_data, tmp_path / "r", ["test"], synthetic_examples)
+    [(default, _)] = run_baseline(
+        model, task, synthetic_data, tmp_path / "r", ["test"], examples_dir=synthetic_examples
+    )
     [(keep, _)] = run_baseline(
-        model, task, synthetic_data, tmp_path / "k", ["test"], synthetic_examples, keep_yaml
+        model,
+        task,
+        synthetic_data,
+        tmp_path / "k",
+        ["test"],
+        examples_dir=synthetic_examples,
+        config=keep_yaml,
     )
     assert default.provenance["config"]["params"]["exclude_seen"] is True
     assert keep.provenance["config"]["params"]["exclude_seen"] is False

@@ -56,7 +56,18 @@ def run_demo(
         say(f"4/{stages} training the tiny UniMP for {model_steps} steps on the CPU, then evaluating it")
         run = out / "run"
         overrides = [f"train.steps={model_steps}", f"train.save_every={model_steps}"]
-        run_training(Path("tiny"), data, run, 0, None, False, None, overrides, True, show_progress)
+        run_training(
+            Path("tiny"),
+            data,
+            run,
+            gpus=0,
+            hostfile=None,
+            resume=False,
+            max_steps=None,
+            overrides=overrides,
+            overwrite=True,
+            show_progress=show_progress,
+        )
         for split, task in DEMO_MODEL_RUNS:
             evaluate_checkpoint(
                 task, run, data, split, results, examples_dir=examples, show_progress=show_progress

@@ -401,6 +401,7 @@ def run_training(
     config_path: Path,
     data: Path,
     run: Path,
+    *,
     gpus: int = 0,
     hostfile: Path | None = None,
     resume: bool = False,

@@ -27,6 +27,7 @@ unimp-bench sets itself (data paths, split, epochs, seed, ...), is an error.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import tempfile
 import time
@@ -123,6 +124,8 @@ OWNED_KEYS = {
 }
 # any other option whose name says it names a file or folder is owned as well
 _FILE_KEY = re.compile(r"(^save_|_path$|_paths$|_dir$|_file$|_files$|_filename$)")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -597,12 +600,15 @@ class RecBolePredictor:
             score = self._valid_ndcg(valid_users, valid_targets)
             curve.append(round(score, 5))
             validated.append(epoch)
-            if self.show_progress:
-                print(
-                    f"{self.name} epoch {epoch}: loss {loss:.4f}, valid NDCG@10 {score:.4f} "
-                    f"({seconds[-1]:.1f} s training, {time.perf_counter() - started:.1f} s in all)",
-                    flush=True,
-                )
+            logger.info(
+                "%s epoch %d: loss %.4f, valid NDCG@10 %.4f (%.1f s training, %.1f s in all)",
+                self.name,
+                epoch,
+                loss,
+                score,
+                seconds[-1],
+                time.perf_counter() - started,
+            )
             if best.update(epoch, score, model.state_dict):
                 break
         model.load_state_dict(best.state)

@@ -22,6 +22,7 @@ def run_baseline(
     data_dir: Path,
     out: Path,
     splits: list[str],
+    *,
     examples_dir: Path | None = None,
     config: Path | None = None,
     seed: int = 0,

@@ -87,39 +87,66 @@ def prepare_synthetic_dataset(
         return manifest
 
 
-def dataset_statistics_table(root: Path, with_paper: bool = False) -> Table:
+def dataset_statistics(root: Path, with_paper: bool = False) -> dict:
+    """Users, items, interactions and sparsity per domain and over all domains (the paper's Table 5
+    columns), with the paper's numbers of each domain when asked."""
     dataset = open_dataset(root)
     interactions = dataset.scan("interactions").select("user_idx", "item_idx").collect()
     stats = domain_statistics(dataset.scan("items").collect(), interactions)
     paper = paper_dataset_statistics() if with_paper else {}
-    table = Table(title=Text(f"{root} (content hash {str(dataset.manifest.get('content_hash'))[:12]})"))
-    for column in ("domain", "users", "items", "interactions", "sparsity"):
-        table.add_column(column, justify="left" if column == "domain" else "right")
-    if with_paper:
-        for column in ("paper users", "paper items", "paper interactions"):
-            table.add_column(column, justify="right")
+    domains = []
     for row in stats.iter_rows(named=True):
-        cells = [
-            Text(row["domain"]),  # data, never markup
-            f"{row['users']:,}",
-            f"{row['items']:,}",
-            f"{row['interactions']:,}",
-            f"{row['sparsity']:.4%}",
-        ]
+        entry = {k: row[k] for k in ("domain", "users", "items", "interactions", "sparsity")}
         if with_paper:
-            reference = paper.get(row["domain"])
-            cells += [f"{reference[k]:,}" if reference else "-" for k in ("users", "items", "interactions")]
-        table.add_row(*cells)
+            entry["paper"] = paper.get(row["domain"])
+        domains.append(entry)
     totals = stats.select(pl.col("interactions").sum()).item()
     users = dataset.scan("users").select(pl.len()).collect().item()
     items = dataset.scan("items").select(pl.len()).collect().item()
     sparsity = 1 - totals / (users * items) if users and items else 0.0
+    return {
+        "dataset": str(root),
+        "content_hash": dataset.manifest.get("content_hash"),
+        "domains": domains,
+        "all": {"users": users, "items": items, "interactions": totals, "sparsity": sparsity},
+    }
+
+
+def statistics_table(statistics: dict) -> Table:
+    """`dataset_statistics` as a table; domain names are shown whole."""
+    with_paper = any("paper" in entry for entry in statistics["domains"])
+    title = f"{statistics['dataset']} (content hash {str(statistics['content_hash'])[:12]})"
+    table = Table(title=Text(title))
+    width = max([len(entry["domain"]) for entry in statistics["domains"]] + [len("domain")])
+    table.add_column("domain", justify="left", no_wrap=True, min_width=width)
+    for column in ("users", "items", "interactions", "sparsity"):
+        table.add_column(column, justify="right")
+    if with_paper:
+        for column in ("paper users", "paper items", "paper interactions"):
+            table.add_column(column, justify="right")
+    for entry in statistics["domains"]:
+        cells = [
+            Text(entry["domain"]),  # data, never markup
+            f"{entry['users']:,}",
+            f"{entry['items']:,}",
+            f"{entry['interactions']:,}",
+            f"{entry['sparsity']:.4%}",
+        ]
+        if with_paper:
+            reference = entry["paper"]
+            cells += [f"{reference[k]:,}" if reference else "-" for k in ("users", "items", "interactions")]
+        table.add_row(*cells)
+    total = statistics["all"]
     table.add_row(
         "all",
-        f"{users:,}",
-        f"{items:,}",
-        f"{totals:,}",
-        f"{sparsity:.4%}",
+        f"{total['users']:,}",
+        f"{total['items']:,}",
+        f"{total['interactions']:,}",
+        f"{total['sparsity']:.4%}",
         *(["", "", ""] if with_paper else []),
     )
     return table
+
+
+def dataset_statistics_table(root: Path, with_paper: bool = False) -> Table:
+    return statistics_table(dataset_statistics(root, with_paper))

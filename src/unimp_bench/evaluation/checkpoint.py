@@ -41,6 +41,7 @@ def evaluate_checkpoint(
     data_dir: Path,
     split: str,
     out: Path,
+    *,
     settings: ModelEvalSettings = ModelEvalSettings(),
     scoring: ScoringSettings = ScoringSettings(),
     examples_dir: Path | None = None,

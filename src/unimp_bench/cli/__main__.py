@@ -1,0 +1,3 @@
+from unimp_bench.cli import app
+
+app()

@@ -22,7 +22,7 @@ from unimp_bench.examples import build_examples, open_examples
 from unimp_bench.models.export import load_exported, resolve_export
 from unimp_bench.models.predictor import ModelEvalSettings, UniMPPredictor
 from unimp_bench.tasks import registry
-from unimp_bench.train import run_training
+from unimp_bench.training.launcher import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 

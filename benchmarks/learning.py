@@ -28,7 +28,7 @@ from unimp_bench.models.export import load_exported
 from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, catalog_image_paths
 from unimp_bench.models.predict import next_token_scores
 from unimp_bench.tasks import registry
-from unimp_bench.train import run_training
+from unimp_bench.training.launcher import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["HR@10", "NDCG@10"]

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from unimp_bench.data.api import prepare_synthetic_dataset
-from unimp_bench.train import run_training
+from unimp_bench.training.launcher import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -77,7 +77,8 @@ def mask_cost(run: Path, batches: int = 8, rounds: int = 5) -> dict[str, float]:
         collate,
         encode_examples,
     )
-    from unimp_bench.train import load_run_config, load_train_examples
+    from unimp_bench.training.config import load_run_config
+    from unimp_bench.training.plan import load_train_examples
 
     loaded = load_exported(run / "export")
     model = loaded.model.train()

@@ -56,7 +56,7 @@ def random_export(run: Path, data: Path, examples: Path, folder: Path, seed: int
     from unimp_bench.models.export import export_model
     from unimp_bench.models.factory import build_model
     from unimp_bench.models.tokenization import load_saved_tokenizer
-    from unimp_bench.train import load_run_config
+    from unimp_bench.training.config import load_run_config
 
     config = replace(load_run_config(run / "config.yaml").model, **model_changes)
     items = len(pl.read_parquet(data / "items.parquet"))

@@ -274,7 +274,7 @@ YAML_DOCUMENTS = st.one_of(
 def test_config_loaders_raise_nothing_but_our_error(tmp_path, budget):
     from unimp_bench.baselines.registry import load_baseline
     from unimp_bench.data.recipe import load_recipe
-    from unimp_bench.train import load_run_config
+    from unimp_bench.training.config import load_run_config
 
     def check(document) -> None:
         path = tmp_path / "config.yaml"

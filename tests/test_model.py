@@ -366,7 +366,7 @@ def test_model_config_rejects_bad_values():
 
 
 def test_presets_parse(tmp_path):
-    from unimp_bench.train import load_run_config
+    from unimp_bench.training.config import load_run_config
 
     repo = Path(__file__).resolve().parents[1]
     paper = load_run_config(repo / "configs" / "paper.yaml")

@@ -14,14 +14,10 @@ from typer.testing import CliRunner
 from helpers import SHRUNK_TINY_MODEL, tiny_train_args
 from unimp_bench.cli import app
 from unimp_bench.errors import UnimpError
-from unimp_bench.train import (
-    EpochSampler,
-    launcher_command,
-    load_run_config,
-    plan_stages,
-    run_training,
-    schedule_factor,
-)
+from unimp_bench.training.config import load_run_config
+from unimp_bench.training.launcher import launcher_command, run_training
+from unimp_bench.training.plan import EpochSampler, plan_stages
+from unimp_bench.training.worker import schedule_factor
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = SHRUNK_TINY_MODEL + [
@@ -182,7 +178,7 @@ def test_gpus_relaunch_through_the_deepspeed_launcher(tmp_path):
     assert command[1:3] == ["-m", "deepspeed.launcher.runner"]
     assert command[command.index("--hostfile") + 1] == str(hostfile)
     assert command[command.index("--num_gpus") + 1] == "8"
-    assert command[command.index("--module") + 1] == "unimp_bench.train"
+    assert command[command.index("--module") + 1] == "unimp_bench.training.worker"
     assert command[-1] == "--resume"
 
 

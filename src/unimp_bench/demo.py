@@ -15,7 +15,7 @@ from unimp_bench.evaluation.checkpoint import evaluate_checkpoint
 from unimp_bench.examples import build_examples
 from unimp_bench.leaderboard import export_leaderboard
 from unimp_bench.tasks import registry
-from unimp_bench.train import run_training
+from unimp_bench.training.launcher import run_training
 
 DEMO_BASELINES = (("pop", "recommendation"), ("pop", "selection"), ("bm25", "search"))
 DEMO_SPLITS = ["valid", "test", "new_user", "new_domain", "new_domain_finetune"]

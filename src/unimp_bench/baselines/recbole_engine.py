@@ -328,7 +328,7 @@ def recbole_options(
 
 
 class RecBolePredictor:
-    """One RecBole model, trained at construction, behind the predictor seam of evaluate.py."""
+    """One RecBole model, trained at construction, behind the Predictor seam of evaluation/predictor.py."""
 
     def __init__(
         self, name: str, params: RecBoleParams, dataset: PreparedDataset, show_progress: bool = False

@@ -217,7 +217,7 @@ def train_command(
 
     Example: unimp-bench train --config tiny --data data/synthetic --out runs/tiny --max-steps 200
     """
-    from unimp_bench.train import run_training
+    from unimp_bench.training.launcher import run_training
 
     summary = run_training(
         config,

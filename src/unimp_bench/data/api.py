@@ -1,4 +1,4 @@
-"""The data commands as plain functions (what cli.py calls): prepare, synthetic, stats."""
+"""The data commands as plain functions (what cli/data.py calls): prepare, synthetic, stats."""
 
 from __future__ import annotations
 

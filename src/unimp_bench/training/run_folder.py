@@ -1,0 +1,94 @@
+"""The run folder, prepared once before any worker starts: config.yaml, the train examples of every
+configured task and the tokenizer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from unimp_bench.config import to_mapping
+from unimp_bench.errors import UnimpError
+from unimp_bench.examples import BuildSettings, build_examples, dataset_identity, open_examples
+from unimp_bench.fileio import write_bytes_atomic
+from unimp_bench.models.tokenization import (
+    MARKER_PATTERN,
+    train_bpe_tokenizer,
+)
+from unimp_bench.training.config import BPE_TRAINING_TEXTS, RunConfig, dump_config
+from unimp_bench.training.plan import load_train_examples
+
+# run folder preparation (once, before any worker starts)
+
+
+def prepare_run(
+    config: RunConfig,
+    data: Path,
+    run: Path,
+    resume: bool,
+    overwrite: bool,
+    show_progress: bool,
+) -> None:
+    saved = run / "config.yaml"
+    if resume:
+        if not saved.is_file():
+            raise UnimpError(f"{run} holds no training run to resume (no config.yaml)")
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        current = to_mapping(config)
+        for mapping in (previous, current):
+            mapping["train"].pop("max_steps", None)
+        if previous != current:
+            raise UnimpError(
+                f"the configuration differs from the one {run} was started with; resume needs the same"
+            )
+    elif run.exists() and any(run.iterdir()):
+        if not overwrite:
+            raise UnimpError(
+                f"{run} already exists; pass --resume to continue it or --overwrite to start over"
+            )
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    if not (run / "examples" / "manifest.json").is_file():
+        build_examples(
+            data,
+            run / "examples",
+            list(config.train.tasks),
+            ["train"],
+            BuildSettings(seed=config.train.seed, instruction=config.train.instruction),
+            overwrite=True,
+            show_progress=show_progress,
+        )
+    manifest = open_examples(run / "examples").manifest
+    if resume and manifest["dataset"]["content_hash"] != dataset_identity_of(data)["content_hash"]:
+        raise UnimpError(f"{data} is not the dataset {run} was trained on")
+    if not (run / "tokenizer").is_dir():
+        prepare_tokenizer(config, run)
+    write_bytes_atomic(saved, dump_config(config).encode())
+
+
+def dataset_identity_of(data: Path) -> dict:
+    from unimp_bench.data.contract import open_dataset
+
+    return dataset_identity(open_dataset(data))
+
+
+def prepare_tokenizer(config: RunConfig, run: Path) -> None:
+    from unimp_bench.models.factory import load_pretrained_tokenizer
+
+    staging = run / ".tokenizer.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    if config.model.lm.tokenizer == "bpe":
+        examples = load_train_examples(run, replace(config.train, max_examples_per_task=None))
+        texts = []
+        for task in examples.values():
+            for prompt, target in zip(task.prompts, task.targets):
+                texts.append(MARKER_PATTERN.sub(" ", f"{prompt} {target}"))
+        texts = texts[:BPE_TRAINING_TEXTS]
+        train_bpe_tokenizer(texts, config.model.lm.bpe_vocab_size, staging)
+    else:
+        load_pretrained_tokenizer(config.model.lm.name).save_pretrained(str(staging))
+    os.replace(staging, run / "tokenizer")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from helpers import link_raw
-from unimp_bench.baselines.history import training_interactions, valid_interactions
+from unimp_bench.baselines.history import valid_interactions
 from unimp_bench.baselines.recbole_export import export_recbole, read_atomic
 from unimp_bench.baselines.runner import run_baseline
 from unimp_bench.data.api import prepare_amazon_dataset
@@ -79,7 +79,7 @@ def check_view(dataset, settings: FinetuneSettings) -> pl.DataFrame:
         assert (joined.filter(pl.col("base") == "train")["split"] == "train").all()
         assert set(joined.filter(pl.col("base") != "train")["split"]) <= {CONTEXT}
     # training never holds a held-out-domain valid or test interaction, valid only the held-out domain's
-    trained = training_interactions(view, ["user_idx", "pos"])
+    trained = view.training_interactions(["user_idx", "pos"])
     targets = held.filter(pl.col("split").is_in(["valid", "test"])).select("user_idx", "pos")
     assert trained.join(targets, on=["user_idx", "pos"]).is_empty()
     valid = valid_interactions(view, ["user_idx", "item_idx"])
@@ -107,7 +107,7 @@ def test_target_share_is_seeded_and_only_chosen_users_train(synthetic_data):
     def chosen(share, seed):
         view = finetune_view(dataset, FinetuneSettings(target_share=share, seed=seed))
         users = view.scan("users").collect()
-        trained = set(training_interactions(view, ["user_idx"])["user_idx"]) & set(held)
+        trained = set(view.training_interactions(["user_idx"])["user_idx"]) & set(held)
         picked = set(users.filter(pl.col("group") == "train")["user_idx"]) & set(held)
         assert trained <= picked
         return picked
@@ -156,9 +156,9 @@ def test_training_rows_ignore_the_held_out_test_and_valid_targets(synthetic_data
         test_swapped = finetune_view(open_dataset(tmp_path / "test_swapped"), settings)
         valid_swapped = finetune_view(open_dataset(tmp_path / "valid_swapped"), settings)
         columns = ["user_idx", "pos", "item_idx"]
-        assert training_interactions(test_swapped, columns).equals(training_interactions(original, columns))
+        assert test_swapped.training_interactions(columns).equals(original.training_interactions(columns))
         assert valid_interactions(test_swapped, columns).equals(valid_interactions(original, columns))
-        assert training_interactions(valid_swapped, columns).equals(training_interactions(original, columns))
+        assert valid_swapped.training_interactions(columns).equals(original.training_interactions(columns))
         assert not valid_interactions(valid_swapped, columns).equals(valid_interactions(original, columns))
 
 
@@ -206,9 +206,7 @@ def test_zero_shot_is_not_applicable_for_id_methods_and_rankings_stay_in_the_dom
         "pop", "recommendation", synthetic_data, tmp_path / "all", ["new_domain_finetune"], candidates="all"
     )[0][0]
     assert every.method == "pop+finetune+all_candidates"
-    assert (
-        every.provenance["config"]["n_candidates"] == dataset.scan("items").select(pl.len()).collect().item()
-    )
+    assert every.provenance["config"]["n_candidates"] == dataset.catalog_size
     assert every.scores["HR@10"] < tuned.scores["HR@10"]  # other domains' popular items crowd in
 
 

@@ -197,8 +197,7 @@ class ExampleBuilder:
         self.settings = settings
         self.catalog = Catalog(dataset, settings.prompt)
         self.sequences = load_sequences(dataset, with_reviews=any(t.kind.reads_reviews for t in tasks))
-        held_out = dataset.manifest.get("new_domain") or {}
-        self.held_out_domain = held_out.get("domain") if held_out.get("present") else None
+        self.held_out_domain = dataset.held_out_domain
         self._retriever = None
 
     def _instruction(self, task: Task, rng: np.random.Generator) -> int:

@@ -126,7 +126,7 @@ def outside_candidates(dataset: PreparedDataset, split: str | None) -> np.ndarra
     chosen = candidate_items(dataset, split) if split else None
     if chosen is None:
         return None
-    catalog = dataset.scan("items").select(pl.len()).collect().item()
+    catalog = dataset.catalog_size
     keep = np.zeros(catalog, dtype=bool)
     keep[chosen] = True
     return np.flatnonzero(~keep).astype(np.int64)

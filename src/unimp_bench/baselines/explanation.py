@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from unimp_bench.baselines.history import training_interactions, user_histories
+from unimp_bench.baselines.history import user_histories
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.errors import UnimpError
@@ -36,7 +36,7 @@ class ReviewRetrievalPredictor:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         self.params = params
-        reviews = training_interactions(dataset, ["item_idx", "review_text"]).filter(
+        reviews = dataset.training_interactions(["item_idx", "review_text"]).filter(
             pl.col("review_text").is_not_null() & (pl.col("review_text").str.strip_chars() != "")
         )
         if reviews.is_empty():

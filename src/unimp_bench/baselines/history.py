@@ -8,28 +8,6 @@ import polars as pl
 from unimp_bench.data.contract import PreparedDataset
 
 
-def training_interactions(dataset: PreparedDataset, columns: list[str]) -> pl.DataFrame:
-    """The train split of training-group users (what every model may learn from), in user/pos order."""
-    return (
-        dataset.scan("interactions")
-        .join(dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"), on="user_idx")
-        .filter(pl.col("split") == "train")
-        .sort("user_idx", "pos")
-        .select(columns)
-        .collect()
-    )
-
-
-def training_users(dataset: PreparedDataset) -> set[int]:
-    return set(
-        dataset.scan("users")
-        .filter(pl.col("group") == "train")
-        .select("user_idx")
-        .collect()["user_idx"]
-        .to_list()
-    )
-
-
 def user_histories(dataset: PreparedDataset, column: str = "item_idx") -> dict[int, list]:
     """Every user's `column` values in chronological order (all splits and groups); an example's past
     is the prefix before its target position."""

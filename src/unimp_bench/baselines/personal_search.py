@@ -25,7 +25,6 @@ from unimp_bench.baselines.bm25 import DOCUMENT_FIELDS, BM25Ranker, BM25Settings
 from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import (
     item_histories,
-    training_interactions,
     valid_interactions,
     valid_outside,
 )
@@ -250,7 +249,7 @@ class ZAMPredictor:
     def _fit(self, dataset: PreparedDataset) -> dict:
         params = self.params
         # targets with at least one earlier item: the user attention needs a history
-        train = training_interactions(dataset, ["user_idx", "pos"]).filter(pl.col("pos") >= 1).rows()
+        train = dataset.training_interactions(["user_idx", "pos"]).filter(pl.col("pos") >= 1).rows()
         valid = valid_interactions(dataset, ["user_idx", "pos"]).filter(pl.col("pos") >= 1).rows()
         if not train:
             raise UnimpError("ZAM has no training interactions with an earlier item to learn from")

@@ -31,21 +31,15 @@ class PopularityParams:
 
 def all_counts(dataset: PreparedDataset) -> np.ndarray:
     """Interactions per item over every split and user (test targets included)."""
-    items = dataset.scan("items").select(pl.len()).collect().item()
+    items = dataset.catalog_size
     every = dataset.scan("interactions").select("item_idx").collect()
     return np.bincount(every["item_idx"].to_numpy(), minlength=items).astype(np.float64)
 
 
 def training_counts(dataset: PreparedDataset) -> np.ndarray:
     """Interactions per item over the train split of training users: what any model may learn from."""
-    items = dataset.scan("items").select(pl.len()).collect().item()
-    train = (
-        dataset.scan("interactions")
-        .join(dataset.scan("users").filter(pl.col("group") == "train").select("user_idx"), on="user_idx")
-        .filter(pl.col("split") == "train")
-        .select("item_idx")
-        .collect()
-    )
+    items = dataset.catalog_size
+    train = dataset.training_scan().select("item_idx").collect()
     return np.bincount(train["item_idx"].to_numpy(), minlength=items).astype(np.float64)
 
 

@@ -20,8 +20,6 @@ import torch
 from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import (
     no_user_vector,
-    training_interactions,
-    training_users,
     user_histories,
     valid_interactions,
 )
@@ -36,7 +34,7 @@ RATING_RANGE = (1.0, 5.0)
 
 
 def _training_ratings(dataset: PreparedDataset) -> pl.DataFrame:
-    ratings = training_interactions(dataset, ["user_idx", "item_idx", "rating"]).drop_nulls("rating")
+    ratings = dataset.training_interactions(["user_idx", "item_idx", "rating"]).drop_nulls("rating")
     if ratings.is_empty():
         raise UnimpError(f"{dataset.root} has no training ratings to learn from")
     return ratings
@@ -109,13 +107,13 @@ class BiasedMFPredictor:
 
     def __init__(self, params: BiasedMFParams, dataset: PreparedDataset):
         self.params = params
-        self.known_users = training_users(dataset)
+        self.known_users = dataset.training_users()
         ratings = _training_ratings(dataset)
         self.users = ratings["user_idx"].to_numpy().astype(np.int64)
         self.items = ratings["item_idx"].to_numpy().astype(np.int64)
         self.values = ratings["rating"].to_numpy().astype(np.float32)
         self.n_users = dataset.scan("users").select(pl.len()).collect().item()
-        self.n_items = dataset.scan("items").select(pl.len()).collect().item()
+        self.n_items = dataset.catalog_size
         valid = valid_interactions(dataset, ["user_idx", "item_idx", "rating"]).drop_nulls("rating")
         self.training = self._fit(valid)
 

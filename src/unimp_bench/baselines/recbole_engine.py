@@ -342,7 +342,7 @@ class RecBolePredictor:
         # histories of that domain's items only; None: every item
         self.history_items = dataset.history_items() if isinstance(dataset, FinetuneView) else None
         self.valid_outside = valid_outside(dataset)
-        self.catalog_size = dataset.scan("items").select(pl.len()).collect().item()
+        self.catalog_size = dataset.catalog_size
         self.training: dict[str, Any] = {}
         self.selection = SelectionThreshold()
         _check_options(params)
@@ -420,9 +420,7 @@ class RecBolePredictor:
         window rows cut them into windows. Users with a single train item have no pair and are left
         out."""
         frame = (
-            self.dataset.scan("interactions")
-            .filter(pl.col("split") == "train")
-            .join(self.dataset.scan("users").filter(pl.col("group") == "train"), on="user_idx")
+            self.dataset.training_scan()
             .sort("user_idx", "pos")
             .group_by("user_idx", maintain_order=True)
             .agg("item_idx")

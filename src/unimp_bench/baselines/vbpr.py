@@ -23,8 +23,6 @@ from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import (
     item_histories,
     no_user_vector,
-    training_interactions,
-    training_users,
     valid_interactions,
     valid_outside,
 )
@@ -155,7 +153,7 @@ class VBPRPredictor:
         else:
             features = thumbnail_features(dataset.root, paths)
         self.items_with_image = int(sum(1 for p in paths if p))
-        self.known = training_users(dataset)
+        self.known = dataset.training_users()
         self.histories = item_histories(dataset)
         n_users = dataset.scan("users").select(pl.len()).collect().item()
         torch.manual_seed(params.seed)
@@ -168,7 +166,7 @@ class VBPRPredictor:
 
     def _fit(self) -> dict:
         params = self.params
-        train = training_interactions(self.dataset, ["user_idx", "item_idx"])
+        train = self.dataset.training_interactions(["user_idx", "item_idx"])
         users = torch.as_tensor(train["user_idx"].to_numpy().astype(np.int64))
         positives = torch.as_tensor(train["item_idx"].to_numpy().astype(np.int64))
         valid = valid_interactions(self.dataset, ["user_idx", "pos", "item_idx"])

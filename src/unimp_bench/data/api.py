@@ -102,7 +102,7 @@ def dataset_statistics(root: Path, with_paper: bool = False) -> dict:
         domains.append(entry)
     totals = stats.select(pl.col("interactions").sum()).item()
     users = dataset.scan("users").select(pl.len()).collect().item()
-    items = dataset.scan("items").select(pl.len()).collect().item()
+    items = dataset.catalog_size
     sparsity = 1 - totals / (users * items) if users and items else 0.0
     return {
         "dataset": str(root),

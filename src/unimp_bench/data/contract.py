@@ -64,6 +64,27 @@ class PreparedDataset:
     def scan(self, name: str) -> pl.LazyFrame:
         return pl.scan_parquet(self.root / f"{name}.parquet")
 
+    # -- the questions every method asks of a dataset, answered once here ---------------------------
+
+    def training_scan(self) -> pl.LazyFrame:
+        """The interactions any model may learn from: the train split of training-group users."""
+        train_users = self.scan("users").filter(pl.col("group") == "train").select("user_idx")
+        return self.scan("interactions").join(train_users, on="user_idx").filter(pl.col("split") == "train")
+
+    def training_interactions(self, columns: list[str]) -> pl.DataFrame:
+        """`columns` of the training interactions, in user/pos order."""
+        return self.training_scan().sort("user_idx", "pos").select(columns).collect()
+
+    def training_users(self) -> set[int]:
+        """The training-group users (those with a learned vector in id-based models)."""
+        users = self.scan("users").filter(pl.col("group") == "train").select("user_idx").collect()
+        return set(users["user_idx"].to_list())
+
+    @property
+    def catalog_size(self) -> int:
+        """Items in the catalog (item ids run from 0 to catalog_size - 1)."""
+        return self.scan("items").select(pl.len()).collect().item()
+
     @property
     def held_out_domain(self) -> str | None:
         """The domain of the new_domain users, when the dataset has one."""

@@ -26,8 +26,8 @@ import yaml
 
 
 def direct(model: str, spec: dict, data: Path, scratch: Path) -> float:
+    from unimp_bench.baselines.recbole.params import RecBoleParams, recbole_options, resolve_model_class
     from unimp_bench.baselines.recbole_compat import literal_config, prepare_recbole, quiet_recbole
-    from unimp_bench.baselines.recbole_engine import RecBoleParams, _model_class, recbole_options
     from unimp_bench.baselines.recbole_export import export_recbole
     from unimp_bench.config import from_mapping
     from unimp_bench.data.contract import open_dataset
@@ -38,7 +38,7 @@ def direct(model: str, spec: dict, data: Path, scratch: Path) -> float:
 
     params = from_mapping(RecBoleParams, spec["params"], model)
     started = time.perf_counter()
-    model_class = _model_class(params)
+    model_class = resolve_model_class(params)
     layout = "sequential" if model_class.type == ModelType.SEQUENTIAL else "general"
     exported = export_recbole(open_dataset(data), scratch / "atomic", layout, params.max_history)
     # the runner's own RecBole config; only what RecBole's trainer needs on top differs

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from helpers import ONE_NEGATIVE, TINY_SASREC, learns_the_cycle, refused
-from unimp_bench.baselines.recbole_engine import RecBoleParams, RecBolePredictor
+from unimp_bench.baselines.recbole.params import RecBoleParams
+from unimp_bench.baselines.recbole.predictor import RecBolePredictor
 from unimp_bench.baselines.recbole_objectives import LATEST_ONLY_SHARE, cloze_positions
 from unimp_bench.data.contract import open_dataset
 
@@ -40,7 +41,7 @@ def test_each_user_is_one_row_per_epoch_and_only_masked_items_are_targets(synthe
     rows, latest_only = 0, 0
     for epoch in range(1, 4):
         users = set()
-        for parts in predictor._sequence_batches(size=32, epoch=epoch):
+        for parts in predictor.batches.sequence_batches(size=32, epoch=epoch):
             assert sum(weight for _, weight in parts) == pytest.approx(1.0)
             for part, _ in parts:
                 inputs = part["item_id_list"].numpy()
@@ -81,8 +82,8 @@ def test_batch_split_by_length_has_the_loss_of_the_whole_batch(synthetic_data):
         rows = np.concatenate(
             [np.flatnonzero(lengths == lengths.max())[:1], rng.permutation(len(lengths))[:40]]
         )
-        batch = predictor._sequence_batch(rng, rows)
-        parts = predictor._parts_by_width(batch)
+        batch = predictor.batches.sequence_batch(rng, rows)
+        parts = predictor.batches.parts_by_width(batch)
         assert len(parts) > 1
         with torch.no_grad():
             whole = model.calculate_loss(Interaction({k: torch.as_tensor(v) for k, v in batch.items()}))

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 import yaml
 
 from helpers import ONE_NEGATIVE, TINY_SASREC, learns_the_cycle, quick_config
+from unimp_bench.baselines.recbole.params import RecBoleParams
+from unimp_bench.baselines.recbole.predictor import RecBolePredictor
 from unimp_bench.baselines.recbole_export import export_recbole, read_atomic
 from unimp_bench.baselines.registry import available_baselines, load_baseline
 from unimp_bench.baselines.runner import run_baseline
@@ -204,7 +206,6 @@ def test_validation_waits_for_enough_steps_on_a_small_dataset(cyclic_data, tmp_p
 
 
 def _published_sasrec(synthetic_data, tmp_path, **params):
-    from unimp_bench.baselines.recbole_engine import RecBoleParams, RecBolePredictor
 
     settings = RecBoleParams(
         model="SASRec",
@@ -255,7 +256,7 @@ def test_sequence_batches_hold_each_users_train_pairs_once_with_unseen_negatives
         if len(items) >= 2
     }
     seen_rows, pairs, users = 0, set(), set()
-    for parts in predictor._sequence_batches(size=32, epoch=1):
+    for parts in predictor.batches.sequence_batches(size=32, epoch=1):
         assert sum(weight for _, weight in parts) == pytest.approx(1.0)
         for batch, _ in parts:
             inputs = batch["item_id_list"].numpy()
@@ -290,8 +291,8 @@ def test_a_batch_split_by_length_has_the_loss_of_the_whole_batch(synthetic_data,
     rng = np.random.default_rng(3)
     lengths = np.asarray([len(s) for s in predictor.train_sequences])
     rows = np.concatenate([np.flatnonzero(lengths == lengths.max())[:1], rng.permutation(len(lengths))[:40]])
-    batch = predictor._sequence_batch(rng, rows)
-    parts = predictor._parts_by_width(batch)
+    batch = predictor.batches.sequence_batch(rng, rows)
+    parts = predictor.batches.parts_by_width(batch)
     assert (
         len(parts) > 1 and max(p["item_id_list"].shape[1] for p, _ in parts) == batch["item_id_list"].shape[1]
     )
@@ -306,14 +307,12 @@ def test_length_buckets_compute_random_prefix_batches_in_parts_with_the_whole_ba
     parts give exactly the loss of the batch padded in one piece."""
     from recbole.data.interaction import Interaction
 
-    from unimp_bench.baselines.recbole_engine import RecBoleParams, RecBolePredictor
-
     settings = RecBoleParams(
         model="SASRec", epochs=1, length_buckets=True, recbole=TINY_SASREC | {"loss_type": "BPR"}
     )
     predictor = RecBolePredictor("SASRec", settings, open_dataset(synthetic_data))
     model = predictor.model.eval()
-    parts = next(iter(predictor._batches(predictor.train_data, epoch=1)))
+    parts = next(iter(predictor.batches.epoch(1)))
     assert len(parts) > 1 and sum(w for _, w in parts) == pytest.approx(1.0)
     widths = [part["item_id_list"].shape[1] for part, _ in parts]
     assert all(int(part["item_length"].max()) == w for (part, _), w in zip(parts, widths))
@@ -518,8 +517,6 @@ def test_hgn_pairwise_loss_lowers_the_negative_in_the_table_that_ranks(synthetic
     """RecBole's HGN scores a BPR negative with its input item table, so the prediction table (which
     ranks) never learns from negatives; ours scores both items with the prediction table."""
     from recbole.model.sequential_recommender.hgn import HGN as RecBoleHGN
-
-    from unimp_bench.baselines.recbole_engine import RecBoleParams, RecBolePredictor
 
     sampler = {"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
     settings = RecBoleParams(model="HGN", epochs=1, recbole={"loss_type": "BPR"} | sampler)

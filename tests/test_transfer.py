@@ -252,14 +252,14 @@ def test_sasrec_scratch_reads_only_held_out_domain_histories(synthetic_data, tmp
     moved = {}
     for regime in ("target", "source+target"):
         predictor = make_predictor(spec, finetune_view(dataset, FinetuneSettings(regime=regime)))
-        before = predictor._catalog_scores(users, positions)
+        before = predictor.scorer.catalog_scores(users, positions)
         other = np.flatnonzero(~in_domain)
         for user in users.tolist():
             history = predictor.histories[user].copy()
             outside = ~in_domain[history]
             history[outside] = other[(np.searchsorted(other, history[outside]) + 1) % len(other)]
             predictor.histories[user] = history
-        moved[regime] = not np.allclose(before, predictor._catalog_scores(users, positions))
+        moved[regime] = not np.allclose(before, predictor.scorer.catalog_scores(users, positions))
     assert moved == {"target": False, "source+target": True}
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from helpers import learns_the_cycle, refused
-from unimp_bench.baselines.recbole_engine import RecBoleParams, RecBolePredictor
+from unimp_bench.baselines.recbole.params import RecBoleParams
+from unimp_bench.baselines.recbole.predictor import RecBolePredictor
 from unimp_bench.baselines.recbole_objectives import sliding_windows
 from unimp_bench.data.contract import open_dataset
 
@@ -41,7 +42,7 @@ def test_window_batches_hold_each_window_once_with_its_user_and_unseen_negatives
     by_user = dict(zip(predictor.train_users.tolist(), predictor.train_sequences))
     expected = sum(max(1, len(s) - 4) for s in predictor.train_sequences)  # windows of 3 + 2 items
     rows = 0
-    for [(batch, weight)] in predictor._batches(predictor.train_data, epoch=1):
+    for [(batch, weight)] in predictor.batches.epoch(1):
         assert weight == 1.0
         assert batch["item_id_list"].shape[1] == predictor.model.max_seq_length == 3
         assert batch["target_item_list"].shape[1] == 2 and batch["negative_item_list"].shape[1] == 4

@@ -51,7 +51,7 @@ def load_baseline(model: str, config: Path | None = None) -> BaselineSpec:
 def predictor_class(spec: BaselineSpec) -> type:
     """The class that serves a baseline: what it can answer before anything is trained."""
     if spec.engine == "recbole":
-        from unimp_bench.baselines.recbole_engine import RecBolePredictor
+        from unimp_bench.baselines.recbole.predictor import RecBolePredictor
 
         return RecBolePredictor
     from unimp_bench.baselines.native import NATIVE
@@ -61,10 +61,8 @@ def predictor_class(spec: BaselineSpec) -> type:
     return NATIVE[spec.name.lower()]
 
 
-def make_predictor(spec: BaselineSpec, dataset, show_progress: bool = False):
-    """The predictor of a baseline, its parameters checked by its own dataclass; a RecBole baseline is
-    trained here, on the dataset's train split."""
-    cls = predictor_class(spec)
-    if spec.engine == "recbole":
-        return cls.from_spec(spec, dataset, show_progress)
-    return cls.from_spec(spec, dataset)
+def make_predictor(spec: BaselineSpec, dataset):
+    """The predictor of a baseline, its parameters checked by its own dataclass, ready to predict: a
+    RecBole baseline is built, then trained here on the dataset's train split."""
+    predictor = predictor_class(spec).from_spec(spec, dataset)
+    return predictor.fit() if spec.engine == "recbole" else predictor

@@ -59,9 +59,9 @@ def run_baseline(
             continue
         if regime is not None:
             view = finetune_view(dataset, regime)
-            predictor = _FineTuned(make_predictor(spec, view, show_progress), regime)
+            predictor = _FineTuned(make_predictor(spec, view), regime)
         else:
-            predictor = make_predictor(spec, dataset, show_progress)
+            predictor = make_predictor(spec, dataset)
         needed = _needed(predictor, task, group)
         with examples_for(data_dir, [task.name], needed, examples_dir, seed, show_progress) as example_set:
             results += _evaluate(predictor, task, group, dataset, example_set, out, scoring)

@@ -152,6 +152,9 @@ def test_sasrec_with_binary_cross_entropy_learns_a_known_ranking(cyclic_data, tm
     assert result.scores["HR@3"] == 1.0 and result.scores["MRR@3"] > 0.9
     effective = result.provenance["config"]["recbole_options"]
     assert effective["loss_type"] == "BCE" and effective["hidden_size"] == 16
+    # the random temporary folder of the exported files is recorded by role: a rerun records the same
+    assert effective["data_path"] == "<temporary folder>/atomic/unimp"
+    assert effective["checkpoint_dir"] == "<temporary folder>/atomic/saved"
     # the objective exists for SASRec only; another model asking for it is told so before training
     gru = quick_config(tmp_path, "GRU4Rec", recbole={"loss_type": "BCE"})
     with pytest.raises(

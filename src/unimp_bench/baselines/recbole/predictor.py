@@ -202,7 +202,12 @@ class RecBolePredictor:
 
     def config_value(self, key: str):
         value = self.rb_config[key]
-        return value if isinstance(value, (int, float, str, bool, list, dict, type(None))) else str(value)
+        value = value if isinstance(value, (int, float, str, bool, list, dict, type(None))) else str(value)
+        if isinstance(value, str) and value.startswith(self._scratch.name):
+            # the exported files live in a random temporary folder: recorded by role, so that the
+            # same run gives the same result record
+            return "<temporary folder>" + value[len(self._scratch.name) :]
+        return value
 
     def _refuse_unfitted(self) -> None:
         if not self.fitted:

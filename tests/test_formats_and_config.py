@@ -2,6 +2,9 @@
 
 import gzip
 import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import polars as pl
 import pytest
@@ -215,3 +218,32 @@ def test_the_same_reviews_in_2018_copies_and_2023_parents_prepare_identically(tm
     assert items_2018["asin"].to_list() == items_2023["asin"].to_list()
     variants = dict(items_2018.select("asin", "variant_asins").iter_rows())
     assert variants == {"P0": ["P0v"], "P1": ["P1v", "P1w"], "P2": []}
+
+
+def test_literal_choices_are_checked_by_the_loader_and_in_code(tmp_path):
+    """One rule for every choice field: the YAML loader names the file and key, a config built in code
+    names the field as its own label says (a command-line flag for the eval settings)."""
+    from unimp_bench.baselines.registry import load_baseline
+    from unimp_bench.config import check_choices, from_mapping
+    from unimp_bench.models.predictor import ModelEvalSettings
+    from unimp_bench.training.config import load_run_config
+
+    with pytest.raises(UnimpError, match=r"train\.schedule must be one of cosine, constant, got 'linear'"):
+        load_run_config(Path("tiny"), ["train.schedule=linear"])
+    with pytest.raises(UnimpError, match="--text-decoding must be one of greedy, beam, got 'sample'"):
+        ModelEvalSettings(text_decoding="sample")
+    spec = tmp_path / "pop.yaml"
+    spec.write_text("name: pop\ndescription: x\nengine: natve\nkinds: [recommendation]\n")
+    with pytest.raises(UnimpError, match=r"pop\.yaml\.engine must be one of native, recbole, got 'natve'"):
+        load_baseline("pop", spec)
+
+    @dataclass(frozen=True)
+    class Choice:
+        pick: Literal["a", "b"] | None = None
+
+        def __post_init__(self) -> None:
+            check_choices(self, "choice.")
+
+    assert Choice().pick is None and from_mapping(Choice, {"pick": "b"}, "c").pick == "b"
+    with pytest.raises(UnimpError, match="choice.pick must be one of a, b, got 'c'"):
+        Choice(pick="c")

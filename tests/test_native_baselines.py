@@ -146,7 +146,7 @@ def test_zam_early_stopping_ranks_valid_as_the_evaluation_does(synthetic_data, e
     )
     predicted = predictor.predict(registry().get("search"), examples)
     evaluated = ranking_metrics(predicted["greater"].to_numpy(), predicted["ties"].to_numpy(), ["NDCG@10"])
-    assert predictor._valid_ndcg(valid.rows()) == pytest.approx(evaluated["NDCG@10"], abs=1e-12)
+    assert predictor.valid_ndcg(valid.rows()) == pytest.approx(evaluated["NDCG@10"], abs=1e-12)
 
 
 def test_vbpr_reads_image_features_and_refuses_without_clip_weights(synthetic_data):

@@ -209,7 +209,7 @@ def test_selection_threshold_is_tuned_on_valid_and_never_reads_test(synthetic_da
             task,
             valid,
             valid.select(
-                "example_id", pl.Series("selected", predictor._select(valid["candidates"].to_list(), t))
+                "example_id", pl.Series("selected", predictor.select_at(valid["candidates"].to_list(), t))
             ),
             ScoringSettings(),
         )[0]["F1"]

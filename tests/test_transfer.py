@@ -388,7 +388,7 @@ def test_real_gift_cards_held_out_next_to_beauty_and_fashion(shared_raw, tmp_pat
 
 
 def test_replace_keeps_the_candidate_choice_checked(synthetic_data):
-    with pytest.raises(UnimpError, match="unknown candidate catalog"):
+    with pytest.raises(UnimpError, match="--candidates must be one of domain, all, got .office."):
         dataclasses.replace(open_dataset(synthetic_data), candidates="office")
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,10 +35,46 @@ def load_yaml(path: Path) -> Any:
         raise UnimpError(f"config file {path} is a folder, not a YAML file") from None
 
 
+def literal_choices(annotation: Any) -> tuple | None:
+    """The choices of a `Literal[...]` annotation (also inside `X | None`), else None."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if typing.get_origin(arg) is typing.Literal:
+                return typing.get_args(arg)
+    return None
+
+
+@functools.cache
+def _choices_of(cls: type) -> dict[str, tuple]:
+    hints = typing.get_type_hints(cls)
+    found = {f.name: literal_choices(hints[f.name]) for f in dataclasses.fields(cls)}
+    return {name: choices for name, choices in found.items() if choices}
+
+
+def check_choices(obj: Any, label: str | Callable[[str], str] = "") -> None:
+    """Every field of dataclass `obj` annotated `Literal[...]` holds one of its choices: the one rule
+    for every config, called from its __post_init__ (so a config built in code is checked too, not
+    only one read from YAML). `label` prefixes a field's name in the error (or maps it, e.g. to a
+    command-line flag)."""
+    for name, choices in _choices_of(type(obj)).items():
+        value = getattr(obj, name)
+        if value is None and type(None) in typing.get_args(typing.get_type_hints(type(obj))[name]):
+            continue
+        if value not in choices:
+            shown = label(name) if callable(label) else f"{label}{name}"
+            raise UnimpError(f"{shown} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any:
+        return value
+    if origin is typing.Literal:
+        if value not in args:
+            raise UnimpError(f"{where} must be one of {', '.join(map(str, args))}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

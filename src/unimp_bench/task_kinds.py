@@ -169,8 +169,6 @@ def _check_selection(task: Task) -> str | None:
         return "a selection task needs a candidates section"
     if not 1 <= sampling.positives_min <= sampling.positives_max < sampling.num_candidates:
         return "need 1 <= positives_min <= positives_max < num_candidates"
-    if sampling.negative_pool not in ("domain", "catalog"):
-        return "negative_pool must be domain or catalog"
     return None
 
 

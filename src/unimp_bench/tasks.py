@@ -15,8 +15,9 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from unimp_bench.config import from_mapping, load_yaml
+from unimp_bench.config import check_choices, from_mapping, load_yaml
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import parse_metric
 from unimp_bench.prompts import template_parts
@@ -33,7 +34,11 @@ class CandidateSampling:
     positives_min: int = 1
     positives_max: int = 3
     num_candidates: int = 10
-    negative_pool: str = "domain"  # domain: negatives from the target item's domain; catalog: any item
+    # domain: negatives from the positives' domains; catalog: from any item
+    negative_pool: Literal["domain", "catalog"] = "domain"
+
+    def __post_init__(self) -> None:
+        check_choices(self, "candidates.")
 
 
 @dataclass(frozen=True)

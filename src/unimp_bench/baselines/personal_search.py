@@ -278,7 +278,7 @@ class ZAMPredictor:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-            score = self._valid_ndcg(valid) if valid else 0.0
+            score = self.valid_ndcg(valid) if valid else 0.0
             if best.update(epoch, score, self.model.state_dict):
                 break
         self.model.load_state_dict(best.state)
@@ -293,7 +293,7 @@ class ZAMPredictor:
                 .numpy()
             )
 
-    def _valid_ndcg(self, valid: list[tuple[int, int]]) -> float:
+    def valid_ndcg(self, valid: list[tuple[int, int]]) -> float:
         """NDCG@10 of the valid targets ranked as the evaluated splits rank theirs: without the user's
         earlier items (exclude_seen) and, on a fine-tuning view, within the held-out domain."""
         users, positions = [u for u, _ in valid], [p for _, p in valid]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
 from unimp_bench.baselines.selection import SelectionThreshold
-from unimp_bench.config import from_mapping, to_mapping
+from unimp_bench.config import check_choices, from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.data.transfer import no_item_evidence
 from unimp_bench.errors import UnimpError
@@ -22,11 +23,10 @@ class PopularityParams:
     # train: the train split of training users (what any model may learn from). all: every
     # interaction, test targets included: it leaks the answers, and exists only to reproduce
     # published numbers that were computed that way (the S3-Rec PopRec figures are)
-    counts_from: str = "train"
+    counts_from: Literal["train", "all"] = "train"
 
     def __post_init__(self) -> None:
-        if self.counts_from not in ("train", "all"):
-            raise UnimpError("pop params: counts_from must be train or all")
+        check_choices(self, "pop params: ")
 
 
 def all_counts(dataset: PreparedDataset) -> np.ndarray:
@@ -90,8 +90,8 @@ class PopularityPredictor:
     def _candidate_counts(self, candidates: list[list[int]]) -> list[np.ndarray]:
         return [self.counts[np.asarray(row, dtype=np.int64)] for row in candidates]
 
-    def _select(self, candidates: list[list[int]], threshold: float) -> list[list[int]]:
-        return SelectionThreshold._apply(candidates, self._candidate_counts(candidates), threshold)
+    def select_at(self, candidates: list[list[int]], threshold: float) -> list[list[int]]:
+        return SelectionThreshold.apply(candidates, self._candidate_counts(candidates), threshold)
 
     def not_applicable(self, task: Task, split: str) -> str | None:
         return no_item_evidence(self.name, split) if self.params.counts_from == "train" else None

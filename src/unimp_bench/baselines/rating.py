@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -23,13 +24,14 @@ from unimp_bench.baselines.history import (
     user_histories,
     valid_interactions,
 )
-from unimp_bench.config import from_mapping, to_mapping
+from unimp_bench.config import check_choices, from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.data.transfer import no_item_evidence
 from unimp_bench.errors import UnimpError
 from unimp_bench.tasks import Task
 
-MEANS = ("global", "user", "item")
+Mean = Literal["global", "user", "item"]
+MEANS = get_args(Mean)
 RATING_RANGE = (1.0, 5.0)
 
 
@@ -42,11 +44,10 @@ def _training_ratings(dataset: PreparedDataset) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class MeanParams:
-    of: str = "global"  # global | user | item
+    of: Mean = "global"
 
     def __post_init__(self) -> None:
-        if self.of not in MEANS:
-            raise UnimpError(f"mean params: `of` must be one of {', '.join(MEANS)}")
+        check_choices(self, "mean params: ")
 
 
 class MeanRatingPredictor:

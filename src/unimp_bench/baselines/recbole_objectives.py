@@ -44,6 +44,7 @@ and the model lays out their rows.
 from __future__ import annotations
 
 import functools
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -53,8 +54,10 @@ from unimp_bench.baselines.recbole_compat import prepare_recbole
 from unimp_bench.errors import UnimpError
 
 BINARY_CROSS_ENTROPY = "BCE"
-POSITION_ORIGINS = ("first", "latest")
-TRAIN_ROWS = ("prefixes", "sequences", "windows")
+PositionOrigin = Literal["first", "latest"]
+POSITION_ORIGINS = get_args(PositionOrigin)
+TrainRows = Literal["prefixes", "sequences", "windows"]
+TRAIN_ROWS = get_args(TrainRows)
 # what each model offers beyond RecBole's own training: the settings above that are not RecBole's
 OFFERS = {
     "SASRec": {"loss_type": {"BCE"}, "train_rows": {"sequences"}, "position_origin": {"latest"}},
@@ -226,7 +229,8 @@ class WindowLoss(BinaryCrossEntropyAccepted):
         }
 
 
-CASER_OUTPUTS = ("recbole", "published")
+CaserOutput = Literal["recbole", "published"]
+CASER_OUTPUTS = get_args(CaserOutput)
 
 
 @functools.cache

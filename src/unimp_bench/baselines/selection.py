@@ -19,7 +19,7 @@ class SelectionThreshold:
         self.valid_f1: float | None = None
 
     @staticmethod
-    def _apply(
+    def apply(
         candidates: Sequence[Sequence[int]], scores: Sequence[np.ndarray], threshold: float
     ) -> list[list[int]]:
         return [
@@ -42,15 +42,15 @@ class SelectionThreshold:
             values = np.unique(np.quantile(values, np.linspace(0.0, 1.0, MAX_OPTIONS)))
         best = max(
             values.tolist(),
-            key=lambda t: (set_metrics(self._apply(candidates, scores, t), positives)["F1"], t),
+            key=lambda t: (set_metrics(self.apply(candidates, scores, t), positives)["F1"], t),
         )
         self.threshold = float(best)
-        self.valid_f1 = set_metrics(self._apply(candidates, scores, best), positives)["F1"]
+        self.valid_f1 = set_metrics(self.apply(candidates, scores, best), positives)["F1"]
 
     def select(self, candidates: Sequence[Sequence[int]], scores: Sequence[np.ndarray]) -> list[list[int]]:
         if self.threshold is None:
             raise UnimpError("the selection threshold must be tuned on valid examples first")
-        return self._apply(candidates, scores, self.threshold)
+        return self.apply(candidates, scores, self.threshold)
 
     def describe(self) -> dict:
         if self.threshold is None:

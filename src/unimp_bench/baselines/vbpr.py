@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -27,7 +28,7 @@ from unimp_bench.baselines.history import (
     valid_outside,
 )
 from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
-from unimp_bench.config import from_mapping, to_mapping
+from unimp_bench.config import check_choices, from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import ranking_metrics, target_rank_counts
@@ -41,13 +42,14 @@ from unimp_bench.ranking import (
 )
 from unimp_bench.tasks import Task
 
-FEATURES = ("clip", "thumbnail")
+Features = Literal["clip", "thumbnail"]
+FEATURES = get_args(Features)
 THUMBNAIL = 8
 
 
 @dataclass(frozen=True)
 class VBPRParams:
-    features: str = "clip"  # clip | thumbnail
+    features: Features = "clip"
     clip_model: str = "ViT-L-14"
     clip_checkpoint: str | None = None  # local open_clip weights for features: clip
     factors: int = 32  # gamma dimension
@@ -61,8 +63,7 @@ class VBPRParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.features not in FEATURES:
-            raise UnimpError(f"VBPR params: features must be one of {', '.join(FEATURES)}")
+        check_choices(self, "VBPR params: ")
 
 
 def thumbnail_features(root: Path, paths: list[str | None]) -> np.ndarray:

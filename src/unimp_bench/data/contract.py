@@ -8,9 +8,11 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import polars as pl
 
+from unimp_bench.config import check_choices
 from unimp_bench.errors import UnimpError
 from unimp_bench.fileio import read_json
 from unimp_bench.resources import resource_dir
@@ -44,7 +46,8 @@ COLUMNS = {
 }
 
 
-CANDIDATE_CATALOGS = ("domain", "all")
+CandidateCatalog = Literal["domain", "all"]
+CANDIDATE_CATALOGS = get_args(CandidateCatalog)
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,10 @@ class PreparedDataset:
     manifest: dict
     # ranking candidates on the new_domain splits: the held-out domain's catalog (the protocol) or
     # every item ("all"); the other splits always rank the whole catalog
-    candidates: str = "domain"
+    candidates: CandidateCatalog = "domain"
 
     def __post_init__(self) -> None:
-        if self.candidates not in CANDIDATE_CATALOGS:
-            raise UnimpError(
-                f"unknown candidate catalog {self.candidates!r}; known: {', '.join(CANDIDATE_CATALOGS)}"
-            )
+        check_choices(self, lambda name: "--candidates")
 
     def scan(self, name: str) -> pl.LazyFrame:
         return pl.scan_parquet(self.root / f"{name}.parquet")

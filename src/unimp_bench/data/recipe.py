@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from unimp_bench.config import from_mapping, load_yaml
+from unimp_bench.config import check_choices, from_mapping, load_yaml
 from unimp_bench.errors import UnimpError
 from unimp_bench.resources import resource_dir
 
@@ -21,7 +22,8 @@ class Recipe:
     k_core: int = 5
     new_user_fraction: float = 0.1
     new_domain: str | None = "Office"
-    items_without_meta: str = "drop"  # "drop": items with no meta row leave before the k-core; "keep"
+    # drop: items with no meta row leave before the k-core; keep: they stay
+    items_without_meta: Literal["drop", "keep"] = "drop"
     domains: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {release: file stem}
     seed: int = 0
 
@@ -32,8 +34,7 @@ class Recipe:
             raise UnimpError(f"seed must be in [0, 2**32), got {self.seed}")
         if not 0.0 <= self.new_user_fraction < 1.0:
             raise UnimpError(f"new_user_fraction must be in [0, 1), got {self.new_user_fraction}")
-        if self.items_without_meta not in ("drop", "keep"):
-            raise UnimpError(f"items_without_meta must be 'drop' or 'keep', got {self.items_without_meta!r}")
+        check_choices(self)
         for name, stems in self.domains.items():
             unknown = sorted(set(stems) - set(RELEASES))
             if unknown:

@@ -29,28 +29,29 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import polars as pl
 
+from unimp_bench.config import check_choices
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.errors import UnimpError
 
 TRANSFER_SPLITS = ("new_domain", "new_domain_finetune")
-REGIMES = ("source+target", "target")
+Regime = Literal["source+target", "target"]
+REGIMES = get_args(Regime)
 CONTEXT = "context"  # in the history, never a training row, never a valid target
 
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    regime: str = "source+target"  # source+target | target (trained on the target train part alone)
+    regime: Regime = "source+target"  # target: trained on the target train part alone
     target_share: float = 1.0  # fraction of the held-out users whose train part may be trained on
     seed: int = 0  # which held-out users make up that share
 
     def __post_init__(self) -> None:
-        if self.regime not in REGIMES:
-            raise UnimpError(f"unknown fine-tuning regime {self.regime!r}; known: {', '.join(REGIMES)}")
+        check_choices(self, "fine-tuning ")
         if not 0.0 < self.target_share <= 1.0:
             raise UnimpError(f"the target share must be in (0, 1], not {self.target_share}")
 

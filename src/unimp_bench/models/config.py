@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
+from unimp_bench.config import check_choices
 from unimp_bench.errors import UnimpError
 
 LM_FAMILIES = ("gpt_neox", "llama", "qwen2", "mistral", "gpt2", "mpt", "opt")
-MASK_MODES = ("exclusive", "previous", "all")
-FUSIONS = ("cross_attention", "early", "late", "inline", "none")
+Mask = Literal["exclusive", "previous", "all"]
+Fusion = Literal["cross_attention", "early", "late", "inline", "none"]
+Source = Literal["random", "pretrained"]
+MASK_MODES = get_args(Mask)
+FUSIONS = get_args(Fusion)
 
 
 def _positive(section: str, **values: int) -> None:
@@ -20,7 +25,7 @@ def _positive(section: str, **values: int) -> None:
 
 @dataclass(frozen=True)
 class LanguageModelConfig:
-    source: str = "random"  # random (built locally from the sizes below) | pretrained
+    source: Source = "random"  # random (built locally from the sizes below) | pretrained
     name: str | None = None  # pretrained: a local folder or a Hugging Face id already in the cache
     family: str = "gpt_neox"  # random: which architecture to build
     hidden_size: int = 128
@@ -28,21 +33,20 @@ class LanguageModelConfig:
     heads: int = 4
     intermediate_size: int = 512
     max_positions: int = 1024
-    tokenizer: str = "bpe"  # bpe (trained on the dataset's text) | pretrained (the LM's own)
+    tokenizer: Literal["bpe", "pretrained"] = (
+        "bpe"  # bpe: trained on the dataset's text; pretrained: the LM's own
+    )
     bpe_vocab_size: int = 2000
     decoder_layers: str | None = None  # attribute path of the decoder layer list, overrides discovery
     freeze: bool = False
     dtype: str = "float32"  # weights are loaded in this dtype (the trainer's precision casts later)
 
     def __post_init__(self) -> None:
-        if self.source not in ("random", "pretrained"):
-            raise UnimpError(f"model.lm.source must be random or pretrained, got {self.source!r}")
+        check_choices(self, "model.lm.")
         if self.source == "pretrained" and not self.name:
             raise UnimpError("model.lm.name must name the pretrained language model (a folder or a HF id)")
         if self.source == "random" and self.family not in LM_FAMILIES:
             raise UnimpError(f"model.lm.family must be one of {', '.join(LM_FAMILIES)}, got {self.family!r}")
-        if self.tokenizer not in ("bpe", "pretrained"):
-            raise UnimpError(f"model.lm.tokenizer must be bpe or pretrained, got {self.tokenizer!r}")
         if self.tokenizer == "pretrained" and self.source == "random":
             raise UnimpError("a random language model has no pretrained tokenizer; use tokenizer: bpe")
         _positive("model.lm", hidden_size=self.hidden_size, layers=self.layers, heads=self.heads,
@@ -56,7 +60,7 @@ class LanguageModelConfig:
 
 @dataclass(frozen=True)
 class VisionConfig:
-    source: str = "random"  # random (a small open_clip ViT built locally) | pretrained
+    source: Source = "random"  # random (a small open_clip ViT built locally) | pretrained
     model: str = "ViT-L-14"  # pretrained: the open_clip architecture
     pretrained: str = "openai"  # pretrained: an open_clip tag found in the HF cache, or a weights file
     image_size: int = 32
@@ -67,8 +71,7 @@ class VisionConfig:
     feature_cache_gb: float = 4.0  # precompute the frozen tower's output when it fits in this budget
 
     def __post_init__(self) -> None:
-        if self.source not in ("random", "pretrained"):
-            raise UnimpError(f"model.vision.source must be random or pretrained, got {self.source!r}")
+        check_choices(self, "model.vision.")
         _positive("model.vision", image_size=self.image_size, patch_size=self.patch_size, width=self.width,
                   layers=self.layers, heads=self.heads)  # fmt: skip
         if self.source == "random" and (self.width % self.heads or self.image_size % self.patch_size):
@@ -97,16 +100,13 @@ class ModelConfig:
     cross_attn_every: int = 2
     cross_attn_heads: int = 4
     cross_attn_head_dim: int = 32
-    mask: str = "exclusive"
-    fusion: str = "cross_attention"
+    mask: Mask = "exclusive"
+    fusion: Fusion = "cross_attention"
     max_length: int = 512
     num_ratings: int = 5
 
     def __post_init__(self) -> None:
-        if self.mask not in MASK_MODES:
-            raise UnimpError(f"model.mask must be one of {', '.join(MASK_MODES)}, got {self.mask!r}")
-        if self.fusion not in FUSIONS:
-            raise UnimpError(f"model.fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        check_choices(self, "model.")
         _positive("model", cross_attn_every=self.cross_attn_every, cross_attn_heads=self.cross_attn_heads,
                   cross_attn_head_dim=self.cross_attn_head_dim, num_ratings=self.num_ratings)  # fmt: skip
         if self.max_length < 16:

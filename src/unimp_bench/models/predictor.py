@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
-from unimp_bench.config import to_mapping
-from unimp_bench.data.contract import CANDIDATE_CATALOGS
+from unimp_bench.config import check_choices, to_mapping
+from unimp_bench.data.contract import CandidateCatalog
 from unimp_bench.data.transfer import no_item_evidence
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import target_rank_counts
@@ -22,19 +23,16 @@ from unimp_bench.ranking import SHOWN_TOP, excluded_items, mask_seen, ranking_pr
 from unimp_bench.robustness import Perturbation
 from unimp_bench.tasks import Task
 
-RANKING_DECODING = ("exact", "beam", "unconstrained")
-SEEN_ITEMS = ("keep", "exclude")
-TEXT_DECODING = ("greedy", "beam")
 UNCONSTRAINED_MAX_TOKENS = 4  # an answer is one item token then EOS; longer beams are invalid anyway
 
 
 @dataclass(frozen=True)
 class ModelEvalSettings:
-    ranking: str = "exact"  # exact: one forward pass, softmax over item tokens | beam | unconstrained
+    ranking: Literal["exact", "beam", "unconstrained"] = "exact"  # exact: one pass, softmax over item tokens
     beams: int = 10  # beams (and returned items) of beam and unconstrained ranking
-    seen_items: str = "exclude"  # exclude (the protocol) | keep the items the user had before the target
-    candidates: str = "domain"  # new_domain splits rank the held-out domain's catalog | all items
-    text_decoding: str = "greedy"  # explanation: greedy | beam
+    seen_items: Literal["exclude", "keep"] = "exclude"  # exclude: the protocol; keep the user's earlier items
+    candidates: CandidateCatalog = "domain"  # new_domain splits: the held-out domain's catalog | all items
+    text_decoding: Literal["greedy", "beam"] = "greedy"  # explanation
     text_beams: int = 4
     max_new_tokens: int = 80  # length cap of explanations, in tokens
     batch_size: int = 16
@@ -43,14 +41,7 @@ class ModelEvalSettings:
     perturbation: Perturbation = field(default_factory=Perturbation)
 
     def __post_init__(self) -> None:
-        if self.ranking not in RANKING_DECODING:
-            raise UnimpError(f"--ranking must be one of {', '.join(RANKING_DECODING)}")
-        if self.seen_items not in SEEN_ITEMS:
-            raise UnimpError(f"--seen-items must be one of {', '.join(SEEN_ITEMS)}")
-        if self.candidates not in CANDIDATE_CATALOGS:
-            raise UnimpError(f"--candidates must be one of {', '.join(CANDIDATE_CATALOGS)}")
-        if self.text_decoding not in TEXT_DECODING:
-            raise UnimpError(f"--text-decoding must be one of {', '.join(TEXT_DECODING)}")
+        check_choices(self, lambda name: "--" + name.replace("_", "-"))  # built from command-line flags
         if min(self.beams, self.text_beams, self.max_new_tokens, self.batch_size, self.shard_size) < 1:
             raise UnimpError(
                 "--beams, --text-beams, --max-new-tokens, --batch-size and --shard-size must be >= 1"

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import yaml
 
-from unimp_bench.config import from_mapping, load_yaml, to_mapping
+from unimp_bench.config import check_choices, from_mapping, load_yaml, to_mapping
 from unimp_bench.errors import UnimpError
 from unimp_bench.models.config import ModelConfig
 from unimp_bench.models.export import LoraSettings
 from unimp_bench.objective import LossConfig
 from unimp_bench.tasks import registry
 
-STRATEGIES = ("multitask", "continual", "multitask_then_finetune", "multitask_then_efficient")
+Strategy = Literal["multitask", "continual", "multitask_then_finetune", "multitask_then_efficient"]
+Precision = Literal["fp32", "bf16", "fp16"]
+STRATEGIES = get_args(Strategy)
 # the shipped tasks trained by default; any registered task whose kind trains may be named instead
 DEFAULT_TASKS = ("recommendation", "preference", "explanation", "selection", "search")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = get_args(Precision)
 BPE_TRAINING_TEXTS = 200_000
 
 
@@ -26,10 +29,10 @@ BPE_TRAINING_TEXTS = 200_000
 class TrainConfig:
     tasks: tuple[str, ...] = DEFAULT_TASKS
     task_sampling: dict[str, float] = field(default_factory=dict)  # relative share of each task's examples
-    strategy: str = "multitask"
+    strategy: Strategy = "multitask"
     finetune_task: str = "recommendation"  # the second stage's task of the *_then_* strategies
     finetune_epochs: float = 1.0
-    efficient: str = "lora"  # multitask_then_efficient: lora | last_layer
+    efficient: Literal["lora", "last_layer"] = "lora"  # what multitask_then_efficient trains
     lora: LoraSettings = field(default_factory=LoraSettings)
     epochs: float = 10.0
     steps: int | None = None  # stage length in optimizer steps instead of epochs (the schedule spans it)
@@ -39,9 +42,9 @@ class TrainConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.01
-    schedule: str = "cosine"  # cosine | constant (after warm-up)
+    schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up
     grad_clip: float = 1.0
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     zero_stage: int = 0
     seed: int = 0
     instruction: str = "random"  # instruction paraphrase per example: random | first | an index
@@ -51,17 +54,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise UnimpError(f"train.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.precision not in PRECISIONS:
-            raise UnimpError(f"train.precision must be one of {', '.join(PRECISIONS)}")
+        check_choices(self, "train.")
         if self.zero_stage not in (0, 1, 2):
             # stage 3 partitions the weights themselves: exports would need them gathered first
             raise UnimpError("train.zero_stage must be 0, 1 or 2 (ZeRO-3 exports are not supported yet)")
-        if self.efficient not in ("lora", "last_layer"):
-            raise UnimpError("train.efficient must be lora or last_layer")
-        if self.schedule not in ("cosine", "constant"):
-            raise UnimpError("train.schedule must be cosine or constant")
         if not self.tasks:
             raise UnimpError("train.tasks must name at least one task")
         unknown = sorted(set(self.task_sampling) - set(self.tasks))

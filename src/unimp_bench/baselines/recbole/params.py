@@ -17,11 +17,12 @@ import yaml
 from unimp_bench.baselines.recbole_compat import literal_value, prepare_recbole
 from unimp_bench.baselines.recbole_objectives import (
     BINARY_CROSS_ENTROPY,
-    CASER_OUTPUTS,
-    POSITION_ORIGINS,
-    TRAIN_ROWS,
+    CaserOutput,
+    PositionOrigin,
+    TrainRows,
     model_class,
 )
+from unimp_bench.config import check_choices
 from unimp_bench.errors import UnimpError
 
 DATASET_NAME = "unimp"
@@ -100,17 +101,17 @@ class RecBoleParams:
     # position (SASRec: the loss on its last position; BERT4Rec: masked items of that prefix);
     # `sequences` the published way, one row per user (its last training items): SASRec's every
     # position predicts the next item, BERT4Rec recovers cloze-masked items
-    train_rows: str = "prefixes"
+    train_rows: TrainRows = "prefixes"
     # SASRec only: `first` numbers positions from the oldest item of the window (RecBole); `latest`
     # pads on the left so the latest item always takes the last position (the published code)
-    position_origin: str = "first"
+    position_origin: PositionOrigin = "first"
     # Caser and HGN with train_rows windows (recbole_objectives): the items after each window of
     # max_history items that it predicts (the papers' T), and sampled negatives per window
     window_targets: int = 3
     window_negatives: int = 3
     # Caser with train_rows windows: `published` scores items as the published Caser does (a separate
     # output table and item bias over [z, user]); `recbole` as RecBole's Caser
-    caser_output: str = "recbole"
+    caser_output: CaserOutput = "recbole"
     recbole: dict[str, Any] = field(default_factory=dict)  # RecBole's own options
 
     def __post_init__(self) -> None:
@@ -118,16 +119,11 @@ class RecBoleParams:
             raise UnimpError(
                 "recbole params: max_history, epochs, stopping_step, eval_batch_size must be >= 1"
             )
-        if self.caser_output not in CASER_OUTPUTS:
-            raise UnimpError(f"recbole params: caser_output must be one of {', '.join(CASER_OUTPUTS)}")
         if self.window_targets < 1 or self.window_negatives < 1:
             raise UnimpError("recbole params: window_targets and window_negatives must be >= 1")
         if self.pretrain_epochs < 0 or self.valid_every_steps < 0:
             raise UnimpError("recbole params: pretrain_epochs and valid_every_steps must be >= 0")
-        if self.train_rows not in TRAIN_ROWS:
-            raise UnimpError(f"recbole params: train_rows must be one of {', '.join(TRAIN_ROWS)}")
-        if self.position_origin not in POSITION_ORIGINS:
-            raise UnimpError(f"recbole params: position_origin must be one of {', '.join(POSITION_ORIGINS)}")
+        check_choices(self, "recbole params: ")
 
     @property
     def width_invariant(self) -> bool:

@@ -26,7 +26,7 @@ from unimp_bench.examples import build_examples, open_examples
 from unimp_bench.metrics import ranking_metrics, target_rank_counts
 from unimp_bench.models.export import load_exported
 from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, catalog_image_paths
-from unimp_bench.models.predict import next_token_scores
+from unimp_bench.models.predict import PromptReader, next_token_scores
 from unimp_bench.tasks import registry
 from unimp_bench.training.launcher import run_training
 
@@ -43,14 +43,9 @@ def evaluate(export: Path, data: Path, examples) -> dict:
     dataset = open_dataset(data)
     images = ItemImages(dataset.root, catalog_image_paths(dataset), loaded.model.vision.image_size[0])
     store = ImageFeatureStore(loaded.model, images, cache_gb=4.0)
+    reader = PromptReader(loaded.model, loaded.tokenizer, store, loaded.model.config.max_length)
     scores = next_token_scores(
-        loaded.model,
-        loaded.tokenizer,
-        store,
-        examples["prompt"].to_list(),
-        examples["image_items"].to_list(),
-        loaded.model.config.max_length,
-        "items",
+        reader, examples["prompt"].to_list(), examples["image_items"].to_list(), "items"
     )
     greater, ties = target_rank_counts(scores, examples["target_item"].to_numpy())
     return ranking_metrics(greater, ties, METRICS)

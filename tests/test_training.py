@@ -64,7 +64,7 @@ def test_export_of_a_run_loads_and_ranks_the_catalog(cli_run, synthetic_data):
     from unimp_bench.data.contract import open_dataset
     from unimp_bench.models.export import load_exported
     from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, catalog_image_paths
-    from unimp_bench.models.predict import next_token_scores
+    from unimp_bench.models.predict import PromptReader, next_token_scores
 
     loaded = load_exported(cli_run / "export")
     assert loaded.meta["provenance"]["step"] == 3
@@ -72,7 +72,8 @@ def test_export_of_a_run_loads_and_ranks_the_catalog(cli_run, synthetic_data):
     paths = catalog_image_paths(open_dataset(synthetic_data))
     store = ImageFeatureStore(loaded.model, ItemImages(synthetic_data, paths, 32), 1.0)
     prompt = "[CLS] [IMG] title a <item_3> [EOC] [IMG] title b <item_5> [EOC] Which item next?"
-    scores = next_token_scores(loaded.model, loaded.tokenizer, store, [prompt], [[3, 5]], 256, "items")
+    reader = PromptReader(loaded.model, loaded.tokenizer, store, max_length=256)
+    scores = next_token_scores(reader, [prompt], [[3, 5]], "items")
     assert scores.shape == (1, len(paths)) and bool(torch.isfinite(torch.from_numpy(scores)).all())
 
 

@@ -9,6 +9,7 @@ learning benchmark uses `next_token_scores` directly.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,8 +19,20 @@ from unimp_bench.models.tokenization import PromptTokenizer
 from unimp_bench.models.unimp import UniMP
 
 
-def _encode_prompts(tokenizer, prompts, image_items, max_length) -> list[EncodedExample]:
-    return encode_examples(tokenizer, prompts, image_items, [[] for _ in prompts], None, max_length)
+@dataclass(frozen=True)
+class PromptReader:
+    """A trained UniMP ready to read prompts: the model, its tokenizer, the catalog's image features
+    and the longest prompt it reads (longer ones keep their end)."""
+
+    model: UniMP
+    tokenizer: PromptTokenizer
+    store: ImageFeatureStore
+    max_length: int
+
+    def encode(self, prompts: Sequence[str], image_items: Sequence[Sequence[int]]) -> list[EncodedExample]:
+        return encode_examples(
+            self.tokenizer, prompts, image_items, [[] for _ in prompts], None, self.max_length
+        )
 
 
 def _length_batches(encoded: Sequence[EncodedExample], batch_size: int) -> list[np.ndarray]:
@@ -30,24 +43,22 @@ def _length_batches(encoded: Sequence[EncodedExample], batch_size: int) -> list[
 
 @torch.no_grad()
 def next_token_scores(
-    model: UniMP,
-    tokenizer: PromptTokenizer,
-    store: ImageFeatureStore,
+    reader: PromptReader,
     prompts: Sequence[str],
     image_items: Sequence[Sequence[int]],
-    max_length: int,
     vocabulary: str,
     batch_size: int = 32,
 ) -> np.ndarray:
     """[n_prompts, n] logits of the next token after each prompt over the `items` or `ratings` rows."""
+    model = reader.model
     model.eval()
     device = model.added_output.device
     width = model.vocabulary.num_items if vocabulary == "items" else model.vocabulary.num_ratings
     out = np.zeros((len(prompts), width), dtype=np.float32)
-    encoded = _encode_prompts(tokenizer, prompts, image_items, max_length)
+    encoded = reader.encode(prompts, image_items)
     for indices in _length_batches(encoded, batch_size):
-        batch = collate([encoded[i] for i in indices], tokenizer.pad_id).to(device)
-        features, present = store.lookup(batch.image_items)
+        batch = collate([encoded[i] for i in indices], reader.tokenizer.pad_id).to(device)
+        features, present = reader.store.lookup(batch.image_items)
         select = torch.zeros_like(batch.task_mask)
         select[torch.arange(len(indices), device=device), batch.last_prompt] = True
         logits = model(batch.input_ids, batch.attention_mask, features, present, select, vocabulary)
@@ -76,12 +87,9 @@ def collate_left(
 
 @torch.no_grad()
 def generate(
-    model: UniMP,
-    tokenizer: PromptTokenizer,
-    store: ImageFeatureStore,
+    reader: PromptReader,
     prompts: Sequence[str],
     image_items: Sequence[Sequence[int]],
-    max_length: int,
     processors: Callable[[int, slice], list],
     num_beams: int,
     num_return: int,
@@ -97,14 +105,15 @@ def generate(
 
     from unimp_bench.models.generation import GenerationAdapter
 
+    model, tokenizer = reader.model, reader.tokenizer
     model.eval()
     adapter = GenerationAdapter(model, tokenizer.eos_id, tokenizer.pad_id)
     device = model.added_output.device
     out: list[list[list[int]]] = [[] for _ in prompts]
-    encoded = _encode_prompts(tokenizer, prompts, image_items, max_length)
+    encoded = reader.encode(prompts, image_items)
     for indices in _length_batches(encoded, batch_size):
         input_ids, attention_mask, items = collate_left([encoded[i] for i in indices], tokenizer.pad_id)
-        features, present = store.lookup(items.to(device))
+        features, present = reader.store.lookup(items.to(device))
         prompt_length = input_ids.shape[1]
         sequences = adapter.generate(
             input_ids=input_ids.to(device),

@@ -96,6 +96,12 @@ class UniMPPredictor:
                 progress=progress,
             )
 
+    @functools.cached_property
+    def reader(self):
+        from unimp_bench.models.predict import PromptReader
+
+        return PromptReader(self.model, self.tokenizer, self.store, self.max_length)
+
     @staticmethod
     def cannot_serve(task: Task) -> str | None:
         if task.metric_family == "image":
@@ -145,12 +151,9 @@ class UniMPPredictor:
         from unimp_bench.models.predict import next_token_scores
 
         return next_token_scores(
-            self.model,
-            self.tokenizer,
-            self.store,
+            self.reader,
             examples["prompt"].to_list(),
             examples["image_items"].to_list(),
-            self.max_length,
             vocabulary,
             self.settings.batch_size,
         ).astype(np.float64)
@@ -161,12 +164,9 @@ class UniMPPredictor:
 
         options.setdefault("batch_size", self.settings.batch_size)
         return generate(
-            self.model,
-            self.tokenizer,
-            self.store,
+            self.reader,
             examples["prompt"].to_list(),
             examples["image_items"].to_list(),
-            self.max_length,
             processors,
             **options,
         )

@@ -53,18 +53,8 @@ def main() -> None:
         run = args.out / "run"
         if not (run / "export").is_dir():
             overrides = [f"train.steps={args.steps}", "train.save_every=100000"]
-            run_training(
-                REPO / "configs" / "tiny.yaml",
-                data,
-                run,
-                gpus=0,
-                hostfile=None,
-                resume=False,
-                max_steps=None,
-                overrides=overrides,
-                overwrite=True,
-                show_progress=False,
-            )
+            config = REPO / "configs" / "tiny.yaml"
+            run_training(config, data, run, overrides=overrides, overwrite=True, show_progress=False)
     task = registry().get("recommendation")
     examples = open_examples(examples_dir).load(task, "test").head(args.limit)
     loaded = load_exported(resolve_export(run))

@@ -57,16 +57,7 @@ def run_demo(
         run = out / "run"
         overrides = [f"train.steps={model_steps}", f"train.save_every={model_steps}"]
         run_training(
-            Path("tiny"),
-            data,
-            run,
-            gpus=0,
-            hostfile=None,
-            resume=False,
-            max_steps=None,
-            overrides=overrides,
-            overwrite=True,
-            show_progress=show_progress,
+            Path("tiny"), data, run, overrides=overrides, overwrite=True, show_progress=show_progress
         )
         for split, task in DEMO_MODEL_RUNS:
             evaluate_checkpoint(

@@ -14,7 +14,7 @@ from unimp_bench.data.contract import open_dataset
 from unimp_bench.data.transfer import candidates_tag, describe_candidates
 from unimp_bench.errors import UnimpError
 from unimp_bench.evaluation.predictions import align, load_examples_to_score, write_predictions
-from unimp_bench.evaluation.records import build_result
+from unimp_bench.evaluation.records import record_scores
 from unimp_bench.evaluation.run import not_applicable_result, score_predictions
 from unimp_bench.evaluation.scoring import ScoringSettings
 from unimp_bench.evaluation.shards import predictions_key, sharded_predictions
@@ -22,7 +22,7 @@ from unimp_bench.examples import ExampleSet, examples_for
 from unimp_bench.metrics import rating_metrics
 from unimp_bench.models.predictor import ModelEvalSettings
 from unimp_bench.prompts import PromptSettings, item_attributes
-from unimp_bench.results import Result, safe_name, write_result
+from unimp_bench.results import Result, safe_name
 from unimp_bench.robustness import perturb
 from unimp_bench.tasks import EVALUATION_SPLITS, Task, registry
 
@@ -112,19 +112,19 @@ def evaluate_checkpoint(
         config = predictor.config() | {"robustness": robustness, "limit": settings.limit}
         if task.metric_family == "ranking":
             config |= describe_candidates(dataset, split)
-        result = build_result(
+        result, path = record_scores(
             method,
             task,
             split,
             example_set,
             len(examples),
             config,
-            scores=scores,
-            metric_settings=used,
-            predictions_file=predictions_path,
+            scores,
+            used,
+            predictions_path,
+            out,
             checkpoint=str(export.resolve()),
         )
-        path = write_result(result, out)
     shutil.rmtree(partial, ignore_errors=True)
     return result, path, {"reused_shards": reused, "robustness": robustness}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from unimp_bench import __version__
 from unimp_bench.examples import ExampleSet
 from unimp_bench.fileio import file_sha256
-from unimp_bench.results import Result
+from unimp_bench.results import Result, write_result
 from unimp_bench.tasks import Task
 
 
@@ -63,3 +63,32 @@ def build_result(
         n_examples=n_examples,
         provenance=provenance,
     )
+
+
+def record_scores(
+    method: str,
+    task: Task,
+    split: str,
+    example_set: ExampleSet,
+    n_examples: int,
+    config: dict,
+    scores: dict[str, float],
+    metric_settings: dict,
+    predictions_file: Path,
+    out: Path,
+    checkpoint: str | None = None,
+) -> tuple[Result, Path]:
+    """The scored Result, written under `out`; returns it and its path."""
+    result = build_result(
+        method,
+        task,
+        split,
+        example_set,
+        n_examples,
+        config,
+        scores=scores,
+        metric_settings=metric_settings,
+        predictions_file=predictions_file,
+        checkpoint=checkpoint,
+    )
+    return result, write_result(result, out)

@@ -22,7 +22,7 @@ from unimp_bench.evaluation.predictions import (
     write_predictions,
 )
 from unimp_bench.evaluation.predictor import Predictor
-from unimp_bench.evaluation.records import build_result
+from unimp_bench.evaluation.records import build_result, record_scores
 from unimp_bench.evaluation.scoring import ScoreInputs, ScoringSettings
 from unimp_bench.examples import ExampleSet
 from unimp_bench.results import Result, write_result
@@ -64,18 +64,9 @@ def _score_and_record(
         Path(example_set.manifest["dataset"]["path"]),
         predictions_path.resolve().parent,
     )
-    result = build_result(
-        method,
-        task,
-        split,
-        example_set,
-        len(examples),
-        config,
-        scores=scores,
-        metric_settings=used,
-        predictions_file=predictions_path,
+    return record_scores(
+        method, task, split, example_set, len(examples), config, scores, used, predictions_path, out
     )
-    return result, write_result(result, out)
 
 
 def score_file(

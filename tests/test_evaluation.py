@@ -451,6 +451,8 @@ def test_demo_with_model_puts_unimp_on_the_leaderboard(tmp_path):
     assert zero_shot["HR@10"].is_null().all() and zero_shot["note"].str.contains("zero-shot").all()
     assert board.filter(pl.col("method") == "pop+finetune")["HR@10"].is_not_null().all()
     assert "n/a" in result.output and (tmp_path / "demo" / "leaderboard.png").exists()
+    # the summary names every method, task and split whole (tab-separated in a pipe)
+    assert "\npop+finetune\trecommendation\tnew_domain_finetune\t" in result.output
 
 
 @pytest.mark.parametrize("fusion", ["early", "inline", "late"])

@@ -20,6 +20,7 @@ from unimp_bench.cli.common import (
     friendly_errors,
     out,
     out_option,
+    print_listing,
     print_result,
     scoring_settings,
     seed_option,
@@ -359,23 +360,21 @@ def demo_command(
 
     Example: unimp-bench demo --out demo --overwrite --with-model
     """
-    from rich.table import Table
-
     from unimp_bench.demo import run_demo
     from unimp_bench.tasks import registry
 
     steps = model_steps if with_model else None
     wide = run_demo(out_dir, overwrite, out.print, show_progress=show_progress(), model_steps=steps)
     headline = [m for m in ("HR@10", "NDCG@10", "MAE", "F1", "ROUGE-L") if m in wide.columns]
-    table = Table("method", "task", "split", "examples", *headline)
+    rows = []
     for row in wide.iter_rows(named=True):
         scored = set(registry().get(row["task"]).metrics)  # a not-applicable row shows n/a in those
         values = [
             f"{row[m]:.4f}" if row[m] is not None else ("n/a" if row.get("note") and m in scored else "")
             for m in headline
         ]
-        table.add_row(row["method"], row["task"], row["split"], str(row["n_examples"]), *values)
-    out.print(table)
+        rows.append([row["method"], row["task"], row["split"], str(row["n_examples"]), *values])
+    print_listing(["method", "task", "split", "examples", *headline], rows, whole=("method", "task", "split"))
     out.print(
         f"Leaderboard: {out_dir / 'leaderboard.csv'} (also .md and .png); results in {out_dir / 'results'}."
     )

@@ -6,7 +6,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from unimp_bench.baselines.bm25 import BM25Ranker, item_documents
 from unimp_bench.baselines.popularity import PopularityParams, PopularityPredictor, training_counts
 from unimp_bench.baselines.runner import run_baseline
 from unimp_bench.data.contract import open_dataset
@@ -17,6 +16,7 @@ from unimp_bench.examples import open_examples
 from unimp_bench.leaderboard import REPORTED, export_leaderboard, long_table
 from unimp_bench.metrics import target_rank_counts
 from unimp_bench.results import read_result
+from unimp_bench.retrieval import BM25Ranker, item_documents
 from unimp_bench.tasks import registry
 
 

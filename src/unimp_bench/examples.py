@@ -210,7 +210,7 @@ class ExampleBuilder:
 
     def retriever(self):
         if self._retriever is None:
-            from unimp_bench.baselines.bm25 import BM25Ranker, BM25Settings, item_documents
+            from unimp_bench.retrieval import BM25Ranker, BM25Settings, item_documents
 
             self._retriever = BM25Ranker(item_documents(self.catalog.items, BM25Settings().fields))
         return self._retriever

@@ -21,7 +21,6 @@ import polars as pl
 import torch
 from torch import nn
 
-from unimp_bench.baselines.bm25 import DOCUMENT_FIELDS, BM25Ranker, BM25Settings, item_documents, tokenize
 from unimp_bench.baselines.early_stopping import BestEpoch
 from unimp_bench.baselines.history import (
     item_histories,
@@ -42,6 +41,7 @@ from unimp_bench.ranking import (
     mask_seen,
     ranking_predictions,
 )
+from unimp_bench.retrieval import DOCUMENT_FIELDS, BM25Ranker, BM25Settings, item_documents, tokenize
 from unimp_bench.tasks import Task
 
 CHUNK = 1024  # examples scored per dense [examples, items] score matrix

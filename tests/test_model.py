@@ -189,6 +189,53 @@ def test_fusion_ablations_run_and_only_vision_fusions_use_images(fusion):
     assert not any(isinstance(m, CrossAttentionDecoderLayer) for m in model.modules())
 
 
+def test_late_fusion_lets_the_predicting_positions_see_the_history_images():
+    """The late block sits after the LM, where the positions that predict the next item lie outside
+    every item chunk: each image must reach them, and an image never reaches tokens before it."""
+    model = tiny_model(fusion="late")
+    open_gates(model)
+    ids, parts = two_item_prompt(model.vocabulary)
+    present = torch.ones(1, 2, dtype=torch.bool)
+    features = images(model, 2)
+    with torch.no_grad():
+        base = model(ids, torch.ones_like(ids), features, present, vocabulary="items")[0]
+        for image in (0, 1):
+            moved = model(ids, torch.ones_like(ids), perturbed(features, image), present, vocabulary="items")[
+                0
+            ]
+            assert not torch.allclose(moved[parts["after"]], base[parts["after"]])  # the prediction moves
+            assert torch.equal(moved[parts["user"]], base[parts["user"]])  # before any image: nothing
+        moved = model(ids, torch.ones_like(ids), perturbed(features, 1), present, vocabulary="items")[0]
+        assert torch.equal(moved[parts["item0"]], base[parts["item0"]])  # a later image: never earlier
+
+
+def test_early_fusion_puts_each_image_after_its_own_marker():
+    from unimp_bench.models.unimp import interleave_images
+
+    # by hand: [CLS] [IMG] a [EOC] [IMG] b [EOC] c with 2 latents per image, the second image absent
+    embeds = torch.arange(7.0)[None, :, None]  # [1, 7, 1]: each text token's embedding is its index
+    tokens = torch.tensor([[[[10.0], [11.0]], [[20.0], [21.0]]]])  # [1, 2, 2, 1]
+    is_marker = torch.tensor([[False, True, False, False, True, False, False]])
+    present = torch.tensor([[True, False]])
+    merged, mask, text_at = interleave_images(
+        embeds, torch.ones(1, 7, dtype=torch.long), tokens, present, is_marker
+    )
+    assert merged[0, :, 0].tolist() == [0, 1, 10, 11, 2, 3, 4, 20, 21, 5, 6]
+    assert mask[0].tolist() == [1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1]  # the absent image is masked
+    assert text_at[0].tolist() == [0, 1, 4, 5, 6, 9, 10]
+    # a model: an image reaches the tokens after its marker only (causal LM), and the prediction
+    model = tiny_model(fusion="early")
+    ids, parts = two_item_prompt(model.vocabulary)
+    present = torch.ones(1, 2, dtype=torch.bool)
+    features = images(model, 2)
+    with torch.no_grad():
+        base = model(ids, torch.ones_like(ids), features, present)[0]
+        moved = model(ids, torch.ones_like(ids), perturbed(features, 1), present)[0]
+    assert torch.equal(moved[parts["user"] + parts["item0"]], base[parts["user"] + parts["item0"]])
+    assert not torch.allclose(moved[parts["item1"][1:]], base[parts["item1"][1:]])
+    assert not torch.allclose(moved[parts["after"]], base[parts["after"]])
+
+
 def test_one_step_trains_new_rows_of_a_frozen_lm_and_nothing_frozen():
     model = tiny_model(freeze=True)
     model.train()
@@ -421,3 +468,43 @@ def test_cached_decoding_and_left_padding_give_the_logits_of_a_full_pass(family,
             )
             steps.append(step[0])
     torch.testing.assert_close(torch.cat(steps), full, rtol=1e-4, atol=1e-4)
+
+
+# what each shipped ablation must build: the model or loss it names, and nothing else changed
+ABLATIONS = {
+    "no_vision": lambda m, loss: m.resampler is None and m.config.fusion == "none",
+    "early_fusion": lambda m, loss: hasattr(m, "visual_projection") and not hasattr(m, "inline_gate"),
+    "late_fusion": lambda m, loss: hasattr(m, "late_block"),
+    "no_cross_attention": lambda m, loss: hasattr(m, "inline_gate"),
+    "no_exclusive_mask": lambda m, loss: m.config.mask == "all",
+    "previous_mask": lambda m, loss: m.config.mask == "previous",
+    "no_context": lambda m, loss: not loss.context and loss.gamma > 0,
+    "no_reweighting": lambda m, loss: loss.context and loss.gamma == 0,
+    "no_context_and_reweighting": lambda m, loss: not loss.context and loss.gamma == 0,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_each_ablation_builds_the_model_it_names(name):
+    from helpers import SHRUNK_TINY_MODEL
+    from unimp_bench.training.config import load_run_config
+
+    tiny = load_run_config(Path("tiny"), SHRUNK_TINY_MODEL)
+    config = load_run_config(Path(f"ablations/{name}"), SHRUNK_TINY_MODEL)
+    model = build_model(config.model, BASE_VOCAB, NUM_ITEMS, seed=0)
+    assert ABLATIONS[name](model, config.loss)
+    crossing = any(isinstance(m, CrossAttentionDecoderLayer) for m in model.modules())
+    assert crossing == (config.model.fusion == "cross_attention")
+    changed = {
+        key
+        for section in ("model", "loss")
+        for key, value in vars(getattr(config, section)).items()
+        if value != getattr(getattr(tiny, section), key)
+    }
+    assert changed and changed <= {"fusion", "mask", "context", "gamma"}  # only what it names
+    assert config.train == tiny.train
+
+
+def test_every_shipped_ablation_says_what_it_builds():
+    shipped = {p.stem for p in (Path(__file__).resolve().parents[1] / "configs" / "ablations").glob("*.yaml")}
+    assert shipped == set(ABLATIONS)

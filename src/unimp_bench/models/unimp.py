@@ -50,6 +50,8 @@ def cross_attention_mask(
       exclusive: a token inside chunk n sees image n only; tokens outside every chunk see none.
       previous:  a token sees the latest image whose marker is at or before it (Flamingo's rule).
       all:       every token sees every image of its example.
+      preceding: a token sees every image whose marker is at or before it (late fusion's rule: its
+                 block reads the LM's output, where the positions that predict come after all items).
     Absent images (padding, items without a picture) are never visible.
     """
     batch, length = input_ids.shape
@@ -60,6 +62,9 @@ def cross_attention_mask(
     position = torch.arange(length, device=input_ids.device).expand(batch, length)
     is_image = input_ids == image_id
     image_number = torch.cumsum(is_image.long(), dim=1) - 1  # [B, T]: latest marker so far, -1 before any
+    if mode == "preceding":
+        numbers = torch.arange(images, device=input_ids.device)
+        return (image_number[:, :, None] >= numbers) & present
     if mode == "previous":
         inside = image_number >= 0
     else:
@@ -365,7 +370,16 @@ class UniMP(nn.Module):
                 with self.context.scope(visual, visible):
                     hidden = self._decode(embeds, attention_mask, cache)
             elif fusion == "late":
-                hidden = self.late_block(self._decode(embeds, attention_mask, cache), visual, visible)
+                # after the LM, the positions that predict lie outside every item chunk: with a
+                # per-item mask they would see no image at all, so this block reads every earlier image
+                every_earlier = cross_attention_mask(
+                    input_ids if sequence_ids is None else sequence_ids,
+                    image_present,
+                    self.vocabulary.image_id,
+                    self.vocabulary.end_of_chunk_id,
+                    "preceding",
+                )[:, -input_ids.shape[1] :]
+                hidden = self.late_block(self._decode(embeds, attention_mask, cache), visual, every_earlier)
             elif fusion == "inline":
                 # each [IMG] marker's embedding gets its own image (latents averaged, projected)
                 pooled = self.visual_projection(visual.mean(dim=2)).to(embeds.dtype)  # [B, N, H]
@@ -377,12 +391,14 @@ class UniMP(nn.Module):
                 )
                 embeds = embeds + torch.tanh(self.inline_gate) * gathered * is_marker[..., None]
                 hidden = self._decode(embeds, attention_mask)
-            else:  # early: every image's visual tokens go in front of the text as extra input positions
-                prefix = self.visual_projection(visual.flatten(1, 2)).to(embeds.dtype)  # [B, N*L, H]
-                prefix_mask = image_present.repeat_interleave(visual.shape[2], dim=1).to(attention_mask.dtype)
-                hidden = self._decode(
-                    torch.cat([prefix, embeds], dim=1), torch.cat([prefix_mask, attention_mask], dim=1)
-                )[:, prefix.shape[1] :]
+            else:  # early: each image's projected visual tokens are inserted right after its [IMG]
+                tokens = self.visual_projection(visual).to(embeds.dtype)  # [B, N, L, H]
+                merged, merged_mask, text_at = interleave_images(
+                    embeds, attention_mask, tokens, image_present, input_ids == self.vocabulary.image_id
+                )
+                hidden = torch.gather(
+                    self._decode(merged, merged_mask), 1, text_at[..., None].expand_as(embeds)
+                )  # [B, T, H]: the text positions back in their order
         if select is not None:
             hidden = hidden[select]  # [S, H]
         return self.output(hidden, vocabulary)
@@ -390,6 +406,46 @@ class UniMP(nn.Module):
 
 # ---------------------------------------------------------------------------------------------------
 # helpers
+
+
+def interleave_images(
+    embeds: torch.Tensor,  # [B, T, H] the text's input embeddings
+    attention_mask: torch.Tensor,  # [B, T]
+    tokens: torch.Tensor,  # [B, N, L, H] each image's visual tokens, in input space
+    image_present: torch.Tensor,  # [B, N] bool
+    is_marker: torch.Tensor,  # [B, T] bool: the [IMG] markers; the n-th belongs to image n
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Early fusion's input: image n's L tokens right after the n-th [IMG] marker, so the LM reads
+    each item's picture where the item is. Returns the merged embeddings [B, T + N*L, H], their
+    attention mask (an absent image's tokens are masked) and the merged position of each text token
+    [B, T].
+
+    Text token t moves right by L for every marker before it; image n's tokens follow its marker.
+    An image without a marker (fewer markers than images, e.g. after truncation) goes to the end, where
+    no text token follows it, masked."""
+    batch, length, hidden = embeds.shape
+    images, latents = tokens.shape[1], tokens.shape[2]
+    device = embeds.device
+    marker_number = torch.cumsum(is_marker.long(), dim=1) - 1  # [B, T]
+    counted = is_marker & (marker_number < images)  # markers beyond N images get no tokens
+    before = torch.cumsum(counted.long(), dim=1) - counted.long()  # markers strictly before each token
+    text_at = torch.arange(length, device=device) + latents * before  # [B, T]
+    marker_at = torch.full((batch, images), -1, dtype=torch.long, device=device)  # merged position
+    rows, columns = counted.nonzero(as_tuple=True)
+    marker_at[rows, marker_number[rows, columns]] = text_at[rows, columns]
+    numbers = torch.arange(images, device=device)
+    has_marker = marker_at >= 0
+    start = torch.where(has_marker, marker_at + 1, length + latents * numbers)  # [B, N]
+    image_at = start[..., None] + torch.arange(latents, device=device)  # [B, N, L]
+    total = length + images * latents
+    merged = embeds.new_zeros(batch, total, hidden)
+    merged.scatter_(1, text_at[..., None].expand(-1, -1, hidden), embeds)
+    merged.scatter_(1, image_at.flatten(1)[..., None].expand(-1, -1, hidden), tokens.flatten(1, 2))
+    merged_mask = attention_mask.new_zeros(batch, total)
+    merged_mask.scatter_(1, text_at, attention_mask)
+    visible = (image_present & has_marker)[..., None].expand(-1, -1, latents).flatten(1)
+    merged_mask.scatter_(1, image_at.flatten(1), visible.to(attention_mask.dtype))
+    return merged, merged_mask, text_at
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:

@@ -3,6 +3,7 @@ objective, inputs, export, decoder discovery and configuration errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -260,6 +261,28 @@ def test_one_step_trains_new_rows_of_a_frozen_lm_and_nothing_frozen():
     assert torch.equal(after["added_input"][unused], before["added_input"][unused])
 
 
+def test_last_layer_keeps_the_item_and_rating_rows_learning_and_lm_embeddings_are_an_option():
+    model = tiny_model(freeze=True)
+    set_trainable(model, "last_layer")
+    learning = {name for name, p in model.named_parameters() if p.requires_grad}
+    last = f"lm.{model.decoder_layers}.{len(find_layers(model)) - 1}."
+    assert "added_output" in learning and "added_input" not in learning
+    assert learning - {"added_output"} and all(name.startswith(last) for name in learning - {"added_output"})
+    set_trainable(model, "default", lm_embeddings=True)
+    assert model.lm.get_input_embeddings().weight.requires_grad
+    assert model.lm.get_output_embeddings().weight.requires_grad
+    lm_layers = [
+        p for n, p in model.named_parameters() if n.startswith("lm.") and ".layers." in n and "cross" not in n
+    ]
+    assert lm_layers and not any(p.requires_grad for p in lm_layers)  # the frozen LM's layers stay frozen
+
+
+def find_layers(model):
+    from unimp_bench.models.unimp import resolve_attribute
+
+    return resolve_attribute(model.lm, model.decoder_layers)
+
+
 def test_token_reweighting():
     logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
     targets = torch.tensor([0, 1, 0])
@@ -290,6 +313,38 @@ def test_objective_combines_task_and_context_tokens_with_task_weights():
         LossConfig(gamma=0.0, context=False, task_weights={"search": 3.0}),
     )  # fmt: skip
     assert math.isclose(float(without_context.total), 5 * log5 / 3, rel_tol=1e-6)
+
+
+def test_loss_normalization_and_a_differentiated_weight_by_hand():
+    logits = torch.zeros(4, 5)  # uniform: every token costs log 5
+    targets = torch.tensor([0, 1, 2, 3])
+    is_task = torch.tensor([True, False, False, True])
+    example_of = torch.tensor([0, 0, 0, 1])
+    log5 = math.log(5)
+    config = LossConfig(gamma=0.0, context_weight=0.5, task_weights={"search": 3.0}, normalize="all_tokens")
+    parts = unimp_loss(logits, targets, is_task, example_of, ["recommendation", "search"], config)
+    # eq. 7: one sum over the 4 tokens, context tokens at half weight
+    assert math.isclose(float(parts.total), (log5 + 3 * log5 + 0.5 * 2 * log5) / 4, rel_tol=1e-6)
+    separate = dataclasses.replace(config, normalize="per_part")
+    per_part = unimp_loss(logits, targets, is_task, example_of, ["recommendation", "search"], separate)
+    assert math.isclose(float(per_part.total), (log5 + 3 * log5) / 2 + 0.5 * log5, rel_tol=1e-6)
+    with pytest.raises(UnimpError, match="loss.normalize must be one of per_part, all_tokens"):
+        LossConfig(normalize="mean")
+    # the (1-p)^gamma weight: a constant of the gradient by default, differentiated on request
+    one = torch.tensor([[2.0, 0.0]], requires_grad=True)
+    target = torch.tensor([0])
+    gradients = {}
+    for detach in (True, False):
+        one.grad = None
+        token_losses(one, target, 2.0, detach).sum().backward()
+        gradients[detach] = one.grad.clone()
+    p = torch.softmax(one.detach(), dim=1)[0, 0]
+    nll = -torch.log(p)
+    # d/dz0 of w * nll with w = (1-p)^2 constant: w * (p - 1)
+    assert torch.isclose(gradients[True][0, 0], (1 - p) ** 2 * (p - 1), rtol=1e-5)
+    # differentiated: w' * nll + w * nll', with dw/dz0 = 2(1-p) * -(p(1-p))
+    expected = 2 * (1 - p) * -(p * (1 - p)) * nll + (1 - p) ** 2 * (p - 1)
+    assert torch.isclose(gradients[False][0, 0], expected, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -424,6 +479,8 @@ def test_presets_parse(tmp_path):
     )  # fmt: skip
     assert paper.train.warmup_ratio == 0.01 and paper.train.schedule == "cosine"
     assert paper.train.micro_batch * paper.train.grad_accum == 24
+    assert (paper.train.strategy, paper.train.efficient) == ("multitask_then_efficient", "last_layer")
+    assert paper.loss.normalize == "all_tokens"
     for path in sorted((repo / "configs").rglob("*.yaml")):
         load_run_config(path)
 

@@ -1,22 +1,28 @@
 """UniMP's training objective: task-token loss + context reconstruction, with token re-weighting.
 
 For a predicted token with probability p of the right answer, the re-weighted loss is
-(1 - p)^gamma * -log p (the weight is not differentiated through): confident, easy tokens count less,
-so rare tokens (item ids, ratings) are not drowned by easy words. gamma = 0 is plain cross-entropy.
+(1 - p)^gamma * -log p: confident, easy tokens count less, so rare tokens (item ids, ratings) are not
+drowned by easy words. gamma = 0 is plain cross-entropy. The weight is not differentiated through
+unless `detach_weight` is false (then the gradient also flows through (1 - p)^gamma, as in focal loss).
 
-    loss = sum_task w_task(ex) * l / #task tokens  +  context_weight * sum_ctx w_task(ex) * l / #ctx tokens
+    per_part:   loss = sum_task w l / #task tokens + context_weight * sum_ctx w l / #ctx tokens
+    all_tokens: loss = (sum_task w l + context_weight * sum_ctx w l) / (#task + #ctx tokens)
 
-Both averages run over the tokens of the micro-batch; w_task is the per-task weight of the example's
-task. "w/o context" sets context off, "w/o rew" sets gamma to 0.
+The sums run over the tokens of the micro-batch; w is the per-task weight of the example's task.
+`all_tokens` is the paper's eq. 7 (one sum over every token, so how much the context reconstruction
+weighs grows with the history's length, and re-weighting acts on task and context tokens together);
+`per_part` averages each part on its own. "w/o context" sets context off, "w/o rew" sets gamma to 0.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from unimp_bench.config import check_choices
 from unimp_bench.errors import UnimpError
 
 
@@ -26,8 +32,11 @@ class LossConfig:
     context: bool = True  # context reconstruction on every history item
     context_weight: float = 1.0
     task_weights: dict[str, float] = field(default_factory=dict)  # default 1.0 per task
+    normalize: Literal["per_part", "all_tokens"] = "per_part"  # see the module docstring
+    detach_weight: bool = True  # the (1-p)^gamma weight is a constant of the gradient
 
     def __post_init__(self) -> None:
+        check_choices(self, "loss.")
         if self.gamma < 0:
             raise UnimpError("loss.gamma must be >= 0")
         if self.context_weight < 0 or any(w < 0 for w in self.task_weights.values()):
@@ -37,12 +46,14 @@ class LossConfig:
         return self.task_weights.get(task, 1.0)
 
 
-def token_losses(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
+def token_losses(
+    logits: torch.Tensor, targets: torch.Tensor, gamma: float, detach_weight: bool = True
+) -> torch.Tensor:
     """logits [S, V], targets [S] -> re-weighted negative log-likelihood per token [S] (float32)."""
     nll = F.cross_entropy(logits.float(), targets, reduction="none")
     if gamma == 0:
         return nll
-    confidence = torch.exp(-nll.detach())  # p of the right token
+    confidence = torch.exp(-(nll.detach() if detach_weight else nll))  # p of the right token
     return (1.0 - confidence).pow(gamma) * nll
 
 
@@ -63,7 +74,7 @@ def unimp_loss(
     example_tasks: list[str],  # task name per example of the micro-batch
     config: LossConfig,
 ) -> LossParts:
-    losses = token_losses(logits, targets, config.gamma)
+    losses = token_losses(logits, targets, config.gamma, config.detach_weight)
     weights = torch.tensor(
         [config.weight(t) for t in example_tasks], dtype=losses.dtype, device=losses.device
     )
@@ -71,9 +82,16 @@ def unimp_loss(
     is_context = ~is_task
     task_tokens = int(is_task.sum())
     context_tokens = int(is_context.sum())
-    total = weighted[is_task].sum() / max(1, task_tokens)
-    if config.context and context_tokens:
-        total = total + config.context_weight * weighted[is_context].sum() / context_tokens
+    uses_context = config.context and context_tokens > 0
+    if config.normalize == "all_tokens":
+        summed = weighted[is_task].sum()
+        if uses_context:
+            summed = summed + config.context_weight * weighted[is_context].sum()
+        total = summed / max(1, task_tokens + (context_tokens if uses_context else 0))
+    else:
+        total = weighted[is_task].sum() / max(1, task_tokens)
+        if uses_context:
+            total = total + config.context_weight * weighted[is_context].sum() / context_tokens
     task_sum: dict[str, float] = {}
     task_count: dict[str, int] = {}
     detached = losses.detach()

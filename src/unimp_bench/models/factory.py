@@ -193,14 +193,17 @@ def build_model(config: ModelConfig, base_vocab_size: int, num_items: int, seed:
 TRAINABLE_MODES = ("default", "full", "last_layer", "lora")
 
 
-def set_trainable(model: UniMP, mode: str) -> None:
+def set_trainable(model: UniMP, mode: str, lm_embeddings: bool = False) -> None:
     """Which parameters learn.
 
     default:    everything except the vision tower, and except the LM's own weights when it is frozen;
                 the added token rows, resampler and cross-attention always learn.
     full:       also the LM's own weights (the "then full fine-tune" strategy).
-    last_layer: only the last decoder layer (with its cross-attention, if any).
+    last_layer: the last decoder layer (with its cross-attention, if any) and the added tokens'
+                output rows: the item and rating rows are what ranking and rating read, so a stage
+                that trains the last layer must keep them learning.
     lora:       only LoRA adapters (inject_lora must have run).
+    lm_embeddings: also the LM's own input and output embeddings (any mode).
     """
     if mode not in TRAINABLE_MODES:
         raise UnimpError(f"unknown trainable mode {mode!r}; use one of {', '.join(TRAINABLE_MODES)}")
@@ -221,6 +224,10 @@ def set_trainable(model: UniMP, mode: str) -> None:
         layers = resolve_attribute(model.lm, model.decoder_layers)
         for parameter in layers[len(layers) - 1].parameters():
             parameter.requires_grad_(True)
+        model.added_output.requires_grad_(True)
+    if lm_embeddings:
+        model.lm.get_input_embeddings().weight.requires_grad_(True)
+        model.lm.get_output_embeddings().weight.requires_grad_(True)
 
 
 def _is_cross_attention(name: str) -> bool:

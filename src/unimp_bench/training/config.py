@@ -33,6 +33,7 @@ class TrainConfig:
     finetune_task: str = "recommendation"  # the second stage's task of the *_then_* strategies
     finetune_epochs: float = 1.0
     efficient: Literal["lora", "last_layer"] = "lora"  # what multitask_then_efficient trains
+    lm_embeddings: bool = False  # also train the LM's own input and output embeddings, in every stage
     lora: LoraSettings = field(default_factory=LoraSettings)
     epochs: float = 10.0
     steps: int | None = None  # stage length in optimizer steps instead of epochs (the schedule spans it)

@@ -284,7 +284,7 @@ class Trainer:
             inject_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules)
             model.to(self.device)
             self.lora_injected = True
-        set_trainable(model, stage.trainable)
+        set_trainable(model, stage.trainable, lm_embeddings=train.lm_embeddings)
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.changed |= {name for name, p in model.named_parameters() if p.requires_grad}
 

@@ -27,7 +27,7 @@ COMMANDS = command_paths(typer.main.get_command(app))
 
 
 def test_the_command_list_is_complete():
-    assert len(COMMANDS) == 15
+    assert len(COMMANDS) == 16
     assert {("tasks", "list"), ("baselines", "export"), ("prepare", "sequences"), ("demo",)} <= set(COMMANDS)
 
 

@@ -293,3 +293,62 @@ def test_resume_after_an_interrupted_save_uses_the_last_complete_checkpoint(
     result = _resume(run, synthetic_data)
     assert result.exit_code == 0, result.output
     assert [r["step"] for r in read_log(run)] == [1, 2, 3, 4]
+
+
+def test_ablations_run_trains_each_variant_per_seed_and_tables_mean_and_standard_error(
+    synthetic_data, synthetic_examples, tmp_path
+):
+    """Two ablations and the full model, two seeds each: every run carries its ablation's change and
+    its seed, the table's mean and standard error are those of the per-seed results, and a second
+    call reuses the finished runs."""
+    import math
+
+    import polars as pl
+
+    from unimp_bench.training.config import load_run_config
+
+    out = tmp_path / "study"
+    args = [
+        "ablations",
+        "run",
+        "--config",
+        str(REPO / "configs" / "tiny.yaml"),
+        "--data",
+        str(synthetic_data),
+    ]
+    args += [
+        "--out",
+        str(out),
+        "--seeds",
+        "2",
+        "--ablations",
+        "no_vision,late_fusion",
+        "--tasks",
+        "recommendation",
+    ]
+    args += ["--limit", "24", *[f"--set={o}" for o in (*SMALL, "train.steps=2", "train.save_every=2")]]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    for variant, fusion in (("full", "cross_attention"), ("no_vision", "none"), ("late_fusion", "late")):
+        for seed in (0, 1):
+            config = load_run_config(out / "runs" / variant / f"seed{seed}" / "config.yaml")
+            assert (config.model.fusion, config.train.seed) == (fusion, seed)
+    summary = pl.read_csv(out / "ablations.csv")
+    assert summary["variant"].unique(maintain_order=True).to_list() == ["full", "no_vision", "late_fusion"]
+    row = summary.filter(pl.col("variant") == "late_fusion", pl.col("metric") == "NDCG@10").row(0, named=True)
+    values = [
+        json.loads(
+            next(
+                (out / "results").glob(f"UniMP-late_fusion-seed{s}__recommendation__test__*.json")
+            ).read_text()
+        )["scores"]["NDCG@10"]
+        for s in (0, 1)
+    ]
+    mean = sum(values) / 2
+    assert math.isclose(row["mean"], mean) and row["seeds"] == 2
+    assert math.isclose(row["se"], math.sqrt(sum((v - mean) ** 2 for v in values)) / math.sqrt(2))
+    assert "| late_fusion |" in (out / "ablations.md").read_text() and "+-" in first.output
+    stamp = (out / "runs" / "full" / "seed0" / "export").stat().st_mtime_ns
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert (out / "runs" / "full" / "seed0" / "export").stat().st_mtime_ns == stamp  # reused, not retrained

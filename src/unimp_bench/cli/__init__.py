@@ -5,9 +5,10 @@ library function with keyword arguments.
     data.py     prepare amazon|synthetic|sequences, stats, build
     listing.py  tasks list|show, baselines list|export
     runs.py     score, baselines run, train, eval, leaderboard, demo
+    ablations.py  ablations run
 """
 
-from unimp_bench.cli import data, listing, runs  # noqa: F401  (each registers its commands)
+from unimp_bench.cli import ablations, data, listing, runs  # noqa: F401  (each registers its commands)
 from unimp_bench.cli.common import app
 
 __all__ = ["app"]

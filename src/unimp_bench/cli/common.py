@@ -34,6 +34,11 @@ baselines_app = typer.Typer(
     help="Baselines scored on the same examples as every other method.", no_args_is_help=True
 )
 app.add_typer(baselines_app, name="baselines")
+ablations_app = typer.Typer(
+    help="The paper's ablations (configs/ablations/*.yaml) trained and evaluated over seeds.",
+    no_args_is_help=True,
+)
+app.add_typer(ablations_app, name="ablations")
 
 SEED_MAX = 2**32 - 1  # numpy's seed range
 DEBUG_VARIABLE = "UNIMP_BENCH_DEBUG"

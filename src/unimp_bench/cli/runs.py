@@ -213,6 +213,12 @@ def train_command(
         ),
     ] = None,
     overwrite: Overwrite = False,
+    ablation: Annotated[
+        str | None,
+        typer.Option(
+            help="Lay a shipped ablation (configs/ablations/NAME.yaml) over the preset, e.g. no_vision."
+        ),
+    ] = None,
 ):
     """Train UniMP on all configured tasks at once.
 
@@ -231,6 +237,7 @@ def train_command(
         overrides=overrides or [],
         overwrite=overwrite,
         show_progress=show_progress(),
+        ablation=ablation,
     )
     stages = ", ".join(f"{s['name']} {s['steps']}/{s['total_steps']}" for s in summary["stages"])
     out.print(f"trained {summary['steps']} steps ({stages}); export: {summary['export']}")

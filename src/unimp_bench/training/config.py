@@ -159,10 +159,31 @@ def resolve_preset(path: Path) -> Path:
     )
 
 
-def load_run_config(path: Path, overrides: list[str] = ()) -> RunConfig:
+def ablation_names() -> list[str]:
+    """The shipped ablations (configs/ablations/*.yaml)."""
+    from unimp_bench.resources import resource_dir
+
+    return sorted(path.stem for path in (resource_dir("configs") / "ablations").glob("*.yaml"))
+
+
+def ablation_overlay(name: str) -> dict:
+    """What ablation `name` changes: its file's keys without its `base:`, to lay over any preset."""
+    if name not in ablation_names():
+        raise UnimpError(f"unknown ablation {name!r}; shipped: {', '.join(ablation_names())}")
+    data = load_yaml(resolve_preset(Path("ablations") / name)) or {}
+    data.pop("base", None)
+    return data
+
+
+def load_run_config(path: Path, overrides: list[str] = (), ablation: str | None = None) -> RunConfig:
+    """The preset at `path` (a file or a shipped name), then the ablation's changes, then `overrides`
+    (`section.key=value`), which win."""
     path = resolve_preset(path)
-    data = apply_overrides(read_config_mapping(path), list(overrides))
-    return from_mapping(RunConfig, data, path.name)
+    data = read_config_mapping(path)
+    if ablation is not None:
+        data = _merge(data, ablation_overlay(ablation))
+    data = apply_overrides(data, list(overrides))
+    return from_mapping(RunConfig, data, path.name + (f" + ablation {ablation}" if ablation else ""))
 
 
 def dump_config(config: RunConfig) -> str:

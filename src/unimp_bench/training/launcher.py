@@ -40,10 +40,12 @@ def run_training(
     overrides: list[str] = (),
     overwrite: bool = False,
     show_progress: bool = True,
+    ablation: str | None = None,
 ) -> dict:
-    """`unimp-bench train`: the training summary (from this process, or from the launched workers)."""
+    """`unimp-bench train`: the training summary (from this process, or from the launched workers).
+    `ablation` lays a shipped ablation's changes over the preset (configs/ablations/NAME.yaml)."""
     overrides = list(overrides) + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
-    config = load_run_config(config_path, overrides)
+    config = load_run_config(config_path, overrides, ablation)
     check_trainable(config.train)
     if gpus < 0:
         raise UnimpError("--gpus must be 0 (CPU) or a positive number of GPUs")

@@ -150,7 +150,8 @@ def test_zam_early_stopping_ranks_valid_as_the_evaluation_does(synthetic_data, e
 
 
 def test_vbpr_reads_image_features_and_refuses_without_clip_weights(synthetic_data):
-    from unimp_bench.baselines.vbpr import VBPRParams, VBPRPredictor, thumbnail_features
+    from unimp_bench.baselines.item_features import thumbnail_features
+    from unimp_bench.baselines.vbpr import VBPRParams, VBPRPredictor
     from unimp_bench.errors import UnimpError
 
     items = pl.read_parquet(synthetic_data / "items.parquet").sort("item_idx")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from unimp_bench.baselines.bm25 import BM25Predictor
+from unimp_bench.baselines.content_knn import ContentKNNPredictor
 from unimp_bench.baselines.explanation import ReviewRetrievalPredictor
 from unimp_bench.baselines.personal_search import PersonalBM25Predictor, ZAMPredictor
 from unimp_bench.baselines.popularity import PopularityPredictor
@@ -21,4 +22,5 @@ NATIVE = {
     "review-retrieval": ReviewRetrievalPredictor,
     "vbpr": VBPRPredictor,
     "vbpr-thumbnail": VBPRPredictor,
+    "content-knn": ContentKNNPredictor,
 }

@@ -12,7 +12,6 @@ It learns one vector per training user, so it is not applicable to new_user / ne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
@@ -27,6 +26,7 @@ from unimp_bench.baselines.history import (
     valid_interactions,
     valid_outside,
 )
+from unimp_bench.baselines.item_features import clip_features, thumbnail_features
 from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
 from unimp_bench.config import check_choices, from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
@@ -44,7 +44,6 @@ from unimp_bench.tasks import Task
 
 Features = Literal["clip", "thumbnail"]
 FEATURES = get_args(Features)
-THUMBNAIL = 8
 
 
 @dataclass(frozen=True)
@@ -64,33 +63,6 @@ class VBPRParams:
 
     def __post_init__(self) -> None:
         check_choices(self, "VBPR params: ")
-
-
-def thumbnail_features(root: Path, paths: list[str | None]) -> np.ndarray:
-    """[items, 192]: each image shrunk to 8x8 RGB in [0, 1], centred; zeros without an image."""
-    from PIL import Image, UnidentifiedImageError
-
-    features = np.zeros((len(paths), THUMBNAIL * THUMBNAIL * 3), dtype=np.float32)
-    for row, path in enumerate(paths):
-        if not path:
-            continue
-        try:
-            with Image.open(root / path) as image:
-                small = image.convert("RGB").resize((THUMBNAIL, THUMBNAIL), Image.BILINEAR)
-        except (OSError, UnidentifiedImageError):
-            raise UnimpError(f"item image {root / path} cannot be read") from None
-        features[row] = np.asarray(small, dtype=np.float32).ravel() / 255.0 - 0.5
-    return features
-
-
-def clip_features(root: Path, paths: list[str | None], embedder: ClipEmbedder) -> np.ndarray:
-    present = [row for row, path in enumerate(paths) if path]
-    if not present:
-        raise UnimpError("VBPR needs item images, and no item has one")
-    embedded = embedder.images([root / paths[row] for row in present])
-    features = np.zeros((len(paths), embedded.shape[1]), dtype=np.float32)
-    features[present] = embedded
-    return features
 
 
 class VisualBPR(nn.Module):

@@ -481,6 +481,12 @@ def test_presets_parse(tmp_path):
     assert paper.train.micro_batch * paper.train.grad_accum == 24
     assert (paper.train.strategy, paper.train.efficient) == ("multitask_then_efficient", "last_layer")
     assert paper.loss.normalize == "all_tokens"
+    # an ablation lays over any preset: the paper's model without vision, everything else the paper's
+    ablated = load_run_config(Path("paper"), ["train.epochs=1"], ablation="no_vision")
+    assert ablated.model.fusion == "none" and ablated.model.lm == paper.model.lm and ablated.train.epochs == 1
+    assert dataclasses.replace(ablated.model, fusion="cross_attention") == paper.model
+    with pytest.raises(UnimpError, match="unknown ablation 'no_brain'"):
+        load_run_config(Path("paper"), ablation="no_brain")
     for path in sorted((repo / "configs").rglob("*.yaml")):
         load_run_config(path)
 

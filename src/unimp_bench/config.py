@@ -47,10 +47,15 @@ def literal_choices(annotation: Any) -> tuple | None:
 
 
 @functools.cache
-def _choices_of(cls: type) -> dict[str, tuple]:
+def _choices_of(cls: type) -> dict[str, tuple[tuple, bool]]:
+    """Each Literal field of `cls`: its choices, and whether None is allowed besides them."""
     hints = typing.get_type_hints(cls)
-    found = {f.name: literal_choices(hints[f.name]) for f in dataclasses.fields(cls)}
-    return {name: choices for name, choices in found.items() if choices}
+    found = {}
+    for f in dataclasses.fields(cls):
+        choices = literal_choices(hints[f.name])
+        if choices:
+            found[f.name] = (choices, type(None) in typing.get_args(hints[f.name]))
+    return found
 
 
 def check_choices(obj: Any, label: str | Callable[[str], str] = "") -> None:
@@ -58,9 +63,9 @@ def check_choices(obj: Any, label: str | Callable[[str], str] = "") -> None:
     for every config, called from its __post_init__ (so a config built in code is checked too, not
     only one read from YAML). `label` prefixes a field's name in the error (or maps it, e.g. to a
     command-line flag)."""
-    for name, choices in _choices_of(type(obj)).items():
+    for name, (choices, optional) in _choices_of(type(obj)).items():
         value = getattr(obj, name)
-        if value is None and type(None) in typing.get_args(typing.get_type_hints(type(obj))[name]):
+        if value is None and optional:
             continue
         if value not in choices:
             shown = label(name) if callable(label) else f"{label}{name}"

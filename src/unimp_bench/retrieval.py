@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import words
 from unimp_bench.ranking import best_first, first_items
 
@@ -37,6 +38,13 @@ CACHED_HEAD = 64
 
 def tokenize(text: str) -> list[str]:
     return [w for w in words(text) if any(c.isalnum() for c in w)]
+
+
+def check_fields(fields: Sequence[str], what: str) -> None:
+    """One sentence when `fields` (of the setting `what`) names a field items do not have."""
+    unknown = [f for f in fields if f not in DOCUMENT_FIELDS]
+    if unknown:
+        raise UnimpError(f"{what} must come from {', '.join(DOCUMENT_FIELDS)}; got {', '.join(unknown)}")
 
 
 def item_documents(items: pl.DataFrame, fields: Sequence[str]) -> list[list[str]]:

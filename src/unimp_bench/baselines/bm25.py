@@ -13,7 +13,7 @@ from unimp_bench.ranking import (
     excluded_items,
     ranking_predictions,
 )
-from unimp_bench.retrieval import DOCUMENT_FIELDS, BM25Ranker, BM25Settings, item_documents
+from unimp_bench.retrieval import BM25Ranker, BM25Settings, check_fields, item_documents
 
 
 class BM25Predictor:
@@ -25,11 +25,7 @@ class BM25Predictor:
         self.settings = settings
         self.dataset = dataset
         items = dataset.scan("items").collect()
-        unknown = [f for f in settings.fields if f not in DOCUMENT_FIELDS]
-        if unknown:
-            raise UnimpError(
-                f"bm25 fields must come from {', '.join(DOCUMENT_FIELDS)}; got {', '.join(unknown)}"
-            )
+        check_fields(settings.fields, "bm25 fields")
         self.ranker = BM25Ranker(item_documents(items, settings.fields), settings)
 
     @classmethod

@@ -36,7 +36,7 @@ from unimp_bench.ranking import (
     outside_candidates,
     ranking_predictions,
 )
-from unimp_bench.retrieval import DOCUMENT_FIELDS
+from unimp_bench.retrieval import DOCUMENT_FIELDS, check_fields
 from unimp_bench.tasks import Task
 
 
@@ -54,9 +54,9 @@ class ContentKNNParams:
 
     def __post_init__(self) -> None:
         check_choices(self, "content-knn params: ")
-        unknown = [f for f in self.fields if f not in DOCUMENT_FIELDS]
-        if unknown or not self.fields:
-            raise UnimpError(f"content-knn params: fields must be among {', '.join(DOCUMENT_FIELDS)}")
+        check_fields(self.fields, "content-knn params: fields")
+        if not self.fields:
+            raise UnimpError("content-knn params: fields must name at least one text field")
         if not 0.0 <= self.image_weight <= 1.0:
             raise UnimpError("content-knn params: image_weight must be in [0, 1]")
         if min(self.max_history, self.max_features, self.batch_size) < 1:
@@ -154,10 +154,11 @@ class ContentKNNPredictor:
     def tunes_on_valid(cls, task: Task) -> bool:
         return False
 
-    def profile_histories(self, users: np.ndarray, positions: np.ndarray) -> list[np.ndarray]:
-        """Each example's last max_history earlier items (readable ones only on a scratch view)."""
+    def profile_histories(self, earlier: list[np.ndarray]) -> list[np.ndarray]:
+        """Of each example's earlier items, the last max_history (readable ones only on a scratch
+        view): what describes the user."""
         histories = []
-        for items in earlier_items(self.histories, users, positions):
+        for items in earlier:
             if self.history_items is not None:
                 items = items[self.history_items[items]]
             histories.append(items[-self.params.max_history :])
@@ -174,13 +175,9 @@ class ContentKNNPredictor:
         size = self.params.batch_size
         for start in range(0, len(examples), size):
             part = slice(start, start + size)
-            scores = self.content.scores(self.profile_histories(users[part], positions[part]))
-            seen = (
-                earlier_items(self.histories, users[part], positions[part])
-                if self.params.exclude_seen
-                else None
-            )
-            leave_out(scores, seen, targets[part], outside)
+            earlier = earlier_items(self.histories, users[part], positions[part])
+            scores = self.content.scores(self.profile_histories(earlier))
+            leave_out(scores, earlier if self.params.exclude_seen else None, targets[part], outside)
             g, t = target_rank_counts(scores, targets[part])
             greater.append(g)
             ties.append(t)

@@ -41,7 +41,14 @@ from unimp_bench.ranking import (
     mask_seen,
     ranking_predictions,
 )
-from unimp_bench.retrieval import DOCUMENT_FIELDS, BM25Ranker, BM25Settings, item_documents, tokenize
+from unimp_bench.retrieval import (
+    DOCUMENT_FIELDS,
+    BM25Ranker,
+    BM25Settings,
+    check_fields,
+    item_documents,
+    tokenize,
+)
 from unimp_bench.tasks import Task
 
 CHUNK = 1024  # examples scored per dense [examples, items] score matrix
@@ -70,11 +77,7 @@ class PersonalBM25Predictor:
             raise UnimpError("bm25-personal params: weights must list at least one value")
         if not params.bm25.exclude_seen:
             raise UnimpError("bm25-personal params: set exclude_seen at the top of params, not under bm25")
-        unknown = [f for f in params.bm25.fields if f not in DOCUMENT_FIELDS]
-        if unknown:
-            raise UnimpError(
-                f"bm25 fields must come from {', '.join(DOCUMENT_FIELDS)}; got {', '.join(unknown)}"
-            )
+        check_fields(params.bm25.fields, "bm25 fields")
         self.params = params
         self.dataset = dataset
         documents = item_documents(dataset.scan("items").collect(), params.bm25.fields)

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -31,7 +31,6 @@ from unimp_bench.errors import UnimpError
 from unimp_bench.tasks import Task
 
 Mean = Literal["global", "user", "item"]
-MEANS = get_args(Mean)
 RATING_RANGE = (1.0, 5.0)
 
 

@@ -44,7 +44,7 @@ and the model lays out their rows.
 from __future__ import annotations
 
 import functools
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 import torch
@@ -55,9 +55,7 @@ from unimp_bench.errors import UnimpError
 
 BINARY_CROSS_ENTROPY = "BCE"
 PositionOrigin = Literal["first", "latest"]
-POSITION_ORIGINS = get_args(PositionOrigin)
 TrainRows = Literal["prefixes", "sequences", "windows"]
-TRAIN_ROWS = get_args(TrainRows)
 # what each model offers beyond RecBole's own training: the settings above that are not RecBole's
 OFFERS = {
     "SASRec": {"loss_type": {"BCE"}, "train_rows": {"sequences"}, "position_origin": {"latest"}},
@@ -230,7 +228,6 @@ class WindowLoss(BinaryCrossEntropyAccepted):
 
 
 CaserOutput = Literal["recbole", "published"]
-CASER_OUTPUTS = get_args(CaserOutput)
 
 
 @functools.cache

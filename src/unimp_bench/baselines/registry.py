@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from unimp_bench.config import from_mapping, load_yaml
 from unimp_bench.errors import UnimpError
@@ -12,7 +12,6 @@ from unimp_bench.resources import resource_dir
 from unimp_bench.task_kinds import KINDS
 
 Engine = Literal["native", "recbole"]
-ENGINES = get_args(Engine)
 
 
 @dataclass(frozen=True)

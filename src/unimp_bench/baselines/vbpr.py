@@ -12,7 +12,7 @@ It learns one vector per training user, so it is not applicable to new_user / ne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -43,7 +43,6 @@ from unimp_bench.ranking import (
 from unimp_bench.tasks import Task
 
 Features = Literal["clip", "thumbnail"]
-FEATURES = get_args(Features)
 
 
 @dataclass(frozen=True)

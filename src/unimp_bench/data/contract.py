@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 import polars as pl
 
@@ -47,7 +47,6 @@ COLUMNS = {
 
 
 CandidateCatalog = Literal["domain", "all"]
-CANDIDATE_CATALOGS = get_args(CandidateCatalog)
 
 
 @dataclass(frozen=True)

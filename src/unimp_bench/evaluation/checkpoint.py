@@ -14,8 +14,8 @@ from unimp_bench.data.contract import open_dataset
 from unimp_bench.data.transfer import candidates_tag, describe_candidates
 from unimp_bench.errors import UnimpError
 from unimp_bench.evaluation.predictions import align, load_examples_to_score, write_predictions
-from unimp_bench.evaluation.records import record_scores
-from unimp_bench.evaluation.run import not_applicable_result, score_predictions
+from unimp_bench.evaluation.records import not_applicable_result, record_scores
+from unimp_bench.evaluation.run import score_predictions
 from unimp_bench.evaluation.scoring import ScoringSettings
 from unimp_bench.evaluation.shards import predictions_key, sharded_predictions
 from unimp_bench.examples import ExampleSet, examples_for

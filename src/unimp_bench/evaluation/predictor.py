@@ -28,12 +28,6 @@ class Predictor(Protocol):
         ...
 
     def tunes_on_valid(self, task: Task) -> bool:
-        """Whether `tune(task, valid_examples)` must run before `predict` on this task."""
+        """Whether `tune(task, valid_examples)`, its choice of a setting (a threshold, an epoch) on
+        the valid examples only, must run before `predict` on this task."""
         ...
-
-
-@runtime_checkable
-class Tunable(Predictor, Protocol):
-    """A predictor that chooses a setting (a threshold, an epoch) on the valid examples."""
-
-    def tune(self, task: Task, valid: pl.DataFrame) -> None: ...

@@ -92,3 +92,18 @@ def record_scores(
         checkpoint=checkpoint,
     )
     return result, write_result(result, out)
+
+
+def not_applicable_result(
+    method: str,
+    task: Task,
+    split: str,
+    example_set: ExampleSet,
+    n_examples: int,
+    reason: str,
+    config: dict,
+    out: Path,
+) -> tuple[Result, Path]:
+    """A result that says the method cannot serve this split, written to `out`."""
+    result = build_result(method, task, split, example_set, n_examples, config, not_applicable=reason)
+    return result, write_result(result, out)

@@ -22,10 +22,10 @@ from unimp_bench.evaluation.predictions import (
     write_predictions,
 )
 from unimp_bench.evaluation.predictor import Predictor
-from unimp_bench.evaluation.records import build_result, record_scores
+from unimp_bench.evaluation.records import not_applicable_result, record_scores
 from unimp_bench.evaluation.scoring import ScoreInputs, ScoringSettings
 from unimp_bench.examples import ExampleSet
-from unimp_bench.results import Result, write_result
+from unimp_bench.results import Result
 from unimp_bench.tasks import Task
 
 
@@ -86,21 +86,6 @@ def score_file(
     return _score_and_record(
         method, task, split, example_set, examples, predictions, predictions_path, config, settings, out
     )
-
-
-def not_applicable_result(
-    method: str,
-    task: Task,
-    split: str,
-    example_set: ExampleSet,
-    n_examples: int,
-    reason: str,
-    config: dict,
-    out: Path,
-) -> tuple[Result, Path]:
-    """A result that says the method cannot serve this split, written to `out`."""
-    result = build_result(method, task, split, example_set, n_examples, config, not_applicable=reason)
-    return result, write_result(result, out)
 
 
 def evaluate_predictor(

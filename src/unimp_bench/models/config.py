@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal
 
 from unimp_bench.config import check_choices
 from unimp_bench.errors import UnimpError
@@ -12,8 +12,6 @@ LM_FAMILIES = ("gpt_neox", "llama", "qwen2", "mistral", "gpt2", "mpt", "opt")
 Mask = Literal["exclusive", "previous", "all"]
 Fusion = Literal["cross_attention", "early", "late", "inline", "none"]
 Source = Literal["random", "pretrained"]
-MASK_MODES = get_args(Mask)
-FUSIONS = get_args(Fusion)
 
 
 def _positive(section: str, **values: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 import yaml
 
@@ -18,10 +18,8 @@ from unimp_bench.tasks import registry
 
 Strategy = Literal["multitask", "continual", "multitask_then_finetune", "multitask_then_efficient"]
 Precision = Literal["fp32", "bf16", "fp16"]
-STRATEGIES = get_args(Strategy)
 # the shipped tasks trained by default; any registered task whose kind trains may be named instead
 DEFAULT_TASKS = ("recommendation", "preference", "explanation", "selection", "search")
-PRECISIONS = get_args(Precision)
 BPE_TRAINING_TEXTS = 200_000
 
 

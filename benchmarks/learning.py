@@ -26,6 +26,7 @@ from unimp_bench.examples import build_examples, open_examples
 from unimp_bench.metrics import ranking_metrics, target_rank_counts
 from unimp_bench.models.export import load_exported
 from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, catalog_image_paths
+from unimp_bench.models.item_content import encode_catalog
 from unimp_bench.models.predict import PromptReader, next_token_scores
 from unimp_bench.tasks import registry
 from unimp_bench.training.launcher import run_training
@@ -43,6 +44,7 @@ def evaluate(export: Path, data: Path, examples) -> dict:
     dataset = open_dataset(data)
     images = ItemImages(dataset.root, catalog_image_paths(dataset), loaded.model.vision.image_size[0])
     store = ImageFeatureStore(loaded.model, images, cache_gb=4.0)
+    encode_catalog(loaded.model, dataset, loaded.tokenizer, store)  # content rows only
     reader = PromptReader(loaded.model, loaded.tokenizer, store, loaded.model.config.max_length)
     scores = next_token_scores(
         reader, examples["prompt"].to_list(), examples["image_items"].to_list(), "items"

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import polars as pl
 import yaml
+from typer.testing import CliRunner
 
 from unimp_bench.baselines.registry import available_baselines
+from unimp_bench.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,3 +142,10 @@ def tiny_train_args(data: Path, run: Path, max_steps: int, overrides: list[str])
     for override in overrides:
         args += ["--set", override]
     return args
+
+
+def invoke(*args) -> str:
+    """Run the CLI in-process; the output, after asserting that the command succeeded."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output

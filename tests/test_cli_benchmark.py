@@ -6,16 +6,10 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from helpers import link_raw
+from helpers import invoke, link_raw
 from unimp_bench.cli import app
 
 runner = CliRunner()
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def fails(*args) -> str:

@@ -544,6 +544,8 @@ ABLATIONS = {
     "no_context": lambda m, loss: not loss.context and loss.gamma > 0,
     "no_reweighting": lambda m, loss: loss.context and loss.gamma == 0,
     "no_context_and_reweighting": lambda m, loss: not loss.context and loss.gamma == 0,
+    "id_items": lambda m, loss: m.items is None and m.config.items == "id",
+    "content_items": lambda m, loss: m.items is not None and not m.items.uses_id,
 }
 
 
@@ -564,7 +566,7 @@ def test_each_ablation_builds_the_model_it_names(name):
         for key, value in vars(getattr(config, section)).items()
         if value != getattr(getattr(tiny, section), key)
     }
-    assert changed and changed <= {"fusion", "mask", "context", "gamma"}  # only what it names
+    assert changed and changed <= {"fusion", "mask", "context", "gamma", "items"}  # only what it names
     assert config.train == tiny.train
 
 

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from helpers import SHRUNK_TINY_MODEL, TINY_SASREC, quick_config, tiny_train_args
+from helpers import SHRUNK_TINY_MODEL, TINY_SASREC, invoke, quick_config, tiny_train_args
 from unimp_bench.cli import app
 from unimp_bench.errors import UnimpError
 from unimp_bench.tasks import TASK_PATH_VARIABLE, registry
@@ -37,12 +37,6 @@ def task_folder(tmp_path, monkeypatch) -> Path:
     (folder / "rec10.yaml").write_text(REC10)
     monkeypatch.setenv(TASK_PATH_VARIABLE, str(folder))
     return folder
-
-
-def invoke(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def result_of(folder: Path, method: str, task: str, split: str) -> dict:

@@ -64,6 +64,7 @@ def test_export_of_a_run_loads_and_ranks_the_catalog(cli_run, synthetic_data):
     from unimp_bench.data.contract import open_dataset
     from unimp_bench.models.export import load_exported
     from unimp_bench.models.inputs import ImageFeatureStore, ItemImages, catalog_image_paths
+    from unimp_bench.models.item_content import encode_catalog
     from unimp_bench.models.predict import PromptReader, next_token_scores
 
     loaded = load_exported(cli_run / "export")
@@ -71,6 +72,7 @@ def test_export_of_a_run_loads_and_ranks_the_catalog(cli_run, synthetic_data):
     assert loaded.meta["provenance"]["dataset"]["content_hash"]
     paths = catalog_image_paths(open_dataset(synthetic_data))
     store = ImageFeatureStore(loaded.model, ItemImages(synthetic_data, paths, 32), 1.0)
+    encode_catalog(loaded.model, open_dataset(synthetic_data), loaded.tokenizer, store)
     prompt = "[CLS] [IMG] title a <item_3> [EOC] [IMG] title b <item_5> [EOC] Which item next?"
     reader = PromptReader(loaded.model, loaded.tokenizer, store, max_length=256)
     scores = next_token_scores(reader, [prompt], [[3, 5]], "items")

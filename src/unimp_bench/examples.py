@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from unimp_bench import __version__
 from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset, open_dataset
+from unimp_bench.data.transfer import FinetuneSettings, finetune_view
 from unimp_bench.errors import UnimpError
 from unimp_bench.fileio import atomic_directory, file_sha256, read_json, write_json_atomic
 from unimp_bench.progress import ProgressReporter
@@ -321,8 +322,11 @@ def build_examples(
     settings: BuildSettings = BuildSettings(),
     overwrite: bool = False,
     show_progress: bool = False,
+    finetune: FinetuneSettings | None = None,
 ) -> dict:
-    """Write EXAMPLES/<task>/<split>.parquet for the chosen tasks and splits, plus manifest.json."""
+    """Write EXAMPLES/<task>/<split>.parquet for the chosen tasks and splits, plus manifest.json.
+    With `finetune`, the examples are those of the held-out domain's fine-tuning view (its train split
+    holds the chosen held-out users' interactions before their valid target; data/transfer.py)."""
     tasks = registry().select(task_names)
     unknown = [s for s in splits or [] if s not in SPLITS]
     if unknown:
@@ -338,6 +342,8 @@ def build_examples(
                     f"index {index} does not exist"
                 )
     dataset = open_dataset(data_dir)
+    if finetune is not None:
+        dataset = finetune_view(dataset, finetune)
     builder = ExampleBuilder(dataset, tasks, settings)
     manifest: dict = {
         "examples_version": EXAMPLES_VERSION,
@@ -346,6 +352,8 @@ def build_examples(
         "settings": to_mapping(settings),
         "tasks": {},
     }
+    if finetune is not None:
+        manifest["finetune"] = finetune.describe()
     users = len(builder.sequences.user_idx)
     with atomic_directory(out, overwrite) as staging, ProgressReporter(show_progress) as progress:
         bar = progress.add("building examples", total=users * len(tasks))

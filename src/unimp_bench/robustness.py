@@ -4,7 +4,9 @@
   history, the item in question and candidates alike) exactly round(f x slots) are removed.
 - `mismatch_images` f: of all history image slots (a history item that has an image) exactly
   round(f x slots) show another product's image instead: a different item with an image, drawn
-  uniformly. Only the image moves; the item's text stays.
+  uniformly. Only the image moves; the item's text stays. A model with content item rows also reads
+  every item's image where it computes the item's rows: there exactly round(f x n) of the n catalog
+  items with an image are encoded from another product's image (`mismatched_catalog_images`).
 
 The slots are drawn over the whole evaluated example set with a generator seeded by `seed`, so the
 same examples and seed always give the same perturbed inputs. Items are found in a prompt by their
@@ -145,6 +147,27 @@ def perturb(
         pl.Series("history_spans", spans, dtype=examples.schema["history_spans"]),
     )
     return perturbed, report
+
+
+def mismatched_catalog_images(has_image: np.ndarray, settings: Perturbation) -> np.ndarray | None:
+    """For models whose item rows are computed from the item's image (content rows): which item's
+    image each catalog item is encoded with, exactly round(f x n) of the n items with an image showing
+    another product's; None when images are not mismatched."""
+    if settings.mismatch_images == 0:
+        return None
+    rng = np.random.default_rng([settings.seed, 3])
+    with_image = np.flatnonzero(has_image)
+    image_of = np.arange(len(has_image))
+    chosen = _choose(len(with_image), settings.mismatch_images, rng)
+    if chosen and len(with_image) < 2:
+        raise UnimpError("--mismatch-images needs at least two items with images")
+    for index in chosen:
+        original = int(with_image[index])
+        replacement = original
+        while replacement == original:
+            replacement = int(with_image[rng.integers(len(with_image))])
+        image_of[original] = replacement
+    return image_of
 
 
 def _choose(count: int, fraction: float, rng: np.random.Generator) -> list[int]:

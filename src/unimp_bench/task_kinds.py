@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from unimp_bench.examples import ExampleBuilder
     from unimp_bench.tasks import Task
 
-SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}  # how examples.py codes a user's splits
+SPLIT_CODES = {"train": 0, "valid": 1, "test": 2, "context": 3}  # how examples.py codes a user's splits
+# (context: a fine-tuning view's history-only interaction, data/transfer.py)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import polars as pl
 
 from unimp_bench.config import from_mapping
 from unimp_bench.data.contract import open_dataset
-from unimp_bench.data.transfer import candidates_tag, describe_candidates
+from unimp_bench.data.transfer import FinetuneSettings, candidates_tag, describe_candidates
 from unimp_bench.errors import UnimpError
 from unimp_bench.evaluation.predictions import align, load_examples_to_score, write_predictions
 from unimp_bench.evaluation.records import not_applicable_result, record_scores
@@ -30,6 +30,9 @@ from unimp_bench.tasks import EVALUATION_SPLITS, Task, registry
 def _default_method(export: Path, meta: dict) -> str:
     run = meta.get("provenance", {}).get("run")
     name = "UniMP" + (f"-{Path(run).name}" if run else "")
+    finetune = meta.get("provenance", {}).get("finetune")
+    if finetune:  # the tag baselines get under the same regime: the rows never mix on a leaderboard
+        name += FinetuneSettings(finetune["regime"], finetune["target_share"], finetune["share_seed"]).tag
     if export.parent.name.startswith("step_"):
         name += f"@{export.parent.name}"
     return name
@@ -63,8 +66,8 @@ def evaluate_checkpoint(
     if split == "new_domain_finetune" and not loaded.meta.get("provenance", {}).get("finetune"):
         raise UnimpError(
             f"{checkpoint} was not fine-tuned on the held-out domain's train part, so it cannot be "
-            "scored on new_domain_finetune (UniMP training has no fine-tuning regime yet); "
-            "evaluate it on new_domain"
+            "scored on new_domain_finetune; train one with --set train.transfer.regime=source+target "
+            "(and --set train.init_from=SOURCE_RUN to fine-tune), or evaluate this one on new_domain"
         )
     trained_on = loaded.meta.get("provenance", {}).get("dataset", {}).get("content_hash")
     if trained_on and trained_on != dataset.manifest["content_hash"]:

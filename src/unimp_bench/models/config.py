@@ -12,6 +12,7 @@ LM_FAMILIES = ("gpt_neox", "llama", "qwen2", "mistral", "gpt2", "mpt", "opt")
 Mask = Literal["exclusive", "previous", "all"]
 Fusion = Literal["cross_attention", "early", "late", "inline", "none"]
 Source = Literal["random", "pretrained"]
+Items = Literal["id", "content", "content+id"]
 
 
 def _positive(section: str, **values: int) -> None:
@@ -102,9 +103,22 @@ class ModelConfig:
     fusion: Fusion = "cross_attention"
     max_length: int = 512
     num_ratings: int = 5
+    # item rows: id (one learned row per item, the paper's item tokens) | content (computed from the
+    # item's chunk and image) | content+id (content plus an ID residual); see models/item_rows.py
+    items: Items = "id"
+    item_id_dropout: float = 0.5  # content+id: share of items whose ID residual a training step drops
+    item_chunk_tokens: int = 48  # content: an item chunk is cut to this many tokens ([EOC] kept last)
+    item_refresh_every: int = 50  # content: optimizer steps between re-encodings of the whole catalog
+    item_fresh_per_batch: int = 256  # content: at most this many batch items encoded with gradient
 
     def __post_init__(self) -> None:
         check_choices(self, "model.")
+        if not 0.0 <= self.item_id_dropout < 1.0:
+            raise UnimpError(f"model.item_id_dropout must be in [0, 1), got {self.item_id_dropout}")
+        _positive("model", item_refresh_every=self.item_refresh_every,
+                  item_fresh_per_batch=self.item_fresh_per_batch)  # fmt: skip
+        if self.item_chunk_tokens < 3:
+            raise UnimpError("model.item_chunk_tokens must be at least 3 ([IMG], a word, [EOC])")
         _positive("model", cross_attn_every=self.cross_attn_every, cross_attn_heads=self.cross_attn_heads,
                   cross_attn_head_dim=self.cross_attn_head_dim, num_ratings=self.num_ratings)  # fmt: skip
         if self.max_length < 16:

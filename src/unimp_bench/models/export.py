@@ -97,9 +97,6 @@ class LoadedModel:
 
 def load_exported(folder: Path) -> LoadedModel:
     """Rebuild a model from an export folder (see export_model)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     meta_path = folder / META_FILE
     if not meta_path.is_file():
         raise UnimpError(f"{folder} is not an exported UniMP model (no {META_FILE})")
@@ -117,6 +114,16 @@ def load_exported(folder: Path) -> LoadedModel:
     if meta.get("lora"):
         lora = from_mapping(LoraSettings, meta["lora"], "lora")
         inject_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules)
+    load_weights(model, folder)
+    model.eval()
+    return LoadedModel(model, PromptTokenizer(base, model.vocabulary), meta)
+
+
+def load_weights(model: UniMP, folder: Path) -> None:
+    """Overlay an export's tensors on a model built from the same configuration."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         tensors = load_file(str(folder / WEIGHTS_FILE))
     except (OSError, SafetensorError) as exc:
@@ -131,8 +138,6 @@ def load_exported(folder: Path) -> LoadedModel:
     with torch.no_grad():
         for name, tensor in tensors.items():
             state[name].copy_(tensor.to(state[name].dtype))
-    model.eval()
-    return LoadedModel(model, PromptTokenizer(base, model.vocabulary), meta)
 
 
 def resolve_export(checkpoint: Path) -> Path:

@@ -200,8 +200,9 @@ def set_trainable(model: UniMP, mode: str, lm_embeddings: bool = False) -> None:
                 the added token rows, resampler and cross-attention always learn.
     full:       also the LM's own weights (the "then full fine-tune" strategy).
     last_layer: the last decoder layer (with its cross-attention, if any) and the added tokens'
-                output rows: the item and rating rows are what ranking and rating read, so a stage
-                that trains the last layer must keep them learning.
+                output rows (with content rows, their output projection too): the item and rating
+                rows are what ranking and rating read, so a stage that trains the last layer must
+                keep them learning.
     lora:       only LoRA adapters (inject_lora must have run).
     lm_embeddings: also the LM's own input and output embeddings (any mode).
     """
@@ -225,6 +226,8 @@ def set_trainable(model: UniMP, mode: str, lm_embeddings: bool = False) -> None:
         for parameter in layers[len(layers) - 1].parameters():
             parameter.requires_grad_(True)
         model.added_output.requires_grad_(True)
+        if model.items is not None:  # content rows: the output projection is the item rows' head
+            model.items.to_output.requires_grad_(True)
     if lm_embeddings:
         model.lm.get_input_embeddings().weight.requires_grad_(True)
         model.lm.get_output_embeddings().weight.requires_grad_(True)

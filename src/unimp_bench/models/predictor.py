@@ -98,9 +98,16 @@ class UniMPPredictor:
 
     @functools.cached_property
     def reader(self):
+        from unimp_bench.models.item_content import encode_catalog
         from unimp_bench.models.predict import PromptReader
 
+        step = self.meta.get("provenance", {}).get("step", 0)
+        encode_catalog(self.model, self.dataset, self.tokenizer, self.store, step)  # content rows only
         return PromptReader(self.model, self.tokenizer, self.store, self.max_length)
+
+    @property
+    def _has_image(self) -> np.ndarray:
+        return np.array([path is not None for path in self.image_paths], dtype=bool)
 
     @staticmethod
     def cannot_serve(task: Task) -> str | None:
@@ -109,9 +116,10 @@ class UniMPPredictor:
         return None
 
     def not_applicable(self, task: Task, split: str) -> str | None:
-        """UniMP names items by one learned token each; a held-out-domain item's token never met a
-        training example, so zero-shot rankings would only read its initial row."""
-        if task.metric_family == "ranking":
+        """With `model.items: id` UniMP names items by one learned token each; a held-out-domain
+        item's token never met a training example, so zero-shot rankings would only read its initial
+        row. Content rows serve it: an unseen item is ranked by its content alone."""
+        if task.metric_family == "ranking" and self.model.items is None:
             return no_item_evidence(self.name, split)
         return None
 
@@ -125,7 +133,15 @@ class UniMPPredictor:
                 "stage": provenance.get("stage"),
             },
             "training_config": provenance.get("config"),
-        }
+        } | self._catalog_perturbation()
+
+    def _catalog_perturbation(self) -> dict:
+        """Content rows under --mismatch-images: how many catalog items were encoded from another
+        product's image (robustness.mismatched_catalog_images)."""
+        fraction = self.settings.perturbation.mismatch_images
+        if self.model.items is None or fraction == 0:
+            return {}
+        return {"catalog_images_swapped": int(round(fraction * int(self._has_image.sum())))}
 
     # -- tasks --------------------------------------------------------------------------------------
 

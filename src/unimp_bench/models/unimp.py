@@ -14,7 +14,9 @@ Read top to bottom:
    passes extra keyword arguments down to its layers: MPT does not).
 5. `UniMP` embeds token ids (the LM's rows plus the added rows for [IMG]/[EOC]/[CLS], ratings and
    items), runs the chosen fusion and returns logits over the whole vocabulary, or over the item or
-   rating rows only (ranking is one forward pass).
+   rating rows only (ranking is one forward pass). With `model.items: content | content+id` the item
+   rows are computed from each item's own chunk and image (models/item_rows.py): `encode_items` reads
+   the chunks with the same fusion, `forward` takes the cached catalog rows plus the batch's fresh ones.
 
 Shapes: B batch, T text tokens, N images per example (padded), P patch tokens per image, L latents per
 image, H the LM's hidden size, Dv the vision width, V the extended vocabulary.
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unimp_bench.models.config import ModelConfig
+from unimp_bench.models.item_rows import ContentItems, ItemChunks, ItemView
 from unimp_bench.models.tokenization import AddedVocabulary
 
 # ---------------------------------------------------------------------------------------------------
@@ -260,6 +263,20 @@ class UniMP(nn.Module):
         base_output = lm.get_output_embeddings().weight.detach().float()
         self.added_input = nn.Parameter(_rows_like(base_input, vocabulary.size))
         self.added_output = nn.Parameter(_rows_like(base_output, vocabulary.size))
+        self.items = None
+        if config.items != "id":
+            # content rows; the item slice of the added rows becomes the ID residual, started at 0
+            self.items = ContentItems(
+                hidden,
+                vocabulary.num_items,
+                uses_id=config.items == "content+id",
+                id_dropout=config.item_id_dropout,
+                input_std=float(base_input.std()),
+                output_std=float(base_output.std()),
+            )
+            with torch.no_grad():
+                self.added_input[vocabulary.item_start - vocabulary.base_size :] = 0.0
+                self.added_output[vocabulary.item_start - vocabulary.base_size :] = 0.0
 
         fusion = config.fusion
         self.resampler = None
@@ -295,18 +312,36 @@ class UniMP(nn.Module):
         _, tokens = self.vision(pixels.to(self.vision.conv1.weight.dtype))
         return tokens
 
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, items: ItemView | None = None) -> torch.Tensor:
         base = self.lm.get_input_embeddings()
         base_size = self.vocabulary.base_size
         is_added = input_ids >= base_size
         base_part = base(input_ids.clamp(max=base_size - 1))  # [B, T, H]
         added_part = F.embedding((input_ids - base_size).clamp(min=0), self.added_input)
-        return torch.where(is_added[..., None], added_part.to(base_part.dtype), base_part)
+        embeds = torch.where(is_added[..., None], added_part.to(base_part.dtype), base_part)
+        if items is None:
+            return embeds
+        # content rows: the item tokens' embeddings come from their items' content (+ ID residual)
+        is_item = input_ids >= self.vocabulary.item_start  # [B, T]
+        item_idx = input_ids[is_item] - self.vocabulary.item_start  # [K]
+        rows = self.items.input_rows(items, item_idx, self._item_slice(self.added_input))  # [K, H]
+        return embeds.masked_scatter(is_item[..., None], rows.to(embeds.dtype))
 
-    def output(self, hidden: torch.Tensor, vocabulary: str) -> torch.Tensor:
+    def _item_slice(self, added: torch.Tensor) -> torch.Tensor:
+        """The item rows of an added-rows matrix: [num_items, H]."""
+        return added[self.vocabulary.item_start - self.vocabulary.base_size :]
+
+    def output(self, hidden: torch.Tensor, vocabulary: str, items: ItemView | None = None) -> torch.Tensor:
         """hidden [..., H] -> logits over `all` (V), `items` (num_items) or `ratings` rows."""
         added = self.added_output.to(hidden.dtype)
         start = self.vocabulary.base_size
+        if items is not None and vocabulary in ("items", "all"):
+            item_logits = self.items.logits(items, hidden.flatten(0, -2), self._item_slice(added))
+            item_logits = item_logits.view(*hidden.shape[:-1], -1)
+            if vocabulary == "items":
+                return item_logits
+            others = added[: self.vocabulary.item_start - start]  # markers and ratings
+            return torch.cat([self.lm.get_output_embeddings()(hidden), hidden @ others.T, item_logits], -1)
         if vocabulary == "items":
             return hidden @ added[self.vocabulary.item_start - start :].T
         if vocabulary == "ratings":
@@ -345,15 +380,51 @@ class UniMP(nn.Module):
         vocabulary: str = "all",  # all | items | ratings
         cache=None,  # a transformers Cache holding earlier tokens (generation); it is updated in place
         sequence_ids: torch.Tensor | None = None,  # [B, T_all] every token so far, when cache is given
+        item_chunks: ItemChunks | None = None,  # content rows: items to encode afresh, with gradient
     ) -> torch.Tensor:
         """Logits [B, T, V] (or [S, V] for the S selected positions; V shrinks for items/ratings).
 
         With `cache`, input_ids holds only the T new tokens, attention_mask and sequence_ids cover all
-        T_all tokens (the image mask depends on where the [IMG]/[EOC] markers are in the whole text)."""
+        T_all tokens (the image mask depends on where the [IMG]/[EOC] markers are in the whole text).
+        With content rows, the items of `item_chunks` are encoded in this pass (the gradient reaches
+        the content path through them); every other item uses its cached content vector."""
+        items = None
+        if self.items is not None:
+            fresh = None
+            if item_chunks is not None:
+                fresh = (item_chunks.items, self.encode_items(item_chunks))
+            items = self.items.view(fresh)
+        hidden = self.hidden_states(
+            self.embed(input_ids, items), input_ids, attention_mask, image_features, image_present,
+            cache, sequence_ids,
+        )  # fmt: skip
+        if select is not None:
+            hidden = hidden[select]  # [S, H]
+        return self.output(hidden, vocabulary, items)
+
+    def encode_items(self, chunks: ItemChunks) -> torch.Tensor:
+        """Content vectors [M, H]: the last hidden state at each item chunk's [EOC], the chunk read
+        with its image through the model's own fusion (every chunk token sees the item's image)."""
+        hidden = self.hidden_states(
+            self.embed(chunks.ids), chunks.ids, chunks.mask, chunks.features, chunks.present
+        )  # [M, C, H]
+        last = chunks.mask.sum(dim=1) - 1  # [M] the position of [EOC] (chunks are right-padded)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def hidden_states(
+        self,
+        embeds: torch.Tensor,  # [B, T, H] from embed
+        input_ids: torch.Tensor,  # [B, T]
+        attention_mask: torch.Tensor,
+        image_features: torch.Tensor | None,
+        image_present: torch.Tensor | None,
+        cache=None,
+        sequence_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The LM's last hidden states [B, T, H] with the configured fusion of the images."""
         fusion = self.config.fusion
         if cache is not None and fusion in ("early", "inline"):
             raise ValueError(f"fusion {fusion} recomputes the whole sequence; call it without a cache")
-        embeds = self.embed(input_ids)  # [B, T, H]
         uses_vision = fusion != "none" and image_features is not None and image_features.shape[1] > 0
         if not uses_vision:
             hidden = self._decode(embeds, attention_mask, cache)
@@ -399,9 +470,7 @@ class UniMP(nn.Module):
                 hidden = torch.gather(
                     self._decode(merged, merged_mask), 1, text_at[..., None].expand_as(embeds)
                 )  # [B, T, H]: the text positions back in their order
-        if select is not None:
-            hidden = hidden[select]  # [S, H]
-        return self.output(hidden, vocabulary)
+        return hidden
 
 
 # ---------------------------------------------------------------------------------------------------

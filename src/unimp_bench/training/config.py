@@ -10,6 +10,7 @@ from typing import Literal
 import yaml
 
 from unimp_bench.config import check_choices, from_mapping, load_yaml, to_mapping
+from unimp_bench.data.transfer import FinetuneSettings
 from unimp_bench.errors import UnimpError
 from unimp_bench.models.config import ModelConfig
 from unimp_bench.models.export import LoraSettings
@@ -51,6 +52,10 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 500
     keep_checkpoints: int = 2
+    # new_domain_finetune: train on the held-out domain's fine-tuning view (data/transfer.py), e.g.
+    # {regime: source+target}; the run may then be scored on new_domain_finetune
+    transfer: FinetuneSettings | None = None
+    init_from: str | None = None  # start from this run's (or export's) weights and tokenizer
 
     def __post_init__(self) -> None:
         check_choices(self, "train.")

@@ -60,13 +60,35 @@ def prepare_run(
             BuildSettings(seed=config.train.seed, instruction=config.train.instruction),
             overwrite=True,
             show_progress=show_progress,
+            finetune=config.train.transfer,
         )
     manifest = open_examples(run / "examples").manifest
     if resume and manifest["dataset"]["content_hash"] != dataset_identity_of(data)["content_hash"]:
         raise UnimpError(f"{data} is not the dataset {run} was trained on")
+    if config.train.init_from is not None:
+        check_init_from(config, Path(config.train.init_from), manifest["dataset"]["content_hash"])
     if not (run / "tokenizer").is_dir():
         prepare_tokenizer(config, run)
     write_bytes_atomic(saved, dump_config(config).encode())
+
+
+def check_init_from(config: RunConfig, source: Path, content_hash: str) -> None:
+    """A run that starts from another one's weights: same model configuration, same dataset (its
+    item tokens name the same items), no LoRA adapters to carry over."""
+    from unimp_bench.fileio import read_json
+    from unimp_bench.models.export import META_FILE, resolve_export
+
+    meta = read_json(resolve_export(source) / META_FILE, "export the source run again")
+    if meta["model"] != to_mapping(config.model):
+        raise UnimpError(
+            f"train.init_from {source} was trained with another model configuration; start from a run "
+            "of the same preset (and the same model overrides)"
+        )
+    if meta.get("lora"):
+        raise UnimpError(f"train.init_from {source} holds LoRA adapters; start from a run without LoRA")
+    trained_on = meta.get("provenance", {}).get("dataset", {}).get("content_hash")
+    if trained_on != content_hash:
+        raise UnimpError(f"train.init_from {source} was trained on another dataset")
 
 
 def dataset_identity_of(data: Path) -> dict:
@@ -81,7 +103,12 @@ def prepare_tokenizer(config: RunConfig, run: Path) -> None:
     staging = run / ".tokenizer.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    if config.model.lm.tokenizer == "bpe":
+    if config.train.init_from is not None:  # the source run's tokenizer: its token ids are the weights'
+        from unimp_bench.models.export import resolve_export
+
+        shutil.rmtree(staging)
+        shutil.copytree(resolve_export(Path(config.train.init_from)) / "tokenizer", staging)
+    elif config.model.lm.tokenizer == "bpe":
         examples = load_train_examples(run, replace(config.train, max_examples_per_task=None))
         texts = []
         for task in examples.values():

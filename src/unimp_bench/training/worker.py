@@ -25,7 +25,7 @@ from unimp_bench.config import to_mapping
 from unimp_bench.errors import UnimpError
 from unimp_bench.examples import open_examples
 from unimp_bench.fileio import copy_directory_atomic, read_json, write_bytes_atomic
-from unimp_bench.models.export import export_model
+from unimp_bench.models.export import export_model, load_weights, resolve_export
 from unimp_bench.models.factory import build_model, inject_lora, set_trainable
 from unimp_bench.models.inputs import (
     ImageFeatureStore,
@@ -33,6 +33,13 @@ from unimp_bench.models.inputs import (
     catalog_image_paths,
     collate,
     encode_examples,
+)
+from unimp_bench.models.item_content import (
+    catalog_chunks,
+    fresh_items,
+    item_chunks,
+    refresh_item_content,
+    seen_items,
 )
 from unimp_bench.models.tokenization import (
     PromptTokenizer,
@@ -232,8 +239,21 @@ class Trainer:
         self.model = build_model(
             self.config.model, len(base_tokenizer), len(self.image_paths), seed=self.config.train.seed
         )
+        if self.config.train.init_from is not None:  # fine-tuning: the source run's weights
+            load_weights(self.model, resolve_export(Path(self.config.train.init_from)))
         self.tokenizer = PromptTokenizer(base_tokenizer, self.model.vocabulary)
         self.task_examples = load_train_examples(run, self.config.train)
+        self.chunks = None
+        if self.model.items is not None:  # content rows: the catalog's chunks, the items training reads
+            self.chunks = catalog_chunks(self.dataset, self.tokenizer, self.config.model.item_chunk_tokens)
+            examples = self.task_examples.values()
+            read = seen_items(
+                (items for e in examples for items in e.image_items),
+                (target for e in examples for target in e.targets),
+                self.model.vocabulary.num_items,
+            )
+            self.model.items.seen |= read  # (a fine-tuned run also keeps what its source run saw)
+        self.refreshes = 0
         self.model.to(self.device)
 
         self.checkpoints = run / "checkpoints"
@@ -268,6 +288,8 @@ class Trainer:
             if stopped:
                 break
         summary["steps"] = self.global_step
+        if self.chunks is not None:
+            summary["item_content_refreshes"] = self.refreshes
         summary["export"] = str((self.run / "export").resolve())
         self.log.close()
         if self.is_main:
@@ -321,6 +343,7 @@ class Trainer:
             self.resume_state = None
         engine.train()
         model.vision.eval()
+        self._refresh_items()
 
         bar = progress.add(f"train {stage.name}", total)
         progress.advance(bar, stage_step)
@@ -338,20 +361,32 @@ class Trainer:
             stage_step += 1
             self.global_step += 1
             progress.advance(bar)
+            if self.chunks is not None and self.global_step % self.config.model.item_refresh_every == 0:
+                self._refresh_items()
             if self.global_step % train.log_every == 0 or stage_step == total:
-                self.log.write(
-                    _log_record(window, self.global_step, stage.name, stage_step / steps_per_epoch, engine)
-                )
+                self.log.write(self._log_record(window, stage.name, stage_step / steps_per_epoch, engine))
                 window = WindowStats()
             if self.global_step % train.save_every == 0:
                 self._save(engine, index, stage, stage_step)
         if window.micro_batches:
-            self.log.write(
-                _log_record(window, self.global_step, stage.name, stage_step / steps_per_epoch, engine)
-            )
+            self.log.write(self._log_record(window, stage.name, stage_step / steps_per_epoch, engine))
         if latest_tag(self.checkpoints) != f"step_{self.global_step:08d}":
             self._save(engine, index, stage, stage_step)
         return stage_step, total, stopped
+
+    def _log_record(self, window: WindowStats, stage: str, epoch: float, engine) -> dict:
+        record = _log_record(window, self.global_step, stage, epoch, engine)
+        if self.chunks is not None:  # how stale the cached item content rows were
+            record["item_content_step"] = self.model.items.content_step
+            record["item_content_refreshes"] = self.refreshes
+        return record
+
+    def _refresh_items(self) -> None:
+        """Content rows: re-encode the whole catalog with the current weights (logged)."""
+        if self.chunks is None:
+            return
+        refresh_item_content(self.model, self.chunks, self.store, self.global_step)
+        self.refreshes += 1
 
     def _save(self, engine, index: int, stage: Stage, stage_step: int) -> None:
         """A DeepSpeed checkpoint (every rank) plus our state and an export (rank 0)."""
@@ -370,6 +405,10 @@ class Trainer:
             "dataset": self.examples_manifest["dataset"],
             "task_versions": {t: v["version"] for t, v in self.examples_manifest["tasks"].items()},
         }
+        if "finetune" in self.examples_manifest:  # trained on the held-out domain's fine-tuning view
+            provenance["finetune"] = self.examples_manifest["finetune"]
+        if self.config.train.init_from is not None:
+            provenance["init_from"] = str(resolve_export(Path(self.config.train.init_from)).resolve())
         lora = self.config.train.lora if self.lora_injected else None
         export = self.checkpoints / tag / "export"
         export_model(self.model, export, self.run / "tokenizer", self.changed, lora, provenance)
@@ -393,7 +432,15 @@ class Trainer:
         features, present = self.store.lookup(batch.image_items)
         loss_config = self.config.loss
         select = batch.task_mask | batch.context_mask if loss_config.context else batch.task_mask
-        logits = engine(batch.input_ids, batch.attention_mask, features, present, select=select)
+        chunks = None
+        if self.chunks is not None:  # the batch's items get fresh content rows, which carry the gradient
+            items = fresh_items(
+                batch.input_ids, self.model.vocabulary.item_start, self.config.model.item_fresh_per_batch
+            )
+            chunks = item_chunks(self.chunks, self.store, items, self.device)
+        logits = engine(
+            batch.input_ids, batch.attention_mask, features, present, select=select, item_chunks=chunks
+        )
         example_of = torch.nonzero(select)[:, 0]
         parts = unimp_loss(
             logits, batch.next_tokens[select], batch.task_mask[select], example_of, tasks, loss_config

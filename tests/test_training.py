@@ -81,7 +81,8 @@ def test_export_of_a_run_loads_and_ranks_the_catalog(cli_run, synthetic_data):
 
 def test_resume_continues_exactly_like_a_straight_run(synthetic_data, tmp_path):
     config = REPO / "configs" / "tiny.yaml"
-    common = SMALL + ["train.steps=6", "train.warmup_ratio=0.3"]
+    # content item rows re-encoded after step 3: the resumed run (from step 2) must restore the cache
+    common = SMALL + ["train.steps=6", "train.warmup_ratio=0.3", "model.item_refresh_every=3"]
     straight = run_training(config, synthetic_data, tmp_path / "straight", max_steps=4, overrides=common,
                             show_progress=False)  # fmt: skip
     assert straight["steps"] == 4
@@ -93,6 +94,7 @@ def test_resume_continues_exactly_like_a_straight_run(synthetic_data, tmp_path):
     assert resumed["steps"] == 4
     a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "split")
     assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert [r["item_content_step"] for r in b] == [r["item_content_step"] for r in a] == [0, 0, 3, 3]
     for x, y in zip(a, b):
         assert x["lr"] == pytest.approx(y["lr"], rel=1e-9)
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-5, abs=1e-6)

@@ -341,9 +341,13 @@ class Trainer:
             stage_step = self.resume_state["stage_step"]
             _set_rng_state(client["rng"])
             self.resume_state = None
+            resumed_items = self._restore_items(client)
+        else:
+            resumed_items = False
         engine.train()
         model.vision.eval()
-        self._refresh_items()
+        if not resumed_items:  # a resumed run goes on with the cache it had, as a straight run does
+            self._refresh_items()
 
         bar = progress.add(f"train {stage.name}", total)
         progress.advance(bar, stage_step)
@@ -381,6 +385,15 @@ class Trainer:
             record["item_content_refreshes"] = self.refreshes
         return record
 
+    def _restore_items(self, client: dict) -> bool:
+        """The cached item content a checkpoint saved; False when it has none to restore."""
+        if self.chunks is None or "items" not in client:
+            return False
+        saved = client["items"]
+        self.model.items.content.copy_(saved["content"].to(self.model.items.content))
+        self.model.items.content_step, self.refreshes = saved["step"], saved["refreshes"]
+        return True
+
     def _refresh_items(self) -> None:
         """Content rows: re-encode the whole catalog with the current weights (logged)."""
         if self.chunks is None:
@@ -392,7 +405,12 @@ class Trainer:
         """A DeepSpeed checkpoint (every rank) plus our state and an export (rank 0)."""
         tag = f"step_{self.global_step:08d}"
         state = {"stage": index, "stage_step": stage_step, "global_step": self.global_step}
-        engine.save_checkpoint(str(self.checkpoints), tag=tag, client_state={"rng": _rng_state(), **state})
+        client_state = {"rng": _rng_state(), **state}
+        if self.chunks is not None:  # the item content cache: a resumed run computes what a straight one does
+            items = self.model.items
+            client_state["items"] = {"content": items.content.cpu(), "step": items.content_step,
+                                     "refreshes": self.refreshes}  # fmt: skip
+        engine.save_checkpoint(str(self.checkpoints), tag=tag, client_state=client_state)
         if not self.is_main:
             return
         state |= {"changed": sorted(self.changed), "stage_name": stage.name}

@@ -469,3 +469,14 @@ def test_constrained_beams_match_exact_ranking_for_every_fusion(
         )  # fmt: skip
         rankings.append(predictions["ranked"].to_list())
     assert rankings[0] == rankings[1]
+
+
+def test_a_chosen_method_name_keeps_the_option_tags(run, synthetic_data, synthetic_examples, tmp_path):
+    """--method names the model; a perturbed or partial run still never takes the plain run's file."""
+    args = ["eval", "--task", "recommendation", "--checkpoint", str(run), "--data", str(synthetic_data)]
+    args += ["--examples", str(synthetic_examples), "--out", str(tmp_path), "--method", "mine"]
+    for extra in ([], ["--mismatch-images", "0.5", "--limit", "3"]):
+        result = CliRunner().invoke(app, [*args, *extra])
+        assert result.exit_code == 0, result.output
+    names = sorted(path.name.split("__")[0] for path in tmp_path.glob("*.json"))
+    assert names == ["mine", "mine-mismatch_images_0.5-first_3"]  # (file names: + becomes -)

@@ -265,7 +265,8 @@ def eval_command(
     examples: Examples = None,
     seed: ExamplesSeed = 0,
     method: Annotated[
-        str | None, typer.Option(help="Method name in the result (default: UniMP-<run> plus options).")
+        str | None,
+        typer.Option(help="Method name in the result (default: UniMP-<run>); the options' tags follow it."),
     ] = None,
     ranking: Annotated[
         str,

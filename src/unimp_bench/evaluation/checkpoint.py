@@ -75,7 +75,9 @@ def evaluate_checkpoint(
             f"{checkpoint} was trained on another dataset than {data_dir}; "
             "its item tokens would name other items"
         )
-    method = method or _default_method(export, loaded.meta) + settings.method_tag(task)
+    # the options' tags follow a chosen name too: a perturbed or partial run never replaces the
+    # result of the plain one in the same folder
+    method = (method or _default_method(export, loaded.meta)) + settings.method_tag(task)
     reason = UniMPPredictor.cannot_serve(task)
     if reason:
         raise UnimpError(f"{method} cannot be evaluated on {task.name}: {reason}")

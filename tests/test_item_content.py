@@ -130,17 +130,26 @@ def test_content_without_id_ignores_every_id_row_and_id_rows_start_at_zero():
     torch.testing.assert_close(item_scores(model, chunks, history_item=1), before)
 
 
-def test_the_fresh_items_carry_the_gradient_into_the_lm_and_the_cache_none():
-    model = content_model()
+def test_fresh_items_carry_the_gradient_but_every_row_keeps_its_cached_value():
+    """Training encodes the batch's items afresh for the gradient; the values stay the cache's, so a
+    target (always in the batch) is never told apart from the other items by being fresher."""
+    model = content_model(item_id_dropout=0.0)
     model.train()
     chunks = catalog(model)
     fill_cache(model, chunks)
+    with torch.no_grad():  # the weights move on after the cache was filled: fresh encodings differ
+        for parameter in model.lm.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
     v = model.vocabulary
     ids = torch.tensor([[v.user_id, v.image_id, 5, v.item_id(0), v.end_of_chunk_id, 9]])
+    inputs = (ids, torch.ones_like(ids), chunks.features[0][None], torch.ones(1, 1, dtype=torch.bool))
     fresh = ItemChunks(*(getattr(chunks, n)[[0, 3]] for n in ("items", "ids", "mask", "features", "present")))
-    logits = model(ids, torch.ones_like(ids), chunks.features[0][None], torch.ones(1, 1, dtype=torch.bool),
-                   vocabulary="items", item_chunks=fresh)  # fmt: skip
-    logits[0, -1, 3].backward()
+    assert not torch.allclose(model.encode_items(fresh), model.items.content[[0, 3]], atol=1e-3)
+    logits = model(*inputs, vocabulary="items", item_chunks=fresh)
+    with torch.no_grad():
+        cached_only = model(*inputs, vocabulary="items")
+    torch.testing.assert_close(logits.detach(), cached_only)  # same values...
+    logits[0, -1, 3].backward()  # ...and the gradient reaches the content path
     assert model.items.to_output.weight.grad.abs().sum() > 0
     assert model.items.to_input.weight.grad.abs().sum() > 0
     first_layer = next(p for n, p in model.lm.named_parameters() if "layers.0" in n and p.requires_grad)

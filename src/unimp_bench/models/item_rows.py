@@ -17,8 +17,9 @@ catalog, cold items), which are ranked from their content alone.
 
 Encoding the whole catalog at every step would cost a catalog-sized forward pass, so the content
 vectors live in a cache (`content`, filled by models/item_content.py and refreshed on a schedule by
-the trainer); a training forward pass replaces the cached rows of the items its batch holds by freshly
-encoded ones, which carry the gradient. Ranking stays one forward pass plus a matrix product.
+the trainer); a training forward pass encodes the items its batch holds afresh, and those encodings
+carry the gradient while every row keeps its cached value (all rows are equally old, so a row's
+freshness never tells the target apart). Ranking stays one forward pass plus a matrix product.
 """
 
 from __future__ import annotations
@@ -83,8 +84,14 @@ class ContentItems(nn.Module):
             raise RuntimeError("the catalog's item content was never computed (refresh_item_content)")
         content = self.content
         if fresh is not None:
+            # the VALUE of every row stays the cached one and only the gradient goes through the fresh
+            # encoding (straight-through): were the batch's items (the target always among them) fresh
+            # and the rest stale, the model could learn to tell a target by its freshness, and at
+            # evaluation, where every row is fresh, that cue would point at every item at once
             items, vectors = fresh
-            content = content.to(vectors.dtype).index_copy(0, items, vectors)
+            content = content.to(vectors.dtype)
+            cached = content[items]
+            content = content.index_copy(0, items, cached + (vectors - vectors.detach()))
         if not self.uses_id:
             keep = content.new_zeros(content.shape[0])
         elif self.training and self.id_dropout > 0:

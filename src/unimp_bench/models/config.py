@@ -108,7 +108,9 @@ class ModelConfig:
     items: Items = "id"
     item_id_dropout: float = 0.5  # content+id: share of items whose ID residual a training step drops
     item_chunk_tokens: int = 48  # content: an item chunk is cut to this many tokens ([EOC] kept last)
-    item_refresh_every: int = 50  # content: optimizer steps between re-encodings of the whole catalog
+    # content: optimizer steps between re-encodings of the whole catalog. 1 keeps every row exact; a
+    # larger value is cheaper on a large catalog but trains against stale rows (benchmarks/NOTES.md)
+    item_refresh_every: int = 1
     item_fresh_per_batch: int = 256  # content: at most this many batch items encoded with gradient
 
     def __post_init__(self) -> None:

@@ -343,7 +343,7 @@ def test_ablations_run_trains_each_variant_per_seed_and_tables_mean_and_standard
     values = [
         json.loads(
             next(
-                (out / "results").glob(f"UniMP-late_fusion-seed{s}__recommendation__test__*.json")
+                (out / "results").glob(f"UniMP-late_fusion-seed{s}-first_24__recommendation__test__*.json")
             ).read_text()
         )["scores"]["NDCG@10"]
         for s in (0, 1)

@@ -130,16 +130,10 @@ def perturb(
     ]
     rng = np.random.default_rng([settings.seed, 2])
     swap = _choose(len(image_slots), settings.mismatch_images, rng)
-    with_image = np.flatnonzero(has_image)
-    if len(swap) and len(with_image) < 2:
-        raise UnimpError("--mismatch-images needs at least two items with images")
+    with_image = _images_to_swap_with(has_image, swap)
     for index in swap:
         row, marker = image_slots[index]
-        original = image_items[row][marker]
-        replacement = original
-        while replacement == original:
-            replacement = int(with_image[rng.integers(len(with_image))])
-        image_items[row][marker] = replacement
+        image_items[row][marker] = _another_image(image_items[row][marker], with_image, rng)
     report |= {"history_image_slots": len(image_slots), "swapped_images": len(swap)}
     perturbed = examples.with_columns(
         pl.Series("prompt", prompts, dtype=pl.String),
@@ -156,18 +150,29 @@ def mismatched_catalog_images(has_image: np.ndarray, settings: Perturbation) -> 
     if settings.mismatch_images == 0:
         return None
     rng = np.random.default_rng([settings.seed, 3])
-    with_image = np.flatnonzero(has_image)
     image_of = np.arange(len(has_image))
-    chosen = _choose(len(with_image), settings.mismatch_images, rng)
-    if chosen and len(with_image) < 2:
-        raise UnimpError("--mismatch-images needs at least two items with images")
+    chosen = _choose(int(has_image.sum()), settings.mismatch_images, rng)
+    with_image = _images_to_swap_with(has_image, chosen)
     for index in chosen:
         original = int(with_image[index])
-        replacement = original
-        while replacement == original:
-            replacement = int(with_image[rng.integers(len(with_image))])
-        image_of[original] = replacement
+        image_of[original] = _another_image(original, with_image, rng)
     return image_of
+
+
+def _images_to_swap_with(has_image: np.ndarray, swaps: list[int]) -> np.ndarray:
+    """The items with an image (what a swapped slot may show instead); swapping needs two."""
+    with_image = np.flatnonzero(has_image)
+    if swaps and len(with_image) < 2:
+        raise UnimpError("--mismatch-images needs at least two items with images")
+    return with_image
+
+
+def _another_image(original: int, with_image: np.ndarray, rng: np.random.Generator) -> int:
+    """A uniformly drawn item with an image other than `original`."""
+    replacement = original
+    while replacement == original:
+        replacement = int(with_image[rng.integers(len(with_image))])
+    return replacement
 
 
 def _choose(count: int, fraction: float, rng: np.random.Generator) -> list[int]:

@@ -21,8 +21,8 @@ import numpy as np
 import polars as pl
 
 from unimp_bench.baselines.history import item_histories
-from unimp_bench.baselines.item_features import clip_features, text_features, thumbnail_features
-from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
+from unimp_bench.baselines.item_features import image_features, text_features
+from unimp_bench.clip_scoring import ClipEmbedder
 from unimp_bench.config import check_choices, from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.data.transfer import FinetuneView
@@ -76,19 +76,11 @@ class ItemContent:
         text = text_features(items, params.fields, params.max_features)
         image = None
         if params.image != "none":
-            paths = items["image_path"].to_list()
-            if params.image == "clip":
-                if embedder is None and not params.clip_checkpoint:
-                    raise UnimpError(
-                        "content-knn with image: clip needs local CLIP weights: set params.clip_checkpoint "
-                        "in a copy of its YAML, or use image: thumbnail"
-                    )
-                embedder = embedder or ClipEmbedder.from_settings(
-                    ClipSettings(params.clip_model, params.clip_checkpoint)
-                )
-                image = clip_features(dataset.root, paths, embedder)
-            else:
-                image = thumbnail_features(dataset.root, paths)
+            image = image_features(
+                dataset.root, items["image_path"].to_list(), params.image, params.clip_model,
+                params.clip_checkpoint, embedder, who="content-knn with image: clip",
+                alternative="image: thumbnail",
+            )  # fmt: skip
             image = _normalized(image.astype(np.float64))
         return cls(text, image, params.image_weight)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from unimp_bench.clip_scoring import ClipEmbedder
+from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
 from unimp_bench.errors import UnimpError
 from unimp_bench.retrieval import item_documents
 
@@ -41,6 +41,29 @@ def clip_features(root: Path, paths: list[str | None], embedder: ClipEmbedder) -
     features = np.zeros((len(paths), embedded.shape[1]), dtype=np.float32)
     features[present] = embedded
     return features
+
+
+def image_features(
+    root: Path,
+    paths: list[str | None],
+    kind: str,
+    clip_model: str,
+    clip_checkpoint: str | None,
+    embedder: ClipEmbedder | None,
+    who: str,
+    alternative: str,
+) -> np.ndarray:
+    """[items, F] image features of `kind` clip (local open_clip weights: `embedder`, or loaded from
+    `clip_checkpoint`) or thumbnail; without weights for clip, one sentence naming `alternative`."""
+    if kind != "clip":
+        return thumbnail_features(root, paths)
+    if embedder is None and not clip_checkpoint:
+        raise UnimpError(
+            f"{who} needs local CLIP weights: set params.clip_checkpoint (open_clip {clip_model} "
+            f"weights) in a copy of its YAML, or use {alternative}"
+        )
+    embedder = embedder or ClipEmbedder.from_settings(ClipSettings(clip_model, clip_checkpoint))
+    return clip_features(root, paths, embedder)
 
 
 def text_features(items: pl.DataFrame, fields: Sequence[str], max_features: int):

@@ -26,8 +26,8 @@ from unimp_bench.baselines.history import (
     valid_interactions,
     valid_outside,
 )
-from unimp_bench.baselines.item_features import clip_features, thumbnail_features
-from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
+from unimp_bench.baselines.item_features import image_features
+from unimp_bench.clip_scoring import ClipEmbedder
 from unimp_bench.config import check_choices, from_mapping, to_mapping
 from unimp_bench.data.contract import PreparedDataset
 from unimp_bench.errors import UnimpError
@@ -112,18 +112,10 @@ class VBPRPredictor:
         self.dataset = dataset
         items = dataset.scan("items").select("item_idx", "image_path").sort("item_idx").collect()
         paths = items["image_path"].to_list()
-        if params.features == "clip":
-            if embedder is None and not params.clip_checkpoint:
-                raise UnimpError(
-                    "VBPR needs local CLIP weights: set params.clip_checkpoint (open_clip "
-                    f"{params.clip_model} weights) in a copy of its YAML, or use vbpr-thumbnail"
-                )
-            embedder = embedder or ClipEmbedder.from_settings(
-                ClipSettings(params.clip_model, params.clip_checkpoint)
-            )
-            features = clip_features(dataset.root, paths, embedder)
-        else:
-            features = thumbnail_features(dataset.root, paths)
+        features = image_features(
+            dataset.root, paths, params.features, params.clip_model, params.clip_checkpoint, embedder,
+            who="VBPR", alternative="vbpr-thumbnail",
+        )  # fmt: skip
         self.items_with_image = int(sum(1 for p in paths if p))
         self.known = dataset.training_users()
         self.histories = item_histories(dataset)

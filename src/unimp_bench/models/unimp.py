@@ -16,7 +16,8 @@ Read top to bottom:
    items), runs the chosen fusion and returns logits over the whole vocabulary, or over the item or
    rating rows only (ranking is one forward pass). With `model.items: content | content+id` the item
    rows are computed from each item's own chunk and image (models/item_rows.py): `encode_items` reads
-   the chunks with the same fusion, `forward` takes the cached catalog rows plus the batch's fresh ones.
+   the chunks with the same fusion, `forward` reads the cached catalog rows (the batch's items, encoded
+   afresh, carry the gradient).
 
 Shapes: B batch, T text tokens, N images per example (padded), P patch tokens per image, L latents per
 image, H the LM's hidden size, Dv the vision width, V the extended vocabulary.
@@ -386,8 +387,9 @@ class UniMP(nn.Module):
 
         With `cache`, input_ids holds only the T new tokens, attention_mask and sequence_ids cover all
         T_all tokens (the image mask depends on where the [IMG]/[EOC] markers are in the whole text).
-        With content rows, the items of `item_chunks` are encoded in this pass (the gradient reaches
-        the content path through them); every other item uses its cached content vector."""
+        With content rows, every item's rows hold its cached content vector; the items of
+        `item_chunks` are also encoded in this pass, and the gradient reaches the content path through
+        them (item_rows.ContentItems.view)."""
         items = None
         if self.items is not None:
             fresh = None

@@ -365,8 +365,8 @@ class Trainer:
             stage_step += 1
             self.global_step += 1
             progress.advance(bar)
-            if self.chunks is not None and self.global_step % self.config.model.item_refresh_every == 0:
-                self._refresh_items()
+            if self.global_step % self.config.model.item_refresh_every == 0:
+                self._refresh_items()  # (content rows only)
             if self.global_step % train.log_every == 0 or stage_step == total:
                 self.log.write(self._log_record(window, stage.name, stage_step / steps_per_epoch, engine))
                 window = WindowStats()

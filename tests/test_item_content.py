@@ -212,15 +212,22 @@ def test_catalog_chunks_hold_the_item_text_without_its_token(synthetic_data, tmp
     assert load_saved_tokenizer(tmp_path / "bpe") is not None
 
 
-def test_a_trained_content_model_ranks_the_zero_shot_held_out_domain(synthetic_data, tmp_path):
+@pytest.fixture(scope="module")
+def content_run(synthetic_data, tmp_path_factory):
+    """The tiny preset (content+id), 4 steps of recommendation, catalog re-encoded every 2 steps."""
+    run = tmp_path_factory.mktemp("content") / "run"
+    overrides = [*SHRUNK_TINY_MODEL, "model.item_refresh_every=2", "train.tasks=[recommendation]"]
+    invoke(*tiny_train_args(synthetic_data, run, 4, overrides))
+    return run
+
+
+def test_a_trained_content_model_ranks_the_zero_shot_held_out_domain(synthetic_data, content_run, tmp_path):
     """The tiny preset (content+id) trains, records which items it saw (never a held-out-domain item),
     refreshes its catalog rows, and is scored on new_domain, where the ID-only ablation is not
     applicable."""
     from safetensors.torch import load_file
 
-    run = tmp_path / "run"
-    overrides = [*SHRUNK_TINY_MODEL, "model.item_refresh_every=2", "train.tasks=[recommendation]"]
-    invoke(*tiny_train_args(synthetic_data, run, 4, overrides))
+    run = content_run
     summary = json.loads((run / "logs" / "summary.json").read_text())
     assert summary["item_content_refreshes"] == 3  # at the start, after steps 2 and 4
     logged = [json.loads(line) for line in (run / "logs" / "train.jsonl").read_text().splitlines()]
@@ -274,3 +281,45 @@ def test_mismatched_images_reach_the_content_rows_of_exactly_the_chosen_share():
     read = item_chunks(chunks, Store(), items, "cpu", torch.as_tensor(image_of))
     assert read.features[:, 0, 0, 0].long().tolist() == image_of.tolist()
     assert read.items.tolist() == items.tolist()  # the rows still belong to the items themselves
+
+
+def test_eval_perturbations_reach_the_catalog_content_rows(synthetic_data, content_run, tmp_path):
+    """`eval --drop-text-attrs / --mismatch-images` on a content model perturb the catalog it encodes
+    its item rows from, not only the prompts: the cached rows move (of exactly the chosen share of
+    items for images), the result records the counts, and without a perturbation nothing moves."""
+    import numpy as np
+
+    from unimp_bench.models.export import load_exported, resolve_export
+    from unimp_bench.models.item_content import catalog_texts_and_images
+    from unimp_bench.models.predictor import ModelEvalSettings, UniMPPredictor
+    from unimp_bench.robustness import Perturbation
+
+    dataset = open_dataset(synthetic_data)
+    counts, has_image = catalog_texts_and_images(dataset)
+
+    def catalog_rows(perturbation: Perturbation):
+        loaded = load_exported(resolve_export(content_run))
+        with torch.no_grad():  # open the gates: after 4 steps the images barely reach any token
+            for module in loaded.model.modules():
+                if isinstance(module, GatedCrossAttentionBlock):
+                    module.attention_gate.fill_(1.0)
+                    module.feed_forward_gate.fill_(1.0)
+        settings = ModelEvalSettings(perturbation=perturbation)
+        predictor = UniMPPredictor(loaded, dataset, settings, "UniMP", show_progress=False)
+        _ = predictor.reader  # encodes the catalog
+        return loaded.model.items.content.clone(), predictor.config()
+
+    plain, config = catalog_rows(Perturbation())
+    again, _ = catalog_rows(Perturbation(seed=5))
+    assert torch.equal(plain, again) and "catalog_images_swapped" not in config
+
+    swapped, config = catalog_rows(Perturbation(mismatch_images=0.5, seed=1))
+    moved = (swapped - plain).abs().amax(dim=1) > 1e-6
+    assert int(moved.sum()) == config["catalog_images_swapped"] == round(0.5 * int(has_image.sum()))
+    assert not moved[torch.from_numpy(~has_image)].any()
+
+    dropped, config = catalog_rows(Perturbation(drop_text_attrs=1.0))
+    assert config["catalog_attributes_dropped"] == config["catalog_attribute_slots"] == sum(counts)
+    moved = (dropped - plain).abs().amax(dim=1) > 1e-6
+    assert moved[torch.from_numpy(np.array(counts) > 0)].all()
+    assert "catalog_attributes_dropped" in config and "catalog_images_swapped" not in config

@@ -4,9 +4,13 @@
   history, the item in question and candidates alike) exactly round(f x slots) are removed.
 - `mismatch_images` f: of all history image slots (a history item that has an image) exactly
   round(f x slots) show another product's image instead: a different item with an image, drawn
-  uniformly. Only the image moves; the item's text stays. A model with content item rows also reads
-  every item's image where it computes the item's rows: there exactly round(f x n) of the n catalog
-  items with an image are encoded from another product's image (`mismatched_catalog_images`).
+  uniformly. Only the image moves; the item's text stays.
+
+A model with content item rows also reads every item's chunk and image where it computes the item's
+rows (the catalog, not a prompt); there the same fractions apply to the catalog: exactly round(f x s)
+of the s attribute slots of all items' chunks are removed (`dropped_catalog_attributes`), and exactly
+round(f x n) of the n items with an image are encoded from another product's image
+(`mismatched_catalog_images`). `catalog_report` counts both.
 
 The slots are drawn over the whole evaluated example set with a generator seeded by `seed`, so the
 same examples and seed always give the same perturbed inputs. Items are found in a prompt by their
@@ -157,6 +161,32 @@ def mismatched_catalog_images(has_image: np.ndarray, settings: Perturbation) -> 
         original = int(with_image[index])
         image_of[original] = _another_image(original, with_image, rng)
     return image_of
+
+
+def dropped_catalog_attributes(attribute_counts: list[int], settings: Perturbation) -> list[set[int]] | None:
+    """For models whose item rows are computed from the item's chunk (content rows): which attribute
+    indices each catalog item's chunk loses, exactly round(f x s) of all s slots; None when no text is
+    dropped. attribute_counts[i]: how many (key, value) pairs item i's chunk shows."""
+    if settings.drop_text_attrs == 0:
+        return None
+    slots = [(item, a) for item, count in enumerate(attribute_counts) for a in range(count)]
+    dropped: list[set[int]] = [set() for _ in attribute_counts]
+    for index in _choose(len(slots), settings.drop_text_attrs, np.random.default_rng([settings.seed, 4])):
+        item, a = slots[index]
+        dropped[item].add(a)
+    return dropped
+
+
+def catalog_report(attribute_counts: list[int], has_image: np.ndarray, settings: Perturbation) -> dict:
+    """What the two catalog perturbations change, as counts (empty when neither is active)."""
+    report = {}
+    if settings.drop_text_attrs > 0:
+        slots = int(sum(attribute_counts))
+        report["catalog_attribute_slots"] = slots
+        report["catalog_attributes_dropped"] = int(round(settings.drop_text_attrs * slots))
+    if settings.mismatch_images > 0:
+        report["catalog_images_swapped"] = int(round(settings.mismatch_images * int(has_image.sum())))
+    return report
 
 
 def _images_to_swap_with(has_image: np.ndarray, swaps: list[int]) -> np.ndarray:

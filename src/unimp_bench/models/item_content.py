@@ -9,9 +9,10 @@ An item's chunk is its history chunk without the item token: `[IMG] category c t
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from unimp_bench.prompts import END_OF_CHUNK_TOKEN, IMAGE_TOKEN, PromptSettings, item_attributes
@@ -19,11 +20,13 @@ from unimp_bench.prompts import END_OF_CHUNK_TOKEN, IMAGE_TOKEN, PromptSettings,
 _ITEM_TOKEN = re.compile(r"<item_(\d+)>")
 
 
-def chunk_text(item: dict, settings: PromptSettings = PromptSettings()) -> str:
-    """What the model reads of an item: its history chunk without the item's own token."""
+def chunk_text(item: dict, settings: PromptSettings = PromptSettings(), dropped: Collection[int] = ()) -> str:
+    """What the model reads of an item: its history chunk without the item's own token (less the
+    attributes whose indices are `dropped`, a robustness perturbation)."""
     words = [IMAGE_TOKEN]
-    for key, value in item_attributes(item, settings):
-        words += [key, value]
+    for index, (key, value) in enumerate(item_attributes(item, settings)):
+        if index not in dropped:
+            words += [key, value]
     return " ".join([*words, END_OF_CHUNK_TOKEN])
 
 
@@ -41,10 +44,14 @@ class CatalogChunks:
         return ids, mask
 
 
-def catalog_chunks(dataset, tokenizer, max_tokens: int) -> CatalogChunks:
-    """Every item's chunk, tokenized in one batch (tokenizer: a PromptTokenizer)."""
-    items = dataset.scan("items").sort("item_idx").collect()
-    encoded = tokenizer.encode_batch([chunk_text(row) for row in items.iter_rows(named=True)])
+def catalog_chunks(
+    dataset, tokenizer, max_tokens: int, dropped: list[set[int]] | None = None
+) -> CatalogChunks:
+    """Every item's chunk, tokenized in one batch (tokenizer: a PromptTokenizer; dropped[i]: the
+    attribute indices item i's chunk loses, robustness.dropped_catalog_attributes)."""
+    rows = dataset.scan("items").sort("item_idx").collect().iter_rows(named=True)
+    texts = [chunk_text(row, dropped=dropped[i] if dropped else ()) for i, row in enumerate(rows)]
+    encoded = tokenizer.encode_batch(texts)
     end = tokenizer.vocabulary.end_of_chunk_id
     cut = [e.ids if len(e.ids) <= max_tokens else [*e.ids[: max_tokens - 1], end] for e in encoded]
     width = max((len(c) for c in cut), default=1)
@@ -87,13 +94,29 @@ def refresh_item_content(
         model.vision.eval()  # frozen: stays in evaluation mode whatever the rest does
 
 
-def encode_catalog(model, dataset, tokenizer, store, step: int = 0, image_of=None) -> None:
+def catalog_texts_and_images(dataset) -> tuple[list[int], np.ndarray]:
+    """How many attributes each item's chunk shows, and whether the item has an image, by item_idx."""
+    items = dataset.scan("items").sort("item_idx").collect()
+    counts = [len(item_attributes(row)) for row in items.iter_rows(named=True)]
+    return counts, items["image_path"].is_not_null().to_numpy()
+
+
+def encode_catalog(model, dataset, tokenizer, store, step: int = 0, perturbation=None) -> None:
     """Before a model with content rows reads prompts: encode every catalog item (no-op for ID rows).
-    image_of [N] (optional): which item's image each item is encoded with."""
-    if model.items is not None:
-        chunks = catalog_chunks(dataset, tokenizer, model.config.item_chunk_tokens)
-        image_of = None if image_of is None else torch.as_tensor(image_of, dtype=torch.long)
-        refresh_item_content(model, chunks, store, step, image_of=image_of)
+    perturbation (a robustness.Perturbation, optional): the catalog's share of dropped attributes and
+    mismatched images, as `eval --drop-text-attrs / --mismatch-images` ask."""
+    if model.items is None:
+        return
+    dropped = image_of = None
+    if perturbation is not None and perturbation.active:
+        from unimp_bench.robustness import dropped_catalog_attributes, mismatched_catalog_images
+
+        counts, has_image = catalog_texts_and_images(dataset)
+        dropped = dropped_catalog_attributes(counts, perturbation)
+        image_of = mismatched_catalog_images(has_image, perturbation)
+    chunks = catalog_chunks(dataset, tokenizer, model.config.item_chunk_tokens, dropped)
+    image_of = None if image_of is None else torch.as_tensor(image_of, dtype=torch.long)
+    refresh_item_content(model, chunks, store, step, image_of=image_of)
 
 
 def fresh_items(input_ids: torch.Tensor, item_start: int, limit: int) -> torch.Tensor:

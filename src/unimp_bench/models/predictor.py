@@ -102,12 +102,9 @@ class UniMPPredictor:
         from unimp_bench.models.predict import PromptReader
 
         step = self.meta.get("provenance", {}).get("step", 0)
-        encode_catalog(self.model, self.dataset, self.tokenizer, self.store, step)  # content rows only
+        perturbation = self.settings.perturbation  # content rows read the catalog: perturbed alike
+        encode_catalog(self.model, self.dataset, self.tokenizer, self.store, step, perturbation)
         return PromptReader(self.model, self.tokenizer, self.store, self.max_length)
-
-    @property
-    def _has_image(self) -> np.ndarray:
-        return np.array([path is not None for path in self.image_paths], dtype=bool)
 
     @staticmethod
     def cannot_serve(task: Task) -> str | None:
@@ -136,12 +133,14 @@ class UniMPPredictor:
         } | self._catalog_perturbation()
 
     def _catalog_perturbation(self) -> dict:
-        """Content rows under --mismatch-images: how many catalog items were encoded from another
-        product's image (robustness.mismatched_catalog_images)."""
-        fraction = self.settings.perturbation.mismatch_images
-        if self.model.items is None or fraction == 0:
+        """Content rows under --drop-text-attrs / --mismatch-images: how many catalog attribute slots
+        were dropped and catalog items encoded from another product's image (robustness.catalog_report)."""
+        from unimp_bench.models.item_content import catalog_texts_and_images
+        from unimp_bench.robustness import catalog_report
+
+        if self.model.items is None or not self.settings.perturbation.active:
             return {}
-        return {"catalog_images_swapped": int(round(fraction * int(self._has_image.sum())))}
+        return catalog_report(*catalog_texts_and_images(self.dataset), self.settings.perturbation)
 
     # -- tasks --------------------------------------------------------------------------------------
 

@@ -6,9 +6,10 @@ library function with keyword arguments.
     listing.py  tasks list|show, baselines list|export
     runs.py     score, baselines run, train, eval, leaderboard, demo
     ablations.py  ablations run
+    tokenizer.py  tokenizer train|encode|decode
 """
 
-from unimp_bench.cli import ablations, data, listing, runs  # noqa: F401  (each registers its commands)
+from unimp_bench.cli import ablations, data, listing, runs, tokenizer  # noqa: F401  (each registers its commands)
 from unimp_bench.cli.common import app
 
 __all__ = ["app"]

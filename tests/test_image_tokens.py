@@ -1,0 +1,174 @@
+"""The image tokenizer (diffusers VQModel) and the catalog's cached image codes: training through the
+CLI, the cache's checks, decoding, pretrained folders, and the reconstruction scores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from helpers import invoke
+from unimp_bench.cli import app
+from unimp_bench.errors import UnimpError
+from unimp_bench.image_tokens.catalog import catalog_codes, tokens_folder
+from unimp_bench.image_tokens.tokenizer import (
+    ImageTokenizer,
+    ImageTokenizerConfig,
+    build_vq,
+    load_image_tokenizer,
+    reconstruction_quality,
+)
+
+# 16 px, one halving: an 8 x 8 grid of 16 codes, a few seconds on CPU
+SMALL = ["--resolution", "16", "--channels", "32,32", "--codebook-size", "16", "--batch-size", "8"]
+
+
+def fails(*args) -> str:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    return " ".join(result.output.split())
+
+
+@pytest.fixture(scope="module")
+def tokenized(synthetic_data, tmp_path_factory):
+    """A copy of the synthetic dataset with a tokenizer trained 3 steps and the catalog encoded."""
+    data = tmp_path_factory.mktemp("tokens") / "data"
+    shutil.copytree(synthetic_data, data)
+    output = invoke("tokenizer", "train", data, "--steps", "3", *SMALL)
+    assert "held-out PSNR" in output and "8x8 codes" in output
+    return data
+
+
+def test_train_caches_every_catalog_image_as_a_grid_of_codes(tokenized):
+    manifest = json.loads((tokens_folder(tokenized) / "manifest.json").read_text())
+    dataset_manifest = json.loads((tokenized / "manifest.json").read_text())
+    assert manifest["dataset_content_hash"] == dataset_manifest["content_hash"]
+    assert manifest["tokenizer"]["grid"] == 8 and manifest["tokenizer"]["trained_here"]
+    assert manifest["items_with_codes"] == dataset_manifest["images"]["with_image"]
+    quality = manifest["quality"]
+    assert quality["images"] == 12  # ceil(0.1 x 120 catalog images) kept out of training
+    assert {"psnr", "ssim", "mean_colour"} <= set(quality)
+
+    codes = catalog_codes(tokenized)
+    assert codes.sequence_length == 64 and codes.codebook_size == 16
+    present = [c for c in codes.codes if c is not None]
+    assert len(present) == manifest["items_with_codes"]
+    assert all(len(c) == 64 and all(0 <= v < 16 for v in c) for c in present)
+    description = json.loads((codes.tokenizer_folder / "unimp_tokenizer.json").read_text())
+    assert description["train_images"] + description["held_out_images"] == len(present)
+
+
+def test_same_images_and_seed_give_the_same_tokenizer_and_codes(tokenized, tmp_path):
+    again = tmp_path / "again"
+    invoke("tokenizer", "train", tokenized, "--out", again, "--steps", "3", *SMALL)
+    first = (tokens_folder(tokenized) / "tokenizer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert (again / "diffusion_pytorch_model.safetensors").read_bytes() == first
+    # training wrote the codes of `again` into the dataset; put the module's tokenizer back
+    invoke("tokenizer", "encode", tokenized)
+    assert catalog_codes(tokenized).tokenizer_folder == tokens_folder(tokenized) / "tokenizer"
+
+
+def test_decode_writes_an_item_reconstruction_and_checks_the_codes(tokenized, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "item.png"
+    invoke("tokenizer", "decode", tokenized, "--item", "0", "--out", out)
+    with Image.open(out) as image:
+        assert image.size == (16, 16) and image.mode == "RGB"
+    codes = ",".join(["3"] * 64)
+    invoke("tokenizer", "decode", tokenized, "--codes", codes, "--out", tmp_path / "codes.png")
+    assert "decodes 64 codes between 0 and 15, got 3 codes" in fails(
+        "tokenizer", "decode", tokenized, "--codes", "1,2,3", "--out", tmp_path / "x.png"
+    )
+    assert "has no item 'nope'" in fails("tokenizer", "decode", tokenized, "--item", "nope", "--out", out)
+    assert "exactly one of --item and --codes" in fails("tokenizer", "decode", tokenized, "--out", out)
+
+
+def test_stale_codes_and_changed_tokenizers_are_refused(tokenized, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tokenized, data)
+    manifest_path = data / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["content_hash"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(UnimpError, match="belong to another version"):
+        catalog_codes(data)
+
+    codes = catalog_codes(tokenized)
+    weights = codes.tokenizer_folder / "diffusion_pytorch_model.safetensors"
+    original = weights.read_bytes()
+    try:
+        vq = build_vq(ImageTokenizerConfig(resolution=16, channels=(32, 32), codebook_size=16), seed=9)
+        vq.save_pretrained(codes.tokenizer_folder, safe_serialization=True)
+        with pytest.raises(UnimpError, match="changed after the catalog was encoded"):
+            codes.tokenizer()
+    finally:
+        weights.write_bytes(original)
+
+
+def test_pretrained_folders_load_from_safetensors_only(synthetic_data, tmp_path):
+    assert "does not exist; download a diffusers VQModel" in " ".join(
+        str(pytest.raises(UnimpError, load_image_tokenizer, tmp_path / "absent").value).split()
+    )
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text("{}")
+    (pickled / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(UnimpError, match="only safetensors weights are loaded"):
+        load_image_tokenizer(pickled)
+
+    # a diffusers folder without our description: read at its config's sample_size
+    pretrained = tmp_path / "pretrained"
+    build_vq(ImageTokenizerConfig(resolution=16, channels=(32, 32), codebook_size=16), 1).save_pretrained(
+        pretrained, safe_serialization=True
+    )
+    assert load_image_tokenizer(pretrained).resolution == 16
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data, data)
+    assert "has no image tokenizer yet" in fails("tokenizer", "encode", data)
+    manifest = json.loads(invoke("tokenizer", "encode", data, "--tokenizer", pretrained))
+    assert not manifest["tokenizer"]["trained_here"]
+    assert manifest["quality"]["on"].startswith("a sample of the catalog")
+
+
+def test_reconstruction_scores_match_a_hand_computed_psnr():
+    """PSNR in dB over pixels in [0, 1], averaged over images; the mean-colour reference by hand."""
+    vq = build_vq(ImageTokenizerConfig(resolution=16, channels=(32, 32), codebook_size=16), 0)
+    tokenizer = ImageTokenizer(vq, 16)
+    pixels = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    quality = reconstruction_quality(tokenizer, pixels)
+    images = (pixels.numpy() + 1) / 2
+    decoded = (tokenizer.decode(tokenizer.encode(pixels)).numpy() + 1) / 2
+    flat = images.mean(axis=(2, 3), keepdims=True)
+    psnr = [10 * np.log10(1 / np.mean((d - i) ** 2)) for d, i in zip(decoded, images)]
+    flat_psnr = [10 * np.log10(1 / np.mean((f - i) ** 2)) for f, i in zip(flat, images)]
+    assert quality["images"] == 3
+    assert quality["psnr"] == pytest.approx(np.mean(psnr), abs=1e-3)
+    assert quality["mean_colour"]["psnr"] == pytest.approx(np.mean(flat_psnr), abs=1e-3)
+    assert -1 <= quality["ssim"] <= 1
+
+
+def test_decoding_reads_the_codes_as_a_grid_deterministically():
+    """[B, G*G] codes decode to [B, 3, R, R]; the same codes always give the same pixels, and moving
+    codes to other grid positions changes the image."""
+    vq = build_vq(ImageTokenizerConfig(resolution=16, channels=(32, 32), codebook_size=16), 0)
+    tokenizer = ImageTokenizer(vq, 16)
+    codes = torch.randint(16, (2, 64), generator=torch.Generator().manual_seed(1))
+    pixels = tokenizer.decode(codes)
+    assert pixels.shape == (2, 3, 16, 16)
+    assert not torch.equal(tokenizer.decode(codes[:, torch.randperm(64)]), pixels)  # layout matters
+    assert torch.equal(tokenizer.decode(codes), pixels)  # deterministic
+
+
+@pytest.mark.slow
+def test_a_trained_tokenizer_beats_each_images_mean_colour(synthetic_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data, data)
+    invoke("tokenizer", "train", data, "--steps", "150", *SMALL)
+    quality = json.loads((tokens_folder(data) / "manifest.json").read_text())["quality"]
+    assert quality["psnr"] > quality["mean_colour"]["psnr"]

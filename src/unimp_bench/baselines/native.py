@@ -8,6 +8,7 @@ from unimp_bench.baselines.explanation import ReviewRetrievalPredictor
 from unimp_bench.baselines.personal_search import PersonalBM25Predictor, ZAMPredictor
 from unimp_bench.baselines.popularity import PopularityPredictor
 from unimp_bench.baselines.rating import BiasedMFPredictor, MeanRatingPredictor
+from unimp_bench.baselines.uniform import UniformPredictor
 from unimp_bench.baselines.vbpr import VBPRPredictor
 
 NATIVE = {
@@ -23,4 +24,5 @@ NATIVE = {
     "vbpr": VBPRPredictor,
     "vbpr-thumbnail": VBPRPredictor,
     "content-knn": ContentKNNPredictor,
+    "uniform": UniformPredictor,
 }

@@ -372,6 +372,37 @@ def test_prompt_tokenizer_maps_markers_to_added_rows_and_back(bpe_tokenizer):
         tokenizer.encode_batch(["<rating_9>"])
 
 
+def test_image_codes_are_added_tokens_between_ratings_and_items(bpe_tokenizer):
+    """A model that generates images has one token per image code; its items stay the last rows, so
+    a model without codes keeps the layout (and checkpoints) it had before."""
+    plain = AddedVocabulary(base_size=len(bpe_tokenizer), num_items=10)
+    vocabulary = AddedVocabulary(base_size=len(bpe_tokenizer), num_items=10, num_image_codes=16)
+    assert plain.item_start == plain.rating_start + plain.num_ratings == plain.code_start
+    assert vocabulary.item_start == vocabulary.code_start + 16 and vocabulary.total == plain.total + 16
+    tokenizer = PromptTokenizer(bpe_tokenizer, vocabulary)
+    text = "[CLS] [IMG] title Nova <item_7> [EOC] Draw it: <code_0> <code_15> <code_3>"
+    ids = tokenizer.encode_batch([text])[0].ids
+    assert ids[-3:] == [vocabulary.code_id(0), vocabulary.code_id(15), vocabulary.code_id(3)]
+    assert vocabulary.item_id(7) in ids and tokenizer.decode(ids) == text
+    with pytest.raises(UnimpError, match="outside the model's 16 image codes"):
+        tokenizer.encode_batch(["<code_16>"])
+    with pytest.raises(UnimpError, match="outside the model's 0 image codes"):
+        PromptTokenizer(bpe_tokenizer, plain).encode_batch(["<code_0>"])
+
+    model = build_model(tiny_config(), BASE_VOCAB, NUM_ITEMS, seed=0, num_image_codes=16).eval()
+    v = model.vocabulary
+    hidden = torch.randn(2, 3, model.lm.get_input_embeddings().embedding_dim)
+    every = model.output(hidden, "all")
+    assert every.shape[-1] == v.total
+    for kind, start, end in (
+        ("codes", v.code_start, v.item_start),
+        ("ratings", v.rating_start, v.code_start),
+        ("items", v.item_start, v.total),
+    ):
+        assert torch.allclose(model.output(hidden, kind), every[..., start:end])
+    assert model.output(hidden, "codes").shape[-1] == 16 and model.output(hidden, "ratings").shape[-1] == 5
+
+
 def test_encoded_examples_mark_target_and_history_tokens_and_truncate_whole_images(bpe_tokenizer):
     from unimp_bench.models.inputs import collate, encode_examples
 
@@ -430,6 +461,19 @@ def test_export_round_trip_gives_identical_logits(tmp_path, bpe_tokenizer):
     (tmp_path / "export" / "unimp.json").write_text("{")
     with pytest.raises(UnimpError, match="not valid JSON"):
         load_exported(tmp_path / "export")
+
+
+def test_an_export_keeps_its_image_code_rows(bpe_tokenizer, tmp_path):
+    from unimp_bench.models.export import export_model, load_exported
+
+    tokenizer_dir = tmp_path / "tokenizer"
+    bpe_tokenizer.save_pretrained(str(tokenizer_dir))
+    model = build_model(tiny_config(), len(bpe_tokenizer), NUM_ITEMS, seed=3, num_image_codes=16).eval()
+    export_model(model, tmp_path / "export", tokenizer_dir, set(), None, {"run": "test"})
+    loaded = load_exported(tmp_path / "export").model
+    assert loaded.vocabulary == model.vocabulary and loaded.vocabulary.num_image_codes == 16
+    rows = model.vocabulary.added_rows("codes")
+    assert torch.equal(loaded.added_output[rows], model.added_output[rows])
 
 
 def test_decoder_layer_discovery_override_and_errors():

@@ -77,6 +77,7 @@ def export_model(
             "base_size": model.vocabulary.base_size,
             "num_items": model.vocabulary.num_items,
             "num_ratings": model.vocabulary.num_ratings,
+            "num_image_codes": model.vocabulary.num_image_codes,
         },
         "decoder_layers": model.decoder_layers,
         "lora": to_mapping(lora) if lora else None,
@@ -108,7 +109,8 @@ def load_exported(folder: Path) -> LoadedModel:
     config = from_mapping(ModelConfig, meta["model"], "model")
     base = load_saved_tokenizer(folder / "tokenizer")
     vocabulary = meta["vocabulary"]
-    model = build_model(config, len(base), vocabulary["num_items"], seed=0)
+    codes = vocabulary.get("num_image_codes", 0)  # exports from before image generation have none
+    model = build_model(config, len(base), vocabulary["num_items"], seed=0, num_image_codes=codes)
     if model.vocabulary.base_size != vocabulary["base_size"]:
         raise UnimpError(f"{folder}: the rebuilt LM has a different vocabulary size than the exported one")
     if meta.get("lora"):

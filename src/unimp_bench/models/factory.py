@@ -174,8 +174,11 @@ def find_decoder_layers(lm: nn.Module, override: str | None) -> str:
     return path
 
 
-def build_model(config: ModelConfig, base_vocab_size: int, num_items: int, seed: int) -> UniMP:
-    """The whole model, seeded, with the vision tower (and a pretrained LM when configured) frozen."""
+def build_model(
+    config: ModelConfig, base_vocab_size: int, num_items: int, seed: int, num_image_codes: int = 0
+) -> UniMP:
+    """The whole model, seeded, with the vision tower (and a pretrained LM when configured) frozen
+    (num_image_codes: the image tokenizer's codebook, when the model generates images)."""
     torch.manual_seed(seed)
     lm = build_language_model(config.lm, base_vocab_size)
     vision = build_vision_tower(config.vision)
@@ -183,6 +186,7 @@ def build_model(config: ModelConfig, base_vocab_size: int, num_items: int, seed:
         base_size=lm.get_input_embeddings().num_embeddings,
         num_items=num_items,
         num_ratings=config.num_ratings,
+        num_image_codes=num_image_codes,
     )
     path = find_decoder_layers(lm, config.lm.decoder_layers)
     model = UniMP(lm, vision, config, vocabulary, path)

@@ -1,14 +1,17 @@
 """Prompt text -> token ids: the LM's own tokenizer for words, one new id per special token.
 
-The special tokens of the unified format ([IMG], [EOC], [CLS]), one token per rating level and one per
-catalog item are NOT added to the Hugging Face tokenizer (a trie over a million item strings is slow
-and would have to be saved with every run). Instead a prompt is cut at those markers with one regular
-expression; the words between them go through the base tokenizer in one batched call and the markers
-map straight to ids placed after the LM's embedding rows:
+The special tokens of the unified format ([IMG], [EOC], [CLS]), one token per rating level, one per
+image code (a model that generates images) and one per catalog item are NOT added to the Hugging Face
+tokenizer (a trie over a million item strings is slow and would have to be saved with every run).
+Instead a prompt is cut at those markers with one regular expression; the words between them go
+through the base tokenizer in one batched call and the markers map straight to ids placed after the
+LM's embedding rows:
 
-    base rows [0, base_size) | [IMG] [EOC] [CLS] | <rating_1> ... <rating_R> | <item_0> ... <item_N-1>
+    base rows [0, base_size) | [IMG] [EOC] [CLS] | <rating_1> ... <rating_R> | <code_0> ... <code_K-1>
+    | <item_0> ... <item_N-1>
 
-so an item token is `item_start + item_idx` and the item rows of the output head are one slice.
+so an item token is `item_start + item_idx`, the item rows of the output head are its last slice, and
+a model without image codes (K = 0) has exactly the layout it had before they existed.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from unimp_bench.errors import UnimpError
 from unimp_bench.prompts import END_OF_CHUNK_TOKEN, IMAGE_TOKEN, USER_TOKEN
 
 MARKERS = (IMAGE_TOKEN, END_OF_CHUNK_TOKEN, USER_TOKEN)
-MARKER_PATTERN = re.compile(r"\[IMG\]|\[EOC\]|\[CLS\]|<item_(\d+)>|<rating_(\d+)>")
+MARKER_PATTERN = re.compile(r"\[IMG\]|\[EOC\]|\[CLS\]|<item_(\d+)>|<rating_(\d+)>|<code_(\d+)>")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class AddedVocabulary:
     base_size: int
     num_items: int
     num_ratings: int = 5
+    num_image_codes: int = 0  # the image tokenizer's codebook, for models that generate images
 
     @property
     def image_id(self) -> int:
@@ -50,23 +54,39 @@ class AddedVocabulary:
         return self.base_size + len(MARKERS)
 
     @property
-    def item_start(self) -> int:
+    def code_start(self) -> int:
         return self.rating_start + self.num_ratings
+
+    @property
+    def item_start(self) -> int:
+        return self.code_start + self.num_image_codes
 
     @property
     def size(self) -> int:
         """Number of added rows."""
-        return len(MARKERS) + self.num_ratings + self.num_items
+        return len(MARKERS) + self.num_ratings + self.num_image_codes + self.num_items
 
     @property
     def total(self) -> int:
         return self.base_size + self.size
+
+    def added_rows(self, kind: str) -> slice:
+        """Where the `ratings`, `codes` or `items` rows lie among the added rows."""
+        first, end = {
+            "ratings": (self.rating_start, self.code_start),
+            "codes": (self.code_start, self.item_start),
+            "items": (self.item_start, self.total),
+        }[kind]
+        return slice(first - self.base_size, end - self.base_size)
 
     def item_id(self, item_idx: int) -> int:
         return self.item_start + item_idx
 
     def rating_id(self, rating: int) -> int:
         return self.rating_start + rating - 1
+
+    def code_id(self, code: int) -> int:
+        return self.code_start + code
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,11 @@ class PromptTokenizer:
             if not 1 <= rating <= vocabulary.num_ratings:
                 raise UnimpError(f"{text} is outside the rating scale 1..{vocabulary.num_ratings}")
             return vocabulary.rating_id(rating)
+        if match.group(3) is not None:
+            code = int(match.group(3))
+            if code >= vocabulary.num_image_codes:
+                raise UnimpError(f"{text} is outside the model's {vocabulary.num_image_codes} image codes")
+            return vocabulary.code_id(code)
         return vocabulary.base_size + MARKERS.index(text)
 
     def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
@@ -152,6 +177,8 @@ class PromptTokenizer:
             flush()
             if token >= vocabulary.item_start:
                 out.append(f"<item_{token - vocabulary.item_start}>")
+            elif token >= vocabulary.code_start:
+                out.append(f"<code_{token - vocabulary.code_start}>")
             elif token >= vocabulary.rating_start:
                 out.append(f"<rating_{token - vocabulary.rating_start + 1}>")
             else:

@@ -333,7 +333,7 @@ class UniMP(nn.Module):
         return added[self.vocabulary.item_start - self.vocabulary.base_size :]
 
     def output(self, hidden: torch.Tensor, vocabulary: str, items: ItemView | None = None) -> torch.Tensor:
-        """hidden [..., H] -> logits over `all` (V), `items` (num_items) or `ratings` rows."""
+        """hidden [..., H] -> logits over `all` (V), `items` (num_items), `ratings` or `codes` rows."""
         added = self.added_output.to(hidden.dtype)
         start = self.vocabulary.base_size
         if items is not None and vocabulary in ("items", "all"):
@@ -341,13 +341,10 @@ class UniMP(nn.Module):
             item_logits = item_logits.view(*hidden.shape[:-1], -1)
             if vocabulary == "items":
                 return item_logits
-            others = added[: self.vocabulary.item_start - start]  # markers and ratings
+            others = added[: self.vocabulary.item_start - start]  # markers, ratings and image codes
             return torch.cat([self.lm.get_output_embeddings()(hidden), hidden @ others.T, item_logits], -1)
-        if vocabulary == "items":
-            return hidden @ added[self.vocabulary.item_start - start :].T
-        if vocabulary == "ratings":
-            rows = slice(self.vocabulary.rating_start - start, self.vocabulary.item_start - start)
-            return hidden @ added[rows].T
+        if vocabulary in ("items", "ratings", "codes"):
+            return hidden @ added[self.vocabulary.added_rows(vocabulary)].T
         return torch.cat([self.lm.get_output_embeddings()(hidden), hidden @ added.T], dim=-1)
 
     def _decode(self, embeds: torch.Tensor, attention_mask: torch.Tensor, cache=None) -> torch.Tensor:

@@ -172,3 +172,25 @@ def test_a_trained_tokenizer_beats_each_images_mean_colour(synthetic_data, tmp_p
     invoke("tokenizer", "train", data, "--steps", "150", *SMALL)
     quality = json.loads((tokens_folder(data) / "manifest.json").read_text())["quality"]
     assert quality["psnr"] > quality["mean_colour"]["psnr"]
+
+
+def test_image_generation_examples_target_the_cached_codes(tokenized, synthetic_data, tmp_path):
+    """With the catalog tokenized, an image_generation example's target is its target item's codes
+    (what the model learns to write) and the examples record which codes and tokenizer; without
+    codes the target stays the image's path."""
+    import polars as pl
+
+    from unimp_bench.examples import build_examples
+
+    codes = catalog_codes(tokenized)
+    manifest = build_examples(tokenized, tmp_path / "ex", ["image_generation"], ["test"])
+    assert manifest["tasks"]["image_generation"]["image_codes"] == codes.describe()
+    examples = pl.read_parquet(tmp_path / "ex" / "image_generation" / "test.parquet")
+    assert len(examples) > 0
+    for target, text in zip(examples["target_item"].to_list(), examples["target_text"].to_list()):
+        assert text == " ".join(f"<code_{c}>" for c in codes.codes[target])
+
+    plain = build_examples(synthetic_data, tmp_path / "plain", ["image_generation"], ["test"])
+    assert plain["tasks"]["image_generation"]["image_codes"] is None
+    examples = pl.read_parquet(tmp_path / "plain" / "image_generation" / "test.parquet")
+    assert examples["target_text"].to_list() == examples["target_image"].to_list()

@@ -200,6 +200,11 @@ class ExampleBuilder:
         self.sequences = load_sequences(dataset, with_reviews=any(t.kind.reads_reviews for t in tasks))
         self.held_out_domain = dataset.held_out_domain
         self._retriever = None
+        self.image_codes = None  # the catalog's image codes (image_tokens/), read when a task needs them
+        if any(task.builder == "image_generation" for task in tasks):
+            from unimp_bench.image_tokens.catalog import catalog_codes
+
+            self.image_codes = catalog_codes(dataset.root, required=False)
 
     def _instruction(self, task: Task, rng: np.random.Generator) -> int:
         choice = self.settings.instruction
@@ -366,6 +371,8 @@ def build_examples(
                 builder.build_user(task, row, writers)
                 progress.advance(bar)
             entry = {"version": task.version, "definition": to_mapping(task), "splits": {}}
+            if task.builder == "image_generation":
+                entry["image_codes"] = builder.image_codes.describe() if builder.image_codes else None
             for split, writer in writers.items():
                 writer.close()
                 entry["splits"][split] = {

@@ -29,6 +29,11 @@ def item_token(item_idx: int) -> str:
     return f"<item_{item_idx}>"
 
 
+def image_code_text(codes) -> str:
+    """An image as the model writes it: its tokenizer's codes, row-major over the grid."""
+    return " ".join(f"<code_{int(c)}>" for c in codes)
+
+
 def rating_token(rating: float) -> str:
     return f"<rating_{int(round(rating))}>"
 

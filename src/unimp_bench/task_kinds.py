@@ -22,7 +22,14 @@ import numpy as np
 import pyarrow as pa
 
 from unimp_bench.evaluation.scoring import FAMILIES, MetricFamily
-from unimp_bench.prompts import Segment, clean_text, item_segment, item_token, rating_token
+from unimp_bench.prompts import (
+    Segment,
+    clean_text,
+    image_code_text,
+    item_segment,
+    item_token,
+    rating_token,
+)
 
 if TYPE_CHECKING:
     from unimp_bench.examples import ExampleBuilder
@@ -113,7 +120,11 @@ def _image_generation_row(ctx: RowContext) -> Row | str:
         "retrieved": retrieved,
         "target_image": catalog.image_path[target],
     }
-    return Row(ctx.position, segments, fields, catalog.image_path[target])
+    # what a model learns to write: the target image's codes once the catalog is tokenized
+    # (`tokenizer train`), until then the image's path (scoring external images needs no codes)
+    codes = ctx.builder.image_codes
+    target_text = catalog.image_path[target] if codes is None else image_code_text(codes.codes[target])
+    return Row(ctx.position, segments, fields, target_text)
 
 
 def _preference_row(ctx: RowContext) -> Row | str:

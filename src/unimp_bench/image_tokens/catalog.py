@@ -53,9 +53,21 @@ class CatalogCodes:
     tokenizer_folder: Path
     tokenizer_sha256: str
 
+    codes_sha256: str
+
     @property
     def sequence_length(self) -> int:
         return self.grid * self.grid
+
+    def describe(self) -> dict:
+        """What examples and checkpoints record of the codes they were made with."""
+        return {
+            "codes_sha256": self.codes_sha256,
+            "tokenizer_sha256": self.tokenizer_sha256,
+            "tokenizer_folder": str(self.tokenizer_folder),
+            "grid": self.grid,
+            "codebook_size": self.codebook_size,
+        }
 
     def tokenizer(self) -> ImageTokenizer:
         tokenizer = load_image_tokenizer(self.tokenizer_folder)
@@ -172,6 +184,7 @@ def catalog_codes(data: Path, required: bool = True) -> CatalogCodes | None:
         int(tokenizer["codebook_size"]),
         Path(tokenizer["folder"]),
         tokenizer["sha256"],
+        manifest["codes_sha256"],
     )
 
 

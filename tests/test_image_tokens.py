@@ -194,3 +194,19 @@ def test_image_generation_examples_target_the_cached_codes(tokenized, synthetic_
     assert plain["tasks"]["image_generation"]["image_codes"] is None
     examples = pl.read_parquet(tmp_path / "plain" / "image_generation" / "test.parquet")
     assert examples["target_text"].to_list() == examples["target_image"].to_list()
+
+
+def test_a_run_trains_image_generation_on_the_codes(tokenized, tmp_path):
+    """image_generation joins multi-task training: the model gets one added token per code, its
+    export records the codes it writes, and the loss of the task is logged."""
+    from helpers import SHRUNK_TINY_MODEL, tiny_train_args
+    from unimp_bench.models.export import load_exported
+
+    run = tmp_path / "run"
+    overrides = [*SHRUNK_TINY_MODEL, "train.tasks=[recommendation,image_generation]"]
+    invoke(*tiny_train_args(tokenized, run, 2, overrides))
+    loaded = load_exported(run / "export")
+    assert loaded.model.vocabulary.num_image_codes == 16
+    assert loaded.meta["provenance"]["image_codes"] == catalog_codes(tokenized).describe()
+    logged = [json.loads(line) for line in (run / "logs" / "train.jsonl").read_text().splitlines()]
+    assert any("loss/image_generation" in record for record in logged)

@@ -192,7 +192,7 @@ def test_config_errors_are_one_sentence(synthetic_data, tmp_path):
     base = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(synthetic_data)]
     cases = [
         (["--set", "train.lrr=1"], "unknown key(s) lrr"),
-        (["--set", "train.tasks=[image_generation]"], "needs an image tokenizer"),
+        (["--set", "train.tasks=[image_generation]"], "has no image codes; run `unimp-bench tokenizer train"),
         (["--set", "model.mask=sideways"], "model.mask must be one of"),
         (["--set", "train.zero_stage=3"], "ZeRO-3 exports are not supported"),
         (["--set", "nonsense"], "must look like section.key=value"),

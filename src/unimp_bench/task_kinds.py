@@ -245,8 +245,6 @@ KINDS: dict[str, TaskKind] = {
             ),
             _image_generation_row,
             check=_check_image_generation,
-            untrainable="training on image_generation needs an image tokenizer, which this version does not "
-            "have yet",
         ),
     )
 }

@@ -65,11 +65,31 @@ def prepare_run(
     manifest = open_examples(run / "examples").manifest
     if resume and manifest["dataset"]["content_hash"] != dataset_identity_of(data)["content_hash"]:
         raise UnimpError(f"{data} is not the dataset {run} was trained on")
+    check_image_codes(data, manifest)
     if config.train.init_from is not None:
         check_init_from(config, Path(config.train.init_from), manifest["dataset"]["content_hash"])
     if not (run / "tokenizer").is_dir():
         prepare_tokenizer(config, run)
     write_bytes_atomic(saved, dump_config(config).encode())
+
+
+def check_image_codes(data: Path, manifest: dict) -> None:
+    """A run that trains image_generation writes the catalog's image codes: the examples hold them,
+    and they are still the dataset's (a tokenizer trained or encoded again would change them)."""
+    from unimp_bench.image_tokens.catalog import catalog_codes
+
+    entry = manifest["tasks"].get("image_generation")
+    if entry is None:
+        return
+    if entry.get("image_codes") is None:
+        raise UnimpError(
+            f"train.tasks holds image_generation, but {data} has no image codes; run "
+            f"`unimp-bench tokenizer train {data}` (or `tokenizer encode` with a pretrained tokenizer) first"
+        )
+    if catalog_codes(data).describe()["codes_sha256"] != entry["image_codes"]["codes_sha256"]:
+        raise UnimpError(
+            f"the image codes of {data} changed after this run's examples were built; start the run again"
+        )
 
 
 def check_init_from(config: RunConfig, source: Path, content_hash: str) -> None:

@@ -236,8 +236,14 @@ class Trainer:
         self.dataset = open_dataset(data)
         self.image_paths = catalog_image_paths(self.dataset)
         base_tokenizer = load_saved_tokenizer(run / "tokenizer")
+        # a model that learns image_generation writes the image tokenizer's codes: one token each
+        self.image_codes = self.examples_manifest["tasks"].get("image_generation", {}).get("image_codes")
         self.model = build_model(
-            self.config.model, len(base_tokenizer), len(self.image_paths), seed=self.config.train.seed
+            self.config.model,
+            len(base_tokenizer),
+            len(self.image_paths),
+            seed=self.config.train.seed,
+            num_image_codes=self.image_codes["codebook_size"] if self.image_codes else 0,
         )
         if self.config.train.init_from is not None:  # fine-tuning: the source run's weights
             load_weights(self.model, resolve_export(Path(self.config.train.init_from)))
@@ -423,6 +429,8 @@ class Trainer:
             "dataset": self.examples_manifest["dataset"],
             "task_versions": {t: v["version"] for t, v in self.examples_manifest["tasks"].items()},
         }
+        if self.image_codes:  # what generate and eval decode the image codes with
+            provenance["image_codes"] = self.image_codes
         if "finetune" in self.examples_manifest:  # trained on the held-out domain's fine-tuning view
             provenance["finetune"] = self.examples_manifest["finetune"]
         if self.config.train.init_from is not None:

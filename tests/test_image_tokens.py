@@ -196,17 +196,63 @@ def test_image_generation_examples_target_the_cached_codes(tokenized, synthetic_
     assert examples["target_text"].to_list() == examples["target_image"].to_list()
 
 
-def test_a_run_trains_image_generation_on_the_codes(tokenized, tmp_path):
-    """image_generation joins multi-task training: the model gets one added token per code, its
-    export records the codes it writes, and the loss of the task is logged."""
+@pytest.fixture(scope="module")
+def image_run(tokenized, tmp_path_factory):
+    """The tiny preset trained 2 steps on recommendation and image_generation."""
     from helpers import SHRUNK_TINY_MODEL, tiny_train_args
-    from unimp_bench.models.export import load_exported
 
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("image_run") / "run"
     overrides = [*SHRUNK_TINY_MODEL, "train.tasks=[recommendation,image_generation]"]
     invoke(*tiny_train_args(tokenized, run, 2, overrides))
-    loaded = load_exported(run / "export")
+    return run
+
+
+def test_a_run_trains_image_generation_on_the_codes(tokenized, image_run):
+    """image_generation joins multi-task training: the model gets one added token per code, its
+    export records the codes it writes, and the loss of the task is logged."""
+    from unimp_bench.models.export import load_exported
+
+    loaded = load_exported(image_run / "export")
     assert loaded.model.vocabulary.num_image_codes == 16
     assert loaded.meta["provenance"]["image_codes"] == catalog_codes(tokenized).describe()
-    logged = [json.loads(line) for line in (run / "logs" / "train.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (image_run / "logs" / "train.jsonl").read_text().splitlines()]
     assert any("loss/image_generation" in record for record in logged)
+
+
+def test_eval_generates_one_image_per_example_and_scores_it(tokenized, image_run, tmp_path):
+    """eval --task image_generation: exactly one code grid per example (constrained decoding),
+    decoded to a PNG at the tokenizer's resolution, scored with CLIP; a random tower's scores are
+    marked as not comparable. Sampling depends on its seed; greedy does not."""
+    import polars as pl
+    from PIL import Image
+
+    common = ["--task", "image_generation", "--checkpoint", image_run, "--data", tokenized, "--limit", "3"]
+    clip = ["--clip-model", "ViT-S-32", "--clip-checkpoint", "random"]
+    out = tmp_path / "results"
+    invoke("eval", *common, *clip, "--out", out)
+    result = json.loads(next(out.glob("*image_generation__test*.json")).read_text())
+    assert result["n_examples"] == 3 and {"CLIP-I", "CLIP-T", "Diversity"} <= set(result["scores"])
+    assert "not comparable" in json.dumps(result["provenance"])
+    predictions = pl.read_parquet(next((out / "predictions").glob("*image_generation__test.parquet")))
+    assert all(len(codes) == 64 and all(0 <= c < 16 for c in codes) for codes in predictions["codes"])
+    for name in predictions["image"]:
+        with Image.open(out / "predictions" / name) as image:
+            assert image.size == (16, 16)
+
+    def sampled(seed: int) -> list:
+        folder = tmp_path / f"sample{seed}"
+        invoke("eval", *common, *clip, "--out", folder, "--image-decoding", "sample", "--sample-seed", seed)
+        frame = pl.read_parquet(next((folder / "predictions").glob("*.parquet")))
+        assert f"+sample_k50_s{seed}" in json.loads(next(folder.glob("*.json")).read_text())["method"]
+        return frame["codes"].to_list()
+
+    assert sampled(1) == sampled(1) != sampled(2)
+
+
+def test_a_checkpoint_without_image_codes_cannot_generate(synthetic_data, tmp_path):
+    from helpers import SHRUNK_TINY_MODEL, tiny_train_args
+
+    run = tmp_path / "run"
+    invoke(*tiny_train_args(synthetic_data, run, 1, [*SHRUNK_TINY_MODEL, "train.tasks=[recommendation]"]))
+    message = fails("eval", "--task", "image_generation", "--checkpoint", run, "--data", synthetic_data)
+    assert "not trained on image_generation, so it has no image codes" in message

@@ -9,14 +9,25 @@ import numpy as np
 
 from unimp_bench.errors import UnimpError
 
+RANDOM_TOWER = "random"
+NOT_COMPARABLE = "scored with a random-init CLIP tower (a pipeline check): not comparable to any other result"
+
 
 @dataclass(frozen=True)
 class ClipSettings:
     model: str = "ViT-L-14"
-    checkpoint: str | None = None  # local weights file (.safetensors or a torch state dict)
+    # local weights file (.safetensors or a torch state dict), or "random": a random-init tower that
+    # only exercises the pipeline (tests); its scores are marked as not comparable
+    checkpoint: str | None = None
     batch_size: int = 32
 
+    @property
+    def random(self) -> bool:
+        return self.checkpoint == RANDOM_TOWER
+
     def describe(self) -> dict:
+        if self.random:
+            return {"model": self.model, "checkpoint": RANDOM_TOWER, "not_comparable": NOT_COMPARABLE}
         return {"model": self.model, "checkpoint": Path(self.checkpoint).name if self.checkpoint else None}
 
 
@@ -33,6 +44,11 @@ class ClipEmbedder:
     def from_settings(cls, settings: ClipSettings) -> ClipEmbedder:
         import open_clip
 
+        if settings.random:
+            if settings.model not in open_clip.list_models():
+                raise UnimpError(f"open_clip has no model {settings.model!r}")
+            model, _, preprocess = open_clip.create_model_and_transforms(settings.model, pretrained=None)
+            return cls(model, preprocess, open_clip.get_tokenizer(settings.model), settings.batch_size)
         if not settings.checkpoint:
             raise UnimpError(
                 "image metrics need local CLIP weights: pass --clip-checkpoint FILE "

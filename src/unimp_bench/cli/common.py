@@ -182,6 +182,16 @@ BertscoreLayers = Annotated[
     int | None, typer.Option(min=1, help="Layer of the BERTScore model (needed for custom models).")
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ClipModel = Annotated[
+    str | None, typer.Option(help="open_clip model of the image metrics (default ViT-L-14).")
+]
+ClipCheckpoint = Annotated[
+    Path | None,
+    typer.Option(
+        help="Local weights file of that CLIP model, or `random` for a random-init tower (a pipeline "
+        "check; its scores are marked not comparable)."
+    ),
+]
 
 
 def scoring_settings(

@@ -9,6 +9,8 @@ from unimp_bench.cli.common import (
     BertscoreLayers,
     BertscoreModel,
     Candidates,
+    ClipCheckpoint,
+    ClipModel,
     Data,
     DataOption,
     Examples,
@@ -53,12 +55,8 @@ def score_command(
     tie_rule: TieRule = "expected",
     bertscore_model: BertscoreModel = "auto",
     bertscore_layers: BertscoreLayers = None,
-    clip_model: Annotated[
-        str | None, typer.Option(help="open_clip model of the image metrics (default ViT-L-14).")
-    ] = None,
-    clip_checkpoint: Annotated[
-        Path | None, typer.Option(help="Local weights file of that CLIP model.")
-    ] = None,
+    clip_model: ClipModel = None,
+    clip_checkpoint: ClipCheckpoint = None,
 ):
     """Score per-example predictions of one task and write a Result JSON with provenance.
 
@@ -296,9 +294,17 @@ def eval_command(
     perturbation_seed: seed_option("Seed of the robustness perturbations.") = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Examples per forward pass.")] = 16,
     shard_size: Annotated[int, typer.Option(min=1, help="Examples per resumable shard.")] = 256,
+    image_decoding: Annotated[
+        str, typer.Option(help="Image generation: greedy, beam or sample (top-k) over the image codes.")
+    ] = "greedy",
+    image_beams: Annotated[int, typer.Option(min=1, help="Beams of beam image decoding.")] = 4,
+    top_k: Annotated[int, typer.Option(min=1, help="Codes sampled from, per step, by sample decoding.")] = 50,
+    sample_seed: seed_option("Seed of sample image decoding.") = 0,
     tie_rule: TieRule = "expected",
     bertscore_model: BertscoreModel = "auto",
     bertscore_layers: BertscoreLayers = None,
+    clip_model: ClipModel = None,
+    clip_checkpoint: ClipCheckpoint = None,
 ):
     """Evaluate a trained UniMP on one task and split: predictions Parquet + Result JSON.
 
@@ -318,6 +324,10 @@ def eval_command(
         text_decoding=text_decoding,
         text_beams=text_beams,
         max_new_tokens=max_new_tokens,
+        image_decoding=image_decoding,
+        image_beams=image_beams,
+        top_k=top_k,
+        sample_seed=sample_seed,
         batch_size=batch_size,
         shard_size=shard_size,
         limit=limit,
@@ -330,7 +340,7 @@ def eval_command(
         split,
         out_dir,
         settings=settings,
-        scoring=scoring_settings(tie_rule, bertscore_model, bertscore_layers),
+        scoring=scoring_settings(tie_rule, bertscore_model, bertscore_layers, clip_model, clip_checkpoint),
         examples_dir=examples,
         seed=seed,
         method=method,

@@ -78,7 +78,7 @@ def evaluate_checkpoint(
     # the options' tags follow a chosen name too: a perturbed or partial run never replaces the
     # result of the plain one in the same folder
     method = (method or _default_method(export, loaded.meta)) + settings.method_tag(task)
-    reason = UniMPPredictor.cannot_serve(task)
+    reason = UniMPPredictor.cannot_serve(task, loaded.meta)
     if reason:
         raise UnimpError(f"{method} cannot be evaluated on {task.name}: {reason}")
     method += candidates_tag(dataset, split)
@@ -99,6 +99,7 @@ def evaluate_checkpoint(
             attributes, has_image = item_text_and_images(dataset, example_set)
         examples, robustness = perturb(examples, attributes, has_image, settings.perturbation)
         stem = f"{safe_name(method)}__{task.name}__{split}"
+        predictor.image_folder = (out / "predictions", f"{stem}.images")  # image_generation writes there
         partial = out / "predictions" / ".partial" / stem
         key = predictions_key(export / WEIGHTS_FILE, example_set, task, split, settings, method)
         predictions, reused = sharded_predictions(

@@ -13,6 +13,7 @@ renormalized, so a constrained beam's score is its log-probability among the all
   `ItemThenEnd`: step 1 one catalog item (optionally not one the user already had), then EOS.
   `DistinctCandidates`: items of the example's own candidate list, each at most once, then EOS.
   `BaseVocabularyOnly`: words only (no markers, item or rating tokens), for explanations.
+  `ImageCodesOnly`: image codes only; with max_new_tokens = the grid's size, exactly one image.
 """
 
 from __future__ import annotations
@@ -147,4 +148,18 @@ class BaseVocabularyOnly(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.clone()
         scores[:, self.base_size :] = -torch.inf
+        return scores
+
+
+class ImageCodesOnly(LogitsProcessor):
+    """Every generated token is an image code (EOS included among the banned), so a generation of
+    max_new_tokens = G*G tokens is always exactly one image's code grid."""
+
+    def __init__(self, code_start: int, code_end: int):
+        self.code_start, self.code_end = code_start, code_end
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.clone()
+        scores[:, : self.code_start] = -torch.inf
+        scores[:, self.code_end :] = -torch.inf
         return scores

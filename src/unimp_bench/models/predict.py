@@ -96,11 +96,15 @@ def generate(
     max_new_tokens: int,
     renormalize: bool,
     batch_size: int = 8,
+    top_k: int | None = None,
+    seed: int = 0,
 ) -> list[list[list[int]]]:
     """For each prompt, `num_return` generated token sequences, best first, EOS and padding removed.
 
     `processors(prompt_length, rows)` returns the logits processors of one batch (`rows`: the indices
-    of the batch's examples, for per-example constraints; batches group prompts of similar length)."""
+    of the batch's examples, for per-example constraints; batches group prompts of similar length).
+    `top_k` samples from the k most likely tokens instead of searching; each batch draws from a
+    generator seeded by (seed, its first example), so a sample does not depend on what ran before."""
     from transformers import LogitsProcessorList
 
     from unimp_bench.models.generation import GenerationAdapter
@@ -115,6 +119,10 @@ def generate(
         input_ids, attention_mask, items = collate_left([encoded[i] for i in indices], tokenizer.pad_id)
         features, present = reader.store.lookup(items.to(device))
         prompt_length = input_ids.shape[1]
+        sampling = {}
+        if top_k is not None:
+            torch.manual_seed(int(np.random.default_rng([seed, int(indices[0])]).integers(2**62)))
+            sampling = {"do_sample": True, "top_k": top_k, "top_p": 1.0, "temperature": 1.0}
         sequences = adapter.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
@@ -124,8 +132,8 @@ def generate(
             num_beams=num_beams,
             num_return_sequences=num_return,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
             renormalize_logits=renormalize,
+            **({"do_sample": False} | sampling),
         )
         generated = sequences[:, prompt_length:].cpu().tolist()
         for position, example in enumerate(indices):

@@ -35,6 +35,10 @@ class ModelEvalSettings:
     text_decoding: Literal["greedy", "beam"] = "greedy"  # explanation
     text_beams: int = 4
     max_new_tokens: int = 80  # length cap of explanations, in tokens
+    image_decoding: Literal["greedy", "beam", "sample"] = "greedy"  # image_generation, over the codes
+    image_beams: int = 4
+    top_k: int = 50  # sample: the k most likely codes per step
+    sample_seed: int = 0
     batch_size: int = 16
     shard_size: int = 256  # examples per resumable shard
     limit: int | None = None  # the first N examples only (quick looks)
@@ -42,9 +46,11 @@ class ModelEvalSettings:
 
     def __post_init__(self) -> None:
         check_choices(self, lambda name: "--" + name.replace("_", "-"))  # built from command-line flags
-        if min(self.beams, self.text_beams, self.max_new_tokens, self.batch_size, self.shard_size) < 1:
+        sizes = (self.beams, self.text_beams, self.max_new_tokens, self.image_beams, self.top_k)
+        if min(*sizes, self.batch_size, self.shard_size) < 1:
             raise UnimpError(
-                "--beams, --text-beams, --max-new-tokens, --batch-size and --shard-size must be >= 1"
+                "--beams, --text-beams, --max-new-tokens, --image-beams, --top-k, --batch-size and "
+                "--shard-size must be >= 1"
             )
         if self.limit is not None and self.limit < 1:
             raise UnimpError("--limit must be at least 1")
@@ -57,6 +63,9 @@ class ModelEvalSettings:
             tag += "+keep_seen" if self.seen_items == "keep" else ""
         if task.metric_family == "text" and self.text_decoding == "beam":
             tag += f"+beam{self.text_beams}"
+        if task.metric_family == "image" and self.image_decoding != "greedy":
+            beam = f"+beam{self.image_beams}"
+            tag += beam if self.image_decoding == "beam" else f"+sample_k{self.top_k}_s{self.sample_seed}"
         tag += self.perturbation.tag()
         # a quick look must never replace the full result of the same model in a results folder
         return tag + (f"+first_{self.limit}" if self.limit is not None else "")
@@ -75,6 +84,7 @@ class UniMPPredictor:
         self.show_progress = show_progress
         self.max_length = self.model.config.max_length
         self.image_paths = catalog_image_paths(dataset)
+        self.image_folder: tuple | None = None  # image_generation: (predictions root, sub-folder)
         if len(self.image_paths) != self.model.vocabulary.num_items:
             raise UnimpError(
                 f"the checkpoint knows {self.model.vocabulary.num_items} items, the dataset has "
@@ -107,9 +117,13 @@ class UniMPPredictor:
         return PromptReader(self.model, self.tokenizer, self.store, self.max_length)
 
     @staticmethod
-    def cannot_serve(task: Task) -> str | None:
-        if task.metric_family == "image":
-            return "this UniMP checkpoint has no image tokenizer, so it cannot generate images"
+    def cannot_serve(task: Task, meta: dict | None = None) -> str | None:
+        """Why a checkpoint (its export's meta) cannot answer `task` at all, or None."""
+        if task.metric_family == "image" and not (meta or {}).get("provenance", {}).get("image_codes"):
+            return (
+                "this checkpoint was not trained on image_generation, so it has no image codes to write; "
+                "train one with image_generation in train.tasks (after `unimp-bench tokenizer train DATA`)"
+            )
         return None
 
     def not_applicable(self, task: Task, split: str) -> str | None:
@@ -151,8 +165,10 @@ class UniMPPredictor:
         """The answers of the task's metric family: UniMP reads every kind's prompt the same way and
         differs only in how it decodes the answer."""
         answer = {"ranking": self._rank, "rating": self._rate, "text": self._explain, "set": self._select}
-        if task.metric_family not in answer:
-            raise UnimpError(self.cannot_serve(task) or f"UniMP does not serve task {task.name}")
+        answer["image"] = self._imagine
+        reason = self.cannot_serve(task, self.meta)
+        if reason or task.metric_family not in answer:
+            raise UnimpError(reason or f"UniMP does not serve task {task.name}")
         return answer[task.metric_family](examples)
 
     def _rank(self, examples: pl.DataFrame) -> pl.DataFrame:
@@ -287,6 +303,15 @@ class UniMPPredictor:
         return pl.DataFrame(
             {"example_id": examples["example_id"], "text": texts, "generated_tokens": lengths}
         )
+
+    def _imagine(self, examples: pl.DataFrame) -> pl.DataFrame:
+        """Each example's image: exactly one grid of image codes, decoded to a PNG under
+        `image_folder` (set by the evaluation: predictions root, sub-folder)."""
+        from unimp_bench.models.image_generation import generate_images
+
+        if self.image_folder is None:
+            raise UnimpError("image generation needs a folder for its images (set by the evaluation)")
+        return generate_images(self, examples, *self.image_folder)
 
     def _select(self, examples: pl.DataFrame) -> pl.DataFrame:
         from unimp_bench.models.generation import DistinctCandidates

@@ -249,6 +249,58 @@ def test_eval_generates_one_image_per_example_and_scores_it(tokenized, image_run
     assert sampled(1) == sampled(1) != sampled(2)
 
 
+def test_stage_one_is_the_models_own_search_ranking(tokenized, image_run, tmp_path):
+    """--retrieval model (the default) puts the items the model's search instruction ranks highest
+    into the prompt, never the target; --retrieval bm25 keeps the built examples' BM25 items. The
+    retrieved items change the generated image."""
+    import numpy as np
+    import polars as pl
+
+    from unimp_bench.data.contract import open_dataset
+    from unimp_bench.models.export import load_exported
+    from unimp_bench.models.image_generation import catalog_texts
+    from unimp_bench.models.predict import next_token_scores
+    from unimp_bench.models.predictor import ModelEvalSettings, UniMPPredictor
+    from unimp_bench.prompts import Segment, history_segment, render
+    from unimp_bench.tasks import registry
+
+    common = ["--task", "image_generation", "--checkpoint", image_run, "--data", tokenized, "--limit", "6"]
+    clip = ["--clip-model", "ViT-S-32", "--clip-checkpoint", "random"]
+    invoke("build", tokenized, "--out", tmp_path / "ex", "--tasks", "image_generation", "--splits", "test")
+    runs = {}
+    for retrieval in ("model", "bm25"):
+        folder = tmp_path / retrieval
+        invoke(
+            "eval", *common, *clip, "--out", folder, "--retrieval", retrieval, "--examples", tmp_path / "ex"
+        )
+        runs[retrieval] = pl.read_parquet(next((folder / "predictions").glob("*.parquet"))).sort("example_id")
+    examples = (
+        pl.read_parquet(tmp_path / "ex" / "image_generation" / "test.parquet").head(6).sort("example_id")
+    )
+    assert runs["bm25"]["retrieved"].to_list() == examples["retrieved"].to_list()
+    retrieved = runs["model"]["retrieved"].to_list()
+    assert all(len(r) == 2 and t not in r for r, t in zip(retrieved, examples["target_item"]))
+
+    # by hand: the search prompt of the first example, scored over the catalog, target left out
+    dataset = open_dataset(tokenized)
+    predictor = UniMPPredictor(load_exported(image_run / "export"), dataset, ModelEvalSettings(), "UniMP")
+    flat = catalog_texts(dataset)
+    row = examples.row(0, named=True)
+    prompt = render(
+        registry().get("search").instructions[0],
+        {"history": history_segment(flat, row["history"]), "query": Segment(row["query"])},
+    )
+    scores = next_token_scores(predictor.reader, [prompt.text], [list(prompt.image_items)], "items")[0]
+    scores[row["target_item"]] = -np.inf
+    assert retrieved[0] == np.argsort(-scores, kind="stable")[:2].tolist()
+
+    differ = [m != b for m, b in zip(retrieved, runs["bm25"]["retrieved"].to_list())]
+    assert any(differ)
+    changed = [m != b for m, b in zip(runs["model"]["codes"].to_list(), runs["bm25"]["codes"].to_list())]
+    assert any(c for c, d in zip(changed, differ) if d)  # other retrieved items, another image
+    assert not any(c for c, d in zip(changed, differ) if not d)  # same items, same (greedy) image
+
+
 def test_a_checkpoint_without_image_codes_cannot_generate(synthetic_data, tmp_path):
     from helpers import SHRUNK_TINY_MODEL, tiny_train_args
 

@@ -300,6 +300,16 @@ def eval_command(
     image_beams: Annotated[int, typer.Option(min=1, help="Beams of beam image decoding.")] = 4,
     top_k: Annotated[int, typer.Option(min=1, help="Codes sampled from, per step, by sample decoding.")] = 50,
     sample_seed: seed_option("Seed of sample image decoding.") = 0,
+    retrieval: Annotated[
+        str,
+        typer.Option(
+            help="Image generation's retrieval: model (its own search instruction, paper eq. 9) or bm25 "
+            "(the items the examples were built with)."
+        ),
+    ] = "model",
+    retrieved: Annotated[
+        int | None, typer.Option(min=1, help="Items retrieved for image generation (default: the task's).")
+    ] = None,
     tie_rule: TieRule = "expected",
     bertscore_model: BertscoreModel = "auto",
     bertscore_layers: BertscoreLayers = None,
@@ -328,6 +338,8 @@ def eval_command(
         image_beams=image_beams,
         top_k=top_k,
         sample_seed=sample_seed,
+        retrieval=retrieval,
+        retrieved=retrieved,
         batch_size=batch_size,
         shard_size=shard_size,
         limit=limit,

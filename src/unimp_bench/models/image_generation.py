@@ -1,6 +1,13 @@
-"""UniMP writes an image (paper section 2.4): after the prompt (history, query, retrieved items with
-their images) it generates exactly one grid of image codes, constrained to the code tokens, and the
-image tokenizer the run was trained with decodes them to pixels.
+"""UniMP writes an image (paper section 2.4, eq. 9), in two stages.
+
+1. Retrieval: the model's own personalized search instruction (the `search` task's first template
+   over the example's history and query) ranks the catalog, and the top `--retrieved K` items other
+   than the target (the task's `retrieved_images` by default) go into the prompt with their images.
+   `--retrieval bm25` keeps the items BM25 over item text retrieved when the examples were built.
+2. Generation: after that prompt the model writes exactly one grid of image codes, constrained to
+   the code tokens, and the image tokenizer the run was trained with decodes them to pixels.
+
+The predictions keep the retrieved items and the codes, so the two stages can be scored apart.
 
 Decoding (eval --image-decoding): greedy, beam (--image-beams) or top-k sampling (--top-k,
 --sample-seed; each batch draws from its own seeded generator, so a sample does not depend on the
@@ -60,12 +67,84 @@ def generate_codes(predictor, examples: pl.DataFrame, length: int) -> list[list[
     return codes
 
 
-def generate_images(predictor, examples: pl.DataFrame, root: Path, folder: str) -> pl.DataFrame:
+def catalog_texts(dataset) -> list[str]:
+    """Every item's flattened chunk, by item_idx, as the examples show it."""
+    from unimp_bench.prompts import flatten_item, item_attributes
+
+    items = dataset.scan("items").sort("item_idx").collect()
+    return [flatten_item(row["item_idx"], item_attributes(row)) for row in items.iter_rows(named=True)]
+
+
+def retrieve(predictor, examples: pl.DataFrame, count: int, flat: list[str]) -> list[list[int]]:
+    """Stage one: per example, the `count` items the model's search instruction ranks highest for its
+    history and query, the target left out (as the built examples' BM25 retrieval leaves it out)."""
+    import numpy as np
+
+    from unimp_bench.models.predict import next_token_scores
+    from unimp_bench.prompts import Segment, history_segment, render
+    from unimp_bench.tasks import registry
+
+    template = registry().get("search").instructions[0]
+    prompts = [
+        render(template, {"history": history_segment(flat, history), "query": Segment(query)})
+        for history, query in zip(examples["history"].to_list(), examples["query"].to_list())
+    ]
+    scores = next_token_scores(
+        predictor.reader,
+        [p.text for p in prompts],
+        [list(p.image_items) for p in prompts],
+        "items",
+        predictor.settings.batch_size,
+    ).astype(np.float64)
+    scores[np.arange(len(examples)), examples["target_item"].to_numpy()] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")  # equal scores: lower item id first
+    return order[:, :count].tolist()
+
+
+def with_retrieved(task, examples: pl.DataFrame, retrieved: list[list[int]], flat: list[str]) -> pl.DataFrame:
+    """The examples' prompts rendered again with other retrieved items (and their images)."""
+    from unimp_bench.prompts import Segment, history_segment, item_segment, render
+
+    prompts = []
+    rows = zip(examples["instruction_id"], examples["history"], examples["query"], retrieved)
+    for instruction, history, query, items in rows:
+        segments = {
+            "history": history_segment(flat, history),
+            "query": Segment(query),
+            "retrieved": item_segment(flat, items),
+        }
+        prompts.append(render(task.instructions[instruction], segments))
+    return examples.with_columns(
+        pl.Series("prompt", [p.text for p in prompts], dtype=pl.String),
+        pl.Series(
+            "image_items", [list(p.image_items) for p in prompts], dtype=examples.schema["image_items"]
+        ),
+        pl.Series("retrieved", retrieved, dtype=examples.schema["retrieved"]),
+    )
+
+
+def generate_images(predictor, task, examples: pl.DataFrame, root: Path, folder: str) -> pl.DataFrame:
     """The examples' images as PNGs under root/folder; the prediction frame names them relative to
-    root (where the predictions file lies) and keeps their codes."""
+    root (where the predictions file lies) and keeps the retrieved items and the codes."""
     from unimp_bench.image_tokens.catalog import write_png
 
+    settings = predictor.settings
+    if settings.perturbation.active:  # retrieval renders the prompts again, which would undo them
+        raise UnimpError("--drop-text-attrs and --mismatch-images do not apply to image_generation")
     tokenizer = run_image_tokenizer(predictor.meta)
+    flat = catalog_texts(predictor.dataset)
+    if with_retrieved(task, examples.head(1), examples["retrieved"].head(1).to_list(), flat)[
+        "prompt"
+    ].to_list() != (examples["prompt"].head(1).to_list()):
+        raise UnimpError(
+            "the examples' prompts were built with other prompt settings than the defaults image "
+            "generation renders its retrieval prompts with; build the examples with the default settings"
+        )
+    count = settings.retrieved or task.retrieved_images
+    if settings.retrieval == "model":
+        examples = with_retrieved(task, examples, retrieve(predictor, examples, count, flat), flat)
+    elif count != task.retrieved_images:
+        raise UnimpError(f"--retrieved with --retrieval bm25 must be the examples' {task.retrieved_images}")
     codes = generate_codes(predictor, examples, tokenizer.sequence_length)
     names = []
     for start in range(0, len(codes), 64):
@@ -75,6 +154,11 @@ def generate_images(predictor, examples: pl.DataFrame, root: Path, folder: str) 
             write_png(image, root / name)
             names.append(name)
     return pl.DataFrame(
-        {"example_id": examples["example_id"], "image": names, "codes": codes},
-        schema_overrides={"codes": pl.List(pl.Int32)},
+        {
+            "example_id": examples["example_id"],
+            "image": names,
+            "codes": codes,
+            "retrieved": examples["retrieved"],
+        },
+        schema_overrides={"codes": pl.List(pl.Int32), "retrieved": pl.List(pl.Int32)},
     )

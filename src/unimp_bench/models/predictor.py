@@ -39,6 +39,8 @@ class ModelEvalSettings:
     image_beams: int = 4
     top_k: int = 50  # sample: the k most likely codes per step
     sample_seed: int = 0
+    retrieval: Literal["model", "bm25"] = "model"  # image_generation's stage one (paper eq. 9)
+    retrieved: int | None = None  # items retrieved (default: the task's retrieved_images)
     batch_size: int = 16
     shard_size: int = 256  # examples per resumable shard
     limit: int | None = None  # the first N examples only (quick looks)
@@ -47,10 +49,11 @@ class ModelEvalSettings:
     def __post_init__(self) -> None:
         check_choices(self, lambda name: "--" + name.replace("_", "-"))  # built from command-line flags
         sizes = (self.beams, self.text_beams, self.max_new_tokens, self.image_beams, self.top_k)
+        sizes += (self.retrieved,) if self.retrieved is not None else ()
         if min(*sizes, self.batch_size, self.shard_size) < 1:
             raise UnimpError(
-                "--beams, --text-beams, --max-new-tokens, --image-beams, --top-k, --batch-size and "
-                "--shard-size must be >= 1"
+                "--beams, --text-beams, --max-new-tokens, --image-beams, --top-k, --retrieved, "
+                "--batch-size and --shard-size must be >= 1"
             )
         if self.limit is not None and self.limit < 1:
             raise UnimpError("--limit must be at least 1")
@@ -66,6 +69,9 @@ class ModelEvalSettings:
         if task.metric_family == "image" and self.image_decoding != "greedy":
             beam = f"+beam{self.image_beams}"
             tag += beam if self.image_decoding == "beam" else f"+sample_k{self.top_k}_s{self.sample_seed}"
+        if task.metric_family == "image":
+            tag += "+bm25_retrieval" if self.retrieval == "bm25" else ""
+            tag += f"+retrieved{self.retrieved}" if self.retrieved is not None else ""
         tag += self.perturbation.tag()
         # a quick look must never replace the full result of the same model in a results folder
         return tag + (f"+first_{self.limit}" if self.limit is not None else "")
@@ -165,7 +171,7 @@ class UniMPPredictor:
         """The answers of the task's metric family: UniMP reads every kind's prompt the same way and
         differs only in how it decodes the answer."""
         answer = {"ranking": self._rank, "rating": self._rate, "text": self._explain, "set": self._select}
-        answer["image"] = self._imagine
+        answer["image"] = functools.partial(self._imagine, task)  # renders the task's prompts again
         reason = self.cannot_serve(task, self.meta)
         if reason or task.metric_family not in answer:
             raise UnimpError(reason or f"UniMP does not serve task {task.name}")
@@ -304,14 +310,14 @@ class UniMPPredictor:
             {"example_id": examples["example_id"], "text": texts, "generated_tokens": lengths}
         )
 
-    def _imagine(self, examples: pl.DataFrame) -> pl.DataFrame:
-        """Each example's image: exactly one grid of image codes, decoded to a PNG under
-        `image_folder` (set by the evaluation: predictions root, sub-folder)."""
+    def _imagine(self, task: Task, examples: pl.DataFrame) -> pl.DataFrame:
+        """Each example's image: retrieval, then exactly one grid of image codes, decoded to a PNG
+        under `image_folder` (set by the evaluation: predictions root, sub-folder)."""
         from unimp_bench.models.image_generation import generate_images
 
         if self.image_folder is None:
             raise UnimpError("image generation needs a folder for its images (set by the evaluation)")
-        return generate_images(self, examples, *self.image_folder)
+        return generate_images(self, task, examples, *self.image_folder)
 
     def _select(self, examples: pl.DataFrame) -> pl.DataFrame:
         from unimp_bench.models.generation import DistinctCandidates

@@ -308,3 +308,37 @@ def test_a_checkpoint_without_image_codes_cannot_generate(synthetic_data, tmp_pa
     invoke(*tiny_train_args(synthetic_data, run, 1, [*SHRUNK_TINY_MODEL, "train.tasks=[recommendation]"]))
     message = fails("eval", "--task", "image_generation", "--checkpoint", run, "--data", synthetic_data)
     assert "not trained on image_generation, so it has no image codes" in message
+
+
+def test_generate_writes_an_image_and_what_it_retrieved(tokenized, image_run, tmp_path):
+    """`generate` for a user and a free query: a PNG and a JSON with the history, the retrieved items
+    and the codes; the user's history matters; sampling is seeded; bad requests are one sentence."""
+    from PIL import Image
+
+    common = ["generate", "--checkpoint", image_run, "--data", tokenized, "--query", "Office Chair"]
+    invoke(*common, "--user", "3", "--out", tmp_path / "a.png")
+    with Image.open(tmp_path / "a.png") as image:
+        assert image.size == (16, 16)
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["user_idx"] == 3 and report["query"] == "Office Chair" and len(report["retrieved"]) == 2
+    assert len(report["codes"]) == 64 and 1 <= len(report["history"]) <= 5
+    shown = [*report["history"], *report["retrieved"]]
+    assert all(f"<item_{item['item_idx']}>" in report["prompt"] for item in shown)
+
+    invoke(*common, "--user", "4", "--out", tmp_path / "b.png")
+    other = json.loads((tmp_path / "b.json").read_text())
+    assert other["history"] != report["history"] and other["prompt"] != report["prompt"]
+
+    invoke(*common, "--user", "3", "--out", tmp_path / "bm25.png", "--retrieval", "bm25", "--retrieved", "3")
+    assert len(json.loads((tmp_path / "bm25.json").read_text())["retrieved"]) == 3
+
+    def sampled(seed: int) -> list[int]:
+        invoke(*common, "--user", "3", "--out", tmp_path / "s.png", "--sample", "--seed", seed)
+        return json.loads((tmp_path / "s.json").read_text())["codes"]
+
+    assert sampled(0) == sampled(0) != sampled(1)
+    assert "has no user 'nobody'" in fails(*common, "--user", "nobody", "--out", tmp_path / "x.png")
+    assert "must name a .png file" in fails(*common, "--user", "3", "--out", tmp_path / "x.jpg")
+    assert "not both" in fails(
+        *common, "--user", "3", "--out", tmp_path / "x.png", "--sample", "--beams", "2"
+    )

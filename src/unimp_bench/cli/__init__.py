@@ -7,9 +7,10 @@ library function with keyword arguments.
     runs.py     score, baselines run, train, eval, leaderboard, demo
     ablations.py  ablations run
     tokenizer.py  tokenizer train|encode|decode
+    generate.py   generate (one personalized image)
 """
 
-from unimp_bench.cli import ablations, data, listing, runs, tokenizer  # noqa: F401  (each registers its commands)
+from unimp_bench.cli import ablations, data, generate, listing, runs, tokenizer  # noqa: F401  (each registers its commands)
 from unimp_bench.cli.common import app
 
 __all__ = ["app"]

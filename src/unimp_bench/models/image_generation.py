@@ -96,7 +96,8 @@ def retrieve(predictor, examples: pl.DataFrame, count: int, flat: list[str]) -> 
         "items",
         predictor.settings.batch_size,
     ).astype(np.float64)
-    scores[np.arange(len(examples)), examples["target_item"].to_numpy()] = -np.inf
+    if "target_item" in examples.columns:  # a request (`generate`) has no target to leave out
+        scores[np.arange(len(examples)), examples["target_item"].to_numpy()] = -np.inf
     order = np.argsort(-scores, axis=1, kind="stable")  # equal scores: lower item id first
     return order[:, :count].tolist()
 
@@ -126,8 +127,6 @@ def with_retrieved(task, examples: pl.DataFrame, retrieved: list[list[int]], fla
 def generate_images(predictor, task, examples: pl.DataFrame, root: Path, folder: str) -> pl.DataFrame:
     """The examples' images as PNGs under root/folder; the prediction frame names them relative to
     root (where the predictions file lies) and keeps the retrieved items and the codes."""
-    from unimp_bench.image_tokens.catalog import write_png
-
     settings = predictor.settings
     if settings.perturbation.active:  # retrieval renders the prompts again, which would undo them
         raise UnimpError("--drop-text-attrs and --mismatch-images do not apply to image_generation")
@@ -146,6 +145,14 @@ def generate_images(predictor, task, examples: pl.DataFrame, root: Path, folder:
     elif count != task.retrieved_images:
         raise UnimpError(f"--retrieved with --retrieval bm25 must be the examples' {task.retrieved_images}")
     codes = generate_codes(predictor, examples, tokenizer.sequence_length)
+    return _write(tokenizer, examples, codes, root, folder)
+
+
+def _write(
+    tokenizer, examples: pl.DataFrame, codes: list[list[int]], root: Path, folder: str
+) -> pl.DataFrame:
+    from unimp_bench.image_tokens.catalog import write_png
+
     names = []
     for start in range(0, len(codes), 64):
         pixels = tokenizer.decode(torch.tensor(codes[start : start + 64]))
@@ -162,3 +169,63 @@ def generate_images(predictor, task, examples: pl.DataFrame, root: Path, folder:
         },
         schema_overrides={"codes": pl.List(pl.Int32), "retrieved": pl.List(pl.Int32)},
     )
+
+
+def generate_for_user(predictor, user: str, query: str, out: Path) -> dict:
+    """`unimp-bench generate`: one image for a user (raw user_id or user_idx) and a free query, from
+    the user's last max_history items; writes `out` (PNG) and returns what the JSON beside it holds."""
+    from unimp_bench.image_tokens.catalog import write_png
+    from unimp_bench.retrieval import BM25Ranker, BM25Settings, item_documents
+    from unimp_bench.tasks import registry
+
+    task = registry().get("image_generation")
+    settings, dataset = predictor.settings, predictor.dataset
+    if not query.strip():
+        raise UnimpError("--query must not be empty")
+    users = dataset.scan("users").select("user_idx", "user_id").collect()
+    match = users.filter((pl.col("user_id") == user) | (pl.col("user_idx").cast(pl.String) == user))
+    if match.is_empty():
+        raise UnimpError(f"{dataset.root} has no user {user!r} (a raw user_id or a user_idx)")
+    user_idx = int(match["user_idx"][0])
+    interactions = dataset.scan("interactions").filter(pl.col("user_idx") == user_idx).sort("pos").collect()
+    history = interactions["item_idx"].to_list()[-task.max_history :]
+    flat = catalog_texts(dataset)
+    count = settings.retrieved or task.retrieved_images
+    request = pl.DataFrame(
+        {
+            "example_id": [f"generate:{user_idx}"],
+            "instruction_id": [0],
+            "history": [history],
+            "query": [query],
+            "retrieved": [[]],
+            "image_items": [[]],
+        },
+        schema_overrides={
+            "history": pl.List(pl.Int32),
+            "retrieved": pl.List(pl.Int32),
+            "image_items": pl.List(pl.Int32),
+        },
+    )
+    items = dataset.scan("items").sort("item_idx").collect()
+    if settings.retrieval == "model":
+        retrieved = retrieve(predictor, request, count, flat)
+    else:
+        retrieved = [BM25Ranker(item_documents(items, BM25Settings().fields)).top(query, count)]
+    request = with_retrieved(task, request, retrieved, flat)
+    tokenizer = run_image_tokenizer(predictor.meta)
+    codes = generate_codes(predictor, request, tokenizer.sequence_length)
+    write_png(tokenizer.decode(torch.tensor(codes))[0], out)
+
+    def described(indices: list[int]) -> list[dict]:
+        return [{"item_idx": i, "asin": items["asin"][i], "title": items["title"][i]} for i in indices]
+
+    return {
+        "user_idx": user_idx,
+        "query": query,
+        "history": described(history),
+        "retrieval": settings.retrieval,
+        "retrieved": described(retrieved[0]),
+        "decoding": settings.image_decoding,
+        "codes": codes[0],
+        "prompt": request["prompt"][0],
+    }

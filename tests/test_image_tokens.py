@@ -342,3 +342,46 @@ def test_generate_writes_an_image_and_what_it_retrieved(tokenized, image_run, tm
     assert "not both" in fails(
         *common, "--user", "3", "--out", tmp_path / "x.png", "--sample", "--beams", "2"
     )
+
+
+def test_reference_rows_floor_copy_and_ceiling(tokenized, tmp_path):
+    """image-random (floor), image-retrieved (copying stage one) and image-tokenizer (the target's
+    codes decoded: the ceiling) are scored by the same CLIP scorer; the ceiling's images are the
+    decoded target codes, cached once per tokenizer."""
+    import numpy as np
+    import polars as pl
+    from PIL import Image
+
+    clip = ["--clip-model", "ViT-S-32", "--clip-checkpoint", "random"]
+    invoke("build", tokenized, "--out", tmp_path / "ex", "--tasks", "image_generation", "--splits", "test")
+    examples = pl.read_parquet(tmp_path / "ex" / "image_generation" / "test.parquet")
+    images = {}
+    for name in ("image-random", "image-retrieved", "image-tokenizer"):
+        out = tmp_path / name
+        args = ["--task", "image_generation", "--splits", "test", "--examples", tmp_path / "ex", "--out", out]
+        invoke("baselines", "run", tokenized, "--model", name, *args, *clip)
+        result = json.loads(next(out.glob("*.json")).read_text())
+        assert result["n_examples"] == len(examples) and "not comparable" in json.dumps(result["provenance"])
+        frame = pl.read_parquet(next((out / "predictions").glob("*.parquet")))
+        images[name] = dict(zip(frame["example_id"], frame["image"]))
+    root = str(tokenized.resolve())
+    for example in examples.iter_rows(named=True):
+        target = f"{root}/{example['target_image']}"
+        assert images["image-random"][example["example_id"]] != target
+        assert (
+            images["image-retrieved"][example["example_id"]]
+            == f"{root}/{_image_of(tokenized, example['retrieved'][0])}"
+        )
+    example = examples.row(0, named=True)
+    codes = catalog_codes(tokenized)
+    decoded = codes.tokenizer().decode(torch.tensor([codes.codes[example["target_item"]]]))[0]
+    with Image.open(images["image-tokenizer"][example["example_id"]]) as png:
+        expected = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        assert np.array_equal(np.asarray(png), expected)
+
+
+def _image_of(data, item: int) -> str:
+    import polars as pl
+
+    items = pl.read_parquet(data / "items.parquet")
+    return items.filter(pl.col("item_idx") == item)["image_path"][0]

@@ -211,3 +211,14 @@ def test_image_similarity_and_diversity_hand_computed():
     assert diversity(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])) == pytest.approx(1 - 1 / 3)
     with pytest.raises(UnimpError, match="all zeros"):
         paired_cosine(np.zeros((1, 2)), np.ones((1, 2)))
+
+
+def test_diversity_across_users_sharing_a_query_hand_computed():
+    from unimp_bench.metrics import shared_query_diversity
+
+    embeddings = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    queries = ["shoe", "shoe", "lamp", "lamp", "tent"]
+    # shoe: one orthogonal pair -> 1; lamp: identical pair -> 0; tent: alone, not counted
+    assert shared_query_diversity(embeddings, queries) == (pytest.approx(0.5), 2)
+    value, groups = shared_query_diversity(embeddings[:1], ["shoe"])
+    assert math.isnan(value) and groups == 0

@@ -309,6 +309,19 @@ def paired_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum(axis=1).mean())
 
 
+def shared_query_diversity(embeddings: np.ndarray, queries: list[str]) -> tuple[float, int]:
+    """Diversity across users who share a query: `diversity` within each group of examples with the
+    same query (two or more), averaged over those groups with equal weight; and how many groups there
+    were (NaN and 0 when no query is shared). A model that ignores the user scores 0."""
+    groups: dict[str, list[int]] = {}
+    for row, query in enumerate(queries):
+        groups.setdefault(query, []).append(row)
+    shared = [rows for rows in groups.values() if len(rows) >= 2]
+    if not shared:
+        return math.nan, 0
+    return float(np.mean([diversity(embeddings[rows]) for rows in shared])), len(shared)
+
+
 def diversity(embeddings: np.ndarray) -> float:
     """1 - mean pairwise cosine similarity between distinct rows (one generated image per user)."""
     unit = _unit(embeddings)

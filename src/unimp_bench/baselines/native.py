@@ -5,6 +5,7 @@ from __future__ import annotations
 from unimp_bench.baselines.bm25 import BM25Predictor
 from unimp_bench.baselines.content_knn import ContentKNNPredictor
 from unimp_bench.baselines.explanation import ReviewRetrievalPredictor
+from unimp_bench.baselines.image_references import ImageReferencePredictor
 from unimp_bench.baselines.personal_search import PersonalBM25Predictor, ZAMPredictor
 from unimp_bench.baselines.popularity import PopularityPredictor
 from unimp_bench.baselines.rating import BiasedMFPredictor, MeanRatingPredictor
@@ -25,4 +26,7 @@ NATIVE = {
     "vbpr-thumbnail": VBPRPredictor,
     "content-knn": ContentKNNPredictor,
     "uniform": UniformPredictor,
+    "image-random": ImageReferencePredictor,
+    "image-retrieved": ImageReferencePredictor,
+    "image-tokenizer": ImageReferencePredictor,
 }

@@ -150,6 +150,8 @@ def baselines_run_command(
         typer.Option(min=0.0, max=1.0, help="new_domain_finetune: share of the held-out users trained on."),
     ] = 1.0,
     share_seed: seed_option("Which held-out users make up that share.") = 0,
+    clip_model: ClipModel = None,
+    clip_checkpoint: ClipCheckpoint = None,
 ):
     """Run a baseline on a task and write one Result JSON per split.
 
@@ -158,7 +160,7 @@ def baselines_run_command(
     from unimp_bench.baselines.runner import run_baseline
     from unimp_bench.data.transfer import REGIMES, FinetuneSettings, transfer_gain
 
-    settings = scoring_settings(tie_rule)
+    settings = scoring_settings(tie_rule, clip_model=clip_model, clip_checkpoint=clip_checkpoint)
     if finetune not in (*REGIMES, "both"):
         raise UnimpError(f"--finetune must be one of {', '.join(REGIMES)} or both, not {finetune!r}")
     regimes = REGIMES if finetune == "both" else (finetune,)

@@ -27,11 +27,11 @@ import polars as pl
 from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import (
-    diversity,
     paired_cosine,
     ranking_metrics,
     rating_metrics,
     set_metrics,
+    shared_query_diversity,
     target_rank_from_list,
     text_metrics,
 )
@@ -131,11 +131,14 @@ def _score_image(task: Task, joined: pl.DataFrame, inputs: ScoreInputs) -> tuple
     generated = [inputs.predictions_root / p for p in joined["image"].to_list()]
     targets = [inputs.dataset_root / p for p in joined["target_image"].to_list()]
     generated_embeddings = embedder.images(generated)
+    queries = joined["query"].to_list()
+    spread, groups = shared_query_diversity(generated_embeddings, queries)
     scores = {
         "CLIP-I": paired_cosine(generated_embeddings, embedder.images(targets)),
-        "CLIP-T": paired_cosine(generated_embeddings, embedder.texts(joined["query"].to_list())),
-        "Diversity": diversity(generated_embeddings),
+        "CLIP-T": paired_cosine(generated_embeddings, embedder.texts(queries)),
+        "Diversity": spread,
     }
+    used["diversity"] = f"across users sharing a query: {groups} queries with two or more examples"
     return {name: scores[name] for name in task.metrics}, used
 
 

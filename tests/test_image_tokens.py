@@ -223,6 +223,7 @@ def test_eval_generates_one_image_per_example_and_scores_it(tokenized, image_run
     """eval --task image_generation: exactly one code grid per example (constrained decoding),
     decoded to a PNG at the tokenizer's resolution, scored with CLIP; a random tower's scores are
     marked as not comparable. Sampling depends on its seed; greedy does not."""
+    import numpy as np
     import polars as pl
     from PIL import Image
 
@@ -238,6 +239,22 @@ def test_eval_generates_one_image_per_example_and_scores_it(tokenized, image_run
     for name in predictions["image"]:
         with Image.open(out / "predictions" / name) as image:
             assert image.size == (16, 16)
+    # a contact sheet per user: history | retrieved | generated | target, the generated tile its image
+    sheets = result["provenance"]["config"]["contact_sheets"]
+    assert 1 <= len(sheets) <= 3
+    from unimp_bench.evaluation.contact_sheets import GAP, LABEL, TILE
+    from unimp_bench.results import safe_name
+
+    by_name = {safe_name(e): image for e, image in zip(predictions["example_id"], predictions["image"])}
+    for name in sheets:
+        example = next(key for key in by_name if name.endswith(f"_{key}.png"))
+        with Image.open(out / "predictions" / by_name[example]) as image:
+            tile = np.asarray(image.convert("RGB").resize((TILE, TILE), Image.Resampling.NEAREST))
+        with Image.open(out / name) as sheet:
+            array = np.asarray(sheet)
+        assert array.shape[0] == TILE + LABEL + 2 * GAP
+        row = array[LABEL + GAP : LABEL + GAP + TILE]
+        assert any(np.array_equal(row[:, x : x + TILE], tile) for x in range(array.shape[1] - TILE + 1))
 
     def sampled(seed: int) -> list:
         folder = tmp_path / f"sample{seed}"

@@ -312,6 +312,9 @@ def eval_command(
     retrieved: Annotated[
         int | None, typer.Option(min=1, help="Items retrieved for image generation (default: the task's).")
     ] = None,
+    contact_sheets: Annotated[
+        int, typer.Option(min=0, help="Image generation: contact sheets of the first N users (0: none).")
+    ] = 8,
     tie_rule: TieRule = "expected",
     bertscore_model: BertscoreModel = "auto",
     bertscore_layers: BertscoreLayers = None,
@@ -342,6 +345,7 @@ def eval_command(
         sample_seed=sample_seed,
         retrieval=retrieval,
         retrieved=retrieved,
+        contact_sheets=contact_sheets,
         batch_size=batch_size,
         shard_size=shard_size,
         limit=limit,

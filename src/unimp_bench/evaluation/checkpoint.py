@@ -116,6 +116,18 @@ def evaluate_checkpoint(
         )
         scores |= extra_model_scores(task, examples, predictions)
         config = predictor.config() | {"robustness": robustness, "limit": settings.limit}
+        if task.metric_family == "image":  # what the model was given and what it made, per user
+            from unimp_bench.evaluation.contact_sheets import write_contact_sheets
+
+            sheets = write_contact_sheets(
+                examples,
+                predictions,
+                dataset.root,
+                out / "predictions",
+                f"{stem}.sheets",
+                settings.contact_sheets,
+            )
+            config["contact_sheets"] = [f"predictions/{name}" for name in sheets]
         if task.metric_family == "ranking":
             config |= describe_candidates(dataset, split)
         result, path = record_scores(

@@ -41,6 +41,7 @@ class ModelEvalSettings:
     sample_seed: int = 0
     retrieval: Literal["model", "bm25"] = "model"  # image_generation's stage one (paper eq. 9)
     retrieved: int | None = None  # items retrieved (default: the task's retrieved_images)
+    contact_sheets: int = 8  # image_generation: a contact sheet for each of the first N users
     batch_size: int = 16
     shard_size: int = 256  # examples per resumable shard
     limit: int | None = None  # the first N examples only (quick looks)
@@ -55,6 +56,8 @@ class ModelEvalSettings:
                 "--beams, --text-beams, --max-new-tokens, --image-beams, --top-k, --retrieved, "
                 "--batch-size and --shard-size must be >= 1"
             )
+        if self.contact_sheets < 0:
+            raise UnimpError("--contact-sheets must be at least 0")
         if self.limit is not None and self.limit < 1:
             raise UnimpError("--limit must be at least 1")
 

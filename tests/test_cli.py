@@ -27,8 +27,11 @@ COMMANDS = command_paths(typer.main.get_command(app))
 
 
 def test_the_command_list_is_complete():
-    assert len(COMMANDS) == 16
+    assert len(COMMANDS) == 20
     assert {("tasks", "list"), ("baselines", "export"), ("prepare", "sequences"), ("demo",)} <= set(COMMANDS)
+    assert {("tokenizer", "train"), ("tokenizer", "encode"), ("tokenizer", "decode"), ("generate",)} <= set(
+        COMMANDS
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

@@ -383,7 +383,7 @@ def test_eval_errors_are_one_sentence(run, synthetic_data, synthetic_examples, t
     cases = [
         (["--task", "search", "--checkpoint", str(tmp_path / "nothing")], "does not exist"),
         (["--task", "search", "--checkpoint", str(tmp_path)], "neither a training run"),
-        (["--task", "image_generation", "--checkpoint", str(run)], "cannot generate images"),
+        (["--task", "image_generation", "--checkpoint", str(run)], "not trained on image_generation"),
         (["--task", "search", "--checkpoint", str(run), "--ranking", "sampled"], "--ranking must be one of"),
         (["--task", "search", "--checkpoint", str(run), "--split", "train"], "--split must be one of"),
         (["--task", "search", "--checkpoint", str(run), "--drop-text-attrs", "1.5"], "between 0 and 1"),

@@ -275,10 +275,9 @@ def test_stage_one_is_the_models_own_search_ranking(tokenized, image_run, tmp_pa
 
     from unimp_bench.data.contract import open_dataset
     from unimp_bench.models.export import load_exported
-    from unimp_bench.models.image_generation import catalog_texts
     from unimp_bench.models.predict import next_token_scores
     from unimp_bench.models.predictor import ModelEvalSettings, UniMPPredictor
-    from unimp_bench.prompts import Segment, history_segment, render
+    from unimp_bench.prompts import Segment, flatten_item, history_segment, item_attributes, render
     from unimp_bench.tasks import registry
 
     common = ["--task", "image_generation", "--checkpoint", image_run, "--data", tokenized, "--limit", "6"]
@@ -301,7 +300,8 @@ def test_stage_one_is_the_models_own_search_ranking(tokenized, image_run, tmp_pa
     # by hand: the search prompt of the first example, scored over the catalog, target left out
     dataset = open_dataset(tokenized)
     predictor = UniMPPredictor(load_exported(image_run / "export"), dataset, ModelEvalSettings(), "UniMP")
-    flat = catalog_texts(dataset)
+    items = dataset.scan("items").sort("item_idx").collect()
+    flat = [flatten_item(r["item_idx"], item_attributes(r)) for r in items.iter_rows(named=True)]
     row = examples.row(0, named=True)
     prompt = render(
         registry().get("search").instructions[0],

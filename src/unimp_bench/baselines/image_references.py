@@ -36,10 +36,11 @@ class ImageReferenceParams:
 class ImageReferencePredictor:
     def __init__(self, params: ImageReferenceParams, dataset: PreparedDataset, name: str):
         self.params, self.dataset, self.name = params, dataset, name
-        items = dataset.scan("items").select("item_idx", "image_path").sort("item_idx").collect()
+        from unimp_bench.models.inputs import catalog_image_paths  # torch: only when the baseline runs
+
         root = dataset.root.resolve()
-        self.images = [None if p is None else str(root / p) for p in items["image_path"].to_list()]
-        self.with_image = np.flatnonzero(items["image_path"].is_not_null().to_numpy())
+        self.images = [None if p is None else str(root / p) for p in catalog_image_paths(dataset)]
+        self.with_image = np.flatnonzero([image is not None for image in self.images])
         self.fallbacks = 0
 
     @classmethod

@@ -122,7 +122,7 @@ def evaluate_checkpoint(
             sheets = write_contact_sheets(
                 examples,
                 predictions,
-                dataset.root,
+                dataset,
                 out / "predictions",
                 f"{stem}.sheets",
                 settings.contact_sheets,

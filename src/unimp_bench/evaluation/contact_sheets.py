@@ -20,7 +20,7 @@ LABEL = 14
 def write_contact_sheets(
     examples: pl.DataFrame,
     predictions: pl.DataFrame,
-    dataset_root: Path,
+    dataset,
     predictions_root: Path,
     folder: str,
     users: int,
@@ -29,8 +29,9 @@ def write_contact_sheets(
     to predictions_root. Items without an image show as a grey tile."""
     from PIL import Image, ImageDraw
 
-    items = pl.read_parquet(dataset_root / "items.parquet", columns=["item_idx", "image_path"])
-    image_of = dict(zip(items["item_idx"].to_list(), items["image_path"].to_list()))
+    from unimp_bench.models.inputs import catalog_image_paths
+
+    dataset_root, image_of = dataset.root, catalog_image_paths(dataset)  # image_of[item_idx]
     generated = dict(zip(predictions["example_id"].to_list(), predictions["image"].to_list()))
     retrieved_by = dict(zip(predictions["example_id"].to_list(), predictions["retrieved"].to_list()))
     written, seen = [], set()
@@ -41,8 +42,8 @@ def write_contact_sheets(
             continue
         seen.add(row["user_idx"])
         groups = [
-            ("history", [_path(dataset_root, image_of.get(i)) for i in row["history"]]),
-            ("retrieved", [_path(dataset_root, image_of.get(i)) for i in retrieved_by[row["example_id"]]]),
+            ("history", [_path(dataset_root, image_of[i]) for i in row["history"]]),
+            ("retrieved", [_path(dataset_root, image_of[i]) for i in retrieved_by[row["example_id"]]]),
             ("generated", [predictions_root / generated[row["example_id"]]]),
             ("target", [dataset_root / row["target_image"]]),
         ]

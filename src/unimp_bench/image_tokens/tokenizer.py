@@ -247,7 +247,6 @@ def train_tokenizer(
             progress.advance(task)
     tokenizer = ImageTokenizer(vq, config.resolution)
     held_out = pixels[torch.from_numpy(held_at)]
-    codes = tokenizer.encode(pixels)
     description = {
         "resolution": config.resolution,
         "grid": tokenizer.grid,
@@ -257,7 +256,6 @@ def train_tokenizer(
         "train_images": len(train_at),
         "held_out_images": len(held_at),
         "held_out_quality": reconstruction_quality(tokenizer, held_out),
-        "codes_used": int(torch.unique(codes).numel()),
         "loss_curve": curve,
     }
     with atomic_directory(out, overwrite) as staging:

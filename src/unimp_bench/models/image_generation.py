@@ -67,14 +67,6 @@ def generate_codes(predictor, examples: pl.DataFrame, length: int) -> list[list[
     return codes
 
 
-def catalog_texts(dataset) -> list[str]:
-    """Every item's flattened chunk, by item_idx, as the examples show it."""
-    from unimp_bench.prompts import flatten_item, item_attributes
-
-    items = dataset.scan("items").sort("item_idx").collect()
-    return [flatten_item(row["item_idx"], item_attributes(row)) for row in items.iter_rows(named=True)]
-
-
 def retrieve(predictor, examples: pl.DataFrame, count: int, flat: list[str]) -> list[list[int]]:
     """Stage one: per example, the `count` items the model's search instruction ranks highest for its
     history and query, the target left out (as the built examples' BM25 retrieval leaves it out)."""
@@ -130,8 +122,7 @@ def generate_images(predictor, task, examples: pl.DataFrame, root: Path, folder:
     settings = predictor.settings
     if settings.perturbation.active:  # retrieval renders the prompts again, which would undo them
         raise UnimpError("--drop-text-attrs and --mismatch-images do not apply to image_generation")
-    tokenizer = run_image_tokenizer(predictor.meta)
-    flat = catalog_texts(predictor.dataset)
+    tokenizer, flat = predictor.image_tokenizer, predictor.catalog_texts  # once per evaluation
     if with_retrieved(task, examples.head(1), examples["retrieved"].head(1).to_list(), flat)[
         "prompt"
     ].to_list() != (examples["prompt"].head(1).to_list()):
@@ -189,7 +180,7 @@ def generate_for_user(predictor, user: str, query: str, out: Path) -> dict:
     user_idx = int(match["user_idx"][0])
     interactions = dataset.scan("interactions").filter(pl.col("user_idx") == user_idx).sort("pos").collect()
     history = interactions["item_idx"].to_list()[-task.max_history :]
-    flat = catalog_texts(dataset)
+    flat = predictor.catalog_texts
     count = settings.retrieved or task.retrieved_images
     request = pl.DataFrame(
         {
@@ -212,7 +203,7 @@ def generate_for_user(predictor, user: str, query: str, out: Path) -> dict:
     else:
         retrieved = [BM25Ranker(item_documents(items, BM25Settings().fields)).top(query, count)]
     request = with_retrieved(task, request, retrieved, flat)
-    tokenizer = run_image_tokenizer(predictor.meta)
+    tokenizer = predictor.image_tokenizer
     codes = generate_codes(predictor, request, tokenizer.sequence_length)
     write_png(tokenizer.decode(torch.tensor(codes))[0], out)
 

@@ -119,7 +119,7 @@ def generate(
         input_ids, attention_mask, items = collate_left([encoded[i] for i in indices], tokenizer.pad_id)
         features, present = reader.store.lookup(items.to(device))
         prompt_length = input_ids.shape[1]
-        sampling = {}
+        sampling = {"do_sample": False}
         if top_k is not None:
             torch.manual_seed(int(np.random.default_rng([seed, int(indices[0])]).integers(2**62)))
             sampling = {"do_sample": True, "top_k": top_k, "top_p": 1.0, "temperature": 1.0}
@@ -133,7 +133,7 @@ def generate(
             num_return_sequences=num_return,
             max_new_tokens=max_new_tokens,
             renormalize_logits=renormalize,
-            **({"do_sample": False} | sampling),
+            **sampling,
         )
         generated = sequences[:, prompt_length:].cpu().tolist()
         for position, example in enumerate(indices):

@@ -69,10 +69,11 @@ class ModelEvalSettings:
             tag += "+keep_seen" if self.seen_items == "keep" else ""
         if task.metric_family == "text" and self.text_decoding == "beam":
             tag += f"+beam{self.text_beams}"
-        if task.metric_family == "image" and self.image_decoding != "greedy":
-            beam = f"+beam{self.image_beams}"
-            tag += beam if self.image_decoding == "beam" else f"+sample_k{self.top_k}_s{self.sample_seed}"
         if task.metric_family == "image":
+            if self.image_decoding == "beam":
+                tag += f"+beam{self.image_beams}"
+            elif self.image_decoding == "sample":
+                tag += f"+sample_k{self.top_k}_s{self.sample_seed}"
             tag += "+bm25_retrieval" if self.retrieval == "bm25" else ""
             tag += f"+retrieved{self.retrieved}" if self.retrieved is not None else ""
         tag += self.perturbation.tag()
@@ -124,6 +125,22 @@ class UniMPPredictor:
         perturbation = self.settings.perturbation  # content rows read the catalog: perturbed alike
         encode_catalog(self.model, self.dataset, self.tokenizer, self.store, step, perturbation)
         return PromptReader(self.model, self.tokenizer, self.store, self.max_length)
+
+    @functools.cached_property
+    def image_tokenizer(self):
+        """The image tokenizer this checkpoint's codes belong to, loaded and checked once."""
+        from unimp_bench.models.image_generation import run_image_tokenizer
+
+        return run_image_tokenizer(self.meta)
+
+    @functools.cached_property
+    def catalog_texts(self) -> list[str]:
+        """Every item's flattened chunk, by item_idx, as the examples show it (image generation
+        renders prompts with them)."""
+        from unimp_bench.examples import Catalog
+        from unimp_bench.prompts import PromptSettings
+
+        return Catalog(self.dataset, PromptSettings()).flat
 
     @staticmethod
     def cannot_serve(task: Task, meta: dict | None = None) -> str | None:

@@ -361,6 +361,29 @@ def test_generate_writes_an_image_and_what_it_retrieved(tokenized, image_run, tm
     )
 
 
+def test_a_dataset_and_its_checkpoints_move_together(tokenized, synthetic_data, image_run, tmp_path):
+    """The manifest records a tokenizer inside the dataset relative to it, and a checkpoint uses the
+    evaluated dataset's tokenizer when its weights match: a moved copy works with the original gone;
+    a dataset without that tokenizer is refused in one sentence."""
+    manifest = json.loads((tokens_folder(tokenized) / "manifest.json").read_text())
+    assert manifest["tokenizer"]["folder"] == "tokenizer"
+    moved, run = tmp_path / "moved", tmp_path / "run"
+    shutil.copytree(tokenized, moved)
+    shutil.copytree(image_run, run)
+    hidden = tokenized.with_name("hidden")
+    tokenized.rename(hidden)
+    try:
+        assert catalog_codes(moved).tokenizer_folder == tokens_folder(moved) / "tokenizer"
+        invoke("tokenizer", "decode", moved, "--item", "0", "--out", tmp_path / "item.png")
+        common = ["generate", "--checkpoint", run, "--query", "Office Chair", "--user", "3"]
+        invoke(*common, "--data", moved, "--out", tmp_path / "a.png")
+        assert (tmp_path / "a.png").is_file()
+        message = fails(*common, "--data", synthetic_data, "--out", tmp_path / "b.png")
+        assert "neither" in message and "evaluate on the dataset whose image codes it was trained on" in message
+    finally:
+        hidden.rename(tokenized)
+
+
 def test_reference_rows_floor_copy_and_ceiling(tokenized, tmp_path):
     """image-random (floor), image-retrieved (copying stage one) and image-tokenizer (the target's
     codes decoded: the ceiling) are scored by the same CLIP scorer; the ceiling's images are the

@@ -64,7 +64,7 @@ class CatalogCodes:
         return {
             "codes_sha256": self.codes_sha256,
             "tokenizer_sha256": self.tokenizer_sha256,
-            "tokenizer_folder": str(self.tokenizer_folder),
+            "tokenizer_folder": str(self.tokenizer_folder.resolve()),
             "grid": self.grid,
             "codebook_size": self.codebook_size,
         }
@@ -121,7 +121,7 @@ def encode_catalog_images(
     manifest = {
         "dataset_content_hash": dataset.manifest["content_hash"],
         "tokenizer": {
-            "folder": str(folder.resolve()),
+            "folder": _recorded_folder(data, folder),
             "sha256": tokenizer.sha256(),
             "resolution": tokenizer.resolution,
             "grid": tokenizer.grid,
@@ -137,6 +137,16 @@ def encode_catalog_images(
     }
     write_json_atomic(out / MANIFEST_FILE, manifest)
     return manifest
+
+
+def _recorded_folder(data: Path, folder: Path) -> str:
+    """The tokenizer folder as the manifest records it: relative to DATA/image_tokens when it lies
+    inside the dataset (so the dataset can be moved or copied whole), absolute otherwise."""
+    resolved = folder.resolve()
+    try:
+        return resolved.relative_to(tokens_folder(data).resolve()).as_posix()
+    except ValueError:
+        return str(resolved)
 
 
 def _quality(root: Path, folder: Path, tokenizer: ImageTokenizer, paths: list[str]) -> dict:
@@ -182,7 +192,7 @@ def catalog_codes(data: Path, required: bool = True) -> CatalogCodes | None:
         frame["codes"].to_list(),
         int(tokenizer["grid"]),
         int(tokenizer["codebook_size"]),
-        Path(tokenizer["folder"]),
+        tokens_folder(data) / tokenizer["folder"],  # an absolute folder stays absolute
         tokenizer["sha256"],
         manifest["codes_sha256"],
     )

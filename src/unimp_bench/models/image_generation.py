@@ -25,22 +25,35 @@ from unimp_bench.errors import UnimpError
 from unimp_bench.results import safe_name
 
 
-def run_image_tokenizer(meta: dict):
+def run_image_tokenizer(meta: dict, data: Path):
     """The image tokenizer a checkpoint's codes belong to (its export's provenance names it), checked
-    against the weights hash it was trained with."""
+    against the weights hash it was trained with. The evaluated dataset's own tokenizer is used when
+    its weights are those (so a dataset and its checkpoints can move together); otherwise the folder
+    the checkpoint recorded."""
+    from unimp_bench.image_tokens.catalog import catalog_codes
     from unimp_bench.image_tokens.tokenizer import load_image_tokenizer
 
     codes = meta.get("provenance", {}).get("image_codes")
     if not codes:
         raise UnimpError("this checkpoint was not trained on image_generation, so it has no image tokenizer")
-    tokenizer = load_image_tokenizer(Path(codes["tokenizer_folder"]))
+    here = catalog_codes(data, required=False)
+    if here is not None and here.tokenizer_sha256 == codes["tokenizer_sha256"]:
+        folder = here.tokenizer_folder
+    elif Path(codes["tokenizer_folder"]).is_dir():
+        folder = Path(codes["tokenizer_folder"])
+    else:
+        raise UnimpError(
+            f"the image tokenizer this checkpoint was trained with is neither {data}'s nor in "
+            f"{codes['tokenizer_folder']}; evaluate on the dataset whose image codes it was trained on"
+        )
+    tokenizer = load_image_tokenizer(folder)
     if tokenizer.sha256() != codes["tokenizer_sha256"]:
         raise UnimpError(
-            f"the image tokenizer in {codes['tokenizer_folder']} changed after this checkpoint was trained; "
+            f"the image tokenizer in {folder} changed after this checkpoint was trained; "
             "its codes would decode to other images"
         )
     if tokenizer.grid != codes["grid"]:
-        raise UnimpError(f"the image tokenizer in {codes['tokenizer_folder']} has another code grid")
+        raise UnimpError(f"the image tokenizer in {folder} has another code grid")
     return tokenizer
 
 

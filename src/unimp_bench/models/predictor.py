@@ -131,7 +131,7 @@ class UniMPPredictor:
         """The image tokenizer this checkpoint's codes belong to, loaded and checked once."""
         from unimp_bench.models.image_generation import run_image_tokenizer
 
-        return run_image_tokenizer(self.meta)
+        return run_image_tokenizer(self.meta, self.dataset.root)
 
     @functools.cached_property
     def catalog_texts(self) -> list[str]:

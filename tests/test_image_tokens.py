@@ -379,7 +379,7 @@ def test_a_dataset_and_its_checkpoints_move_together(tokenized, synthetic_data, 
         invoke(*common, "--data", moved, "--out", tmp_path / "a.png")
         assert (tmp_path / "a.png").is_file()
         message = fails(*common, "--data", synthetic_data, "--out", tmp_path / "b.png")
-        assert "neither" in message and "evaluate on the dataset whose image codes it was trained on" in message
+        assert "neither" in message and "the dataset whose image codes it was trained on" in message
     finally:
         hidden.rename(tokenized)
 

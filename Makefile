@@ -2,12 +2,27 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-all lint bench demo clean
+.PHONY: install system-packages test test-all lint bench demo clean
 
 install:  ## virtual environment + the project with its dev tools (DeepSpeed without compiled ops)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q -e '.[dev]'
+	@$(MAKE) --no-print-directory system-packages
+
+WORDNET_PACKAGES := wordnet-base wordnet-sense-index
+
+system-packages:  ## WordNet (METEOR): apt-get as root, else the command to run (METEOR is recorded as missing until then)
+	@if [ -f /usr/share/wordnet/index.sense ] && [ -f /usr/share/wordnet/data.noun ]; then \
+		:; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(WORDNET_PACKAGES) (METEOR's WordNet)"; \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(WORDNET_PACKAGES) >/dev/null; } || \
+		echo "apt-get could not install $(WORDNET_PACKAGES); METEOR is recorded as missing until they are installed"; \
+	else \
+		echo "METEOR needs WordNet: run 'sudo apt-get install $(WORDNET_PACKAGES)' (until then METEOR is recorded as missing and its tests skip)"; \
+	fi
 
 test:  ## the fast offline suite (what CI runs)
 	$(BIN)/python -m pytest -q -m "not slow"

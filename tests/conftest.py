@@ -28,6 +28,21 @@ def shared_raw() -> Path:
 
 
 @pytest.fixture(scope="session")
+def wordnet() -> None:
+    """The system WordNet METEOR reads: skipped with the reason in a user's clone when absent, required
+    in CI (UNIMP_BENCH_REQUIRE_SYSTEM, which .ci/run sets)."""
+    from unimp_bench.errors import MissingResource
+    from unimp_bench.text_resources import wordnet_folder
+
+    try:
+        wordnet_folder()
+    except MissingResource as error:
+        if os.environ.get("UNIMP_BENCH_REQUIRE_SYSTEM"):
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
     """A small synthetic dataset shared by the task, scoring and baseline tests (read-only)."""
     from unimp_bench.data.api import prepare_synthetic_dataset

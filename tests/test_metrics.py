@@ -168,7 +168,7 @@ def test_bleu_and_rouge_hand_checked():
     assert scores["ROUGE-L"] == pytest.approx(0.8)
 
 
-def test_meteor_uses_wordnet_from_the_system_packages():
+def test_meteor_uses_wordnet_from_the_system_packages(wordnet):
     identical = text_metrics(["the cat sat on the mat"], ["the cat sat on the mat"], ["METEOR"])["METEOR"]
     # six matches in one chunk: F-mean 1, fragmentation penalty 0.5 * (1/6)^3
     assert identical == pytest.approx(1 - 0.5 * (1 / 6) ** 3)

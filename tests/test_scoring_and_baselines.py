@@ -72,7 +72,9 @@ def test_rating_and_set_predictions_are_scored_against_the_examples(synthetic_ex
         score_predictions(selection, examples, outside, ScoringSettings())
 
 
-def test_explanation_predictions_get_every_text_metric_and_the_scorer_is_recorded(synthetic_examples):
+def test_explanation_predictions_get_every_text_metric_and_the_scorer_is_recorded(
+    synthetic_examples, wordnet
+):
     example_set = open_examples(synthetic_examples)
     task = registry().get("explanation")
     examples = example_set.load(task, "new_user")
@@ -81,6 +83,7 @@ def test_explanation_predictions_get_every_text_metric_and_the_scorer_is_recorde
     assert set(scores) == set(task.metrics)
     assert scores["BLEU-4"] == pytest.approx(1.0) and scores["ROUGE-L"] == pytest.approx(1.0)
     assert scores["BERTScore-F1"] == pytest.approx(1.0, abs=1e-4)
+    assert 0.99 < scores["METEOR"] <= 1.0 and "missing_metrics" not in used
     assert "MiniLM" in used["bertscore_model"]["name"]
 
 

@@ -63,7 +63,10 @@ def measured_rows(folder: Path) -> pl.DataFrame:
         )
         dataset = f"{label} ({result.dataset['content_hash'][:8]})"
         reason = result.provenance.get("not_applicable")
+        missing = (result.provenance.get("metric_settings") or {}).get("missing_metrics") or {}
         note = f"not applicable: {reason}" if reason else None
+        if missing:  # scored, but some metrics could not be computed here (METEOR without WordNet)
+            note = NOT_COMPUTED + "; ".join(f"{name} ({why})" for name, why in missing.items())
         for metric, value in result.scores.items():
             rows.append(
                 {
@@ -76,12 +79,18 @@ def measured_rows(folder: Path) -> pl.DataFrame:
                     "split": result.split,
                     "n_examples": result.n_examples,
                     "metric": metric,
-                    "value": None if note else value,
+                    "value": None
+                    if reason or math.isnan(value)
+                    else value,  # null, never NaN, in every export
                     "origin": str(path.relative_to(folder)),
                     "note": note,
                 }
             )
     return pl.DataFrame(rows, schema=LONG_SCHEMA)
+
+
+# a result's note when it was scored but some metrics could not be computed; their cells read "missing"
+NOT_COMPUTED = "not computed: "
 
 
 # what a reader must know before putting a paper row next to ours
@@ -161,9 +170,10 @@ def markdown(wide: pl.DataFrame) -> str:
     lines = [header, rule]
     metric_columns = set(wide.columns) - {*ROW_KEYS, "origin", "note"}
     for row in wide.iter_rows(named=True):
+        note = row.get("note") or ""
+        blank = "missing" if note.startswith(NOT_COMPUTED) else "n/a" if note else ""
         cells = [
-            "n/a" if row.get("note") and name in metric_columns and _format(v) == "" else _format(v)
-            for name, v in row.items()
+            blank if name in metric_columns and _format(v) == "" else _format(v) for name, v in row.items()
         ]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unimp_bench.errors import UnimpError
+from unimp_bench.errors import MissingResource, UnimpError
 
 TIE_RULES = ("expected", "pessimistic", "optimistic")
 RANKING_FAMILIES = ("HR", "NDCG", "MRR")
@@ -267,8 +267,11 @@ def text_metrics(
     references: Sequence[str],
     metrics: Iterable[str],
     bertscore_model: tuple[str, int] | None = None,
+    missing: dict[str, str] | None = None,
 ) -> dict[str, float]:
-    """The requested text metrics; `bertscore_model` is (model folder, layer) when BERTScore is asked."""
+    """The requested text metrics; `bertscore_model` is (model folder, layer) when BERTScore is asked.
+    A metric whose system resource is absent (METEOR without WordNet) raises MissingResource, or,
+    when a `missing` dict is given, is NaN and its reason goes into that dict."""
     if len(hypotheses) != len(references):
         raise UnimpError("hypotheses and references differ in length")
     wanted = list(metrics)
@@ -280,7 +283,12 @@ def text_metrics(
     if any(name.startswith("ROUGE") for name in wanted):
         result.update(rouge(hypotheses, references))
     if "METEOR" in wanted:
-        result["METEOR"] = meteor(hypotheses, references)
+        try:
+            result["METEOR"] = meteor(hypotheses, references)
+        except MissingResource as error:
+            if missing is None:
+                raise
+            missing["METEOR"], result["METEOR"] = str(error), math.nan
     if any(name.startswith("BERTScore") for name in wanted):
         if bertscore_model is None:
             raise UnimpError("BERTScore needs a scorer model")

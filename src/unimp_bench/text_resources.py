@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from unimp_bench.errors import UnimpError
+from unimp_bench.errors import MissingResource, UnimpError
 
 WORDNET_SYSTEM_DIRS = (Path("/usr/share/wordnet"), Path("/usr/local/share/wordnet"))
 WORDNET_REQUIRED = ("data.noun", "index.noun", "index.sense", "noun.exc", "data.verb", "data.adj")
@@ -51,7 +51,7 @@ def _system_wordnet() -> Path:
     for folder in candidates:
         if all((folder / name).is_file() for name in WORDNET_REQUIRED):
             return folder
-    raise UnimpError(
+    raise MissingResource(
         "METEOR needs the WordNet database: install the Debian packages wordnet-base and "
         "wordnet-sense-index (or point UNIMP_BENCH_WORDNET_DIR at a WordNet 3.0 dict folder)"
     )

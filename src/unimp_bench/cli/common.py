@@ -194,12 +194,23 @@ ClipCheckpoint = Annotated[
 ]
 
 
+StrictMetrics = Annotated[
+    bool,
+    typer.Option(
+        "--strict-metrics",
+        help="Fail when a metric cannot be computed (METEOR without WordNet) instead of recording it as "
+        "missing with its reason.",
+    ),
+]
+
+
 def scoring_settings(
     tie_rule: str,
     bertscore_model: str = "auto",
     bertscore_layers: int | None = None,
     clip_model: str | None = None,
     clip_checkpoint: Path | None = None,
+    strict_metrics: bool = False,
 ):
     from unimp_bench.clip_scoring import ClipSettings
     from unimp_bench.evaluation.scoring import ScoringSettings
@@ -215,6 +226,7 @@ def scoring_settings(
             model=clip_model or ClipSettings.model,
             checkpoint=str(clip_checkpoint) if clip_checkpoint else None,
         ),
+        strict_metrics=strict_metrics,
     )
 
 

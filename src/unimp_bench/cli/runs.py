@@ -15,6 +15,7 @@ from unimp_bench.cli.common import (
     DataOption,
     Examples,
     Overwrite,
+    StrictMetrics,
     TaskName,
     TieRule,
     app,
@@ -57,6 +58,7 @@ def score_command(
     bertscore_layers: BertscoreLayers = None,
     clip_model: ClipModel = None,
     clip_checkpoint: ClipCheckpoint = None,
+    strict_metrics: StrictMetrics = False,
 ):
     """Score per-example predictions of one task and write a Result JSON with provenance.
 
@@ -73,7 +75,9 @@ def score_command(
         method=method or predictions.name.split(".")[0],
         out=out_dir,
         split=split,
-        settings=scoring_settings(tie_rule, bertscore_model, bertscore_layers, clip_model, clip_checkpoint),
+        settings=scoring_settings(
+            tie_rule, bertscore_model, bertscore_layers, clip_model, clip_checkpoint, strict_metrics
+        ),
     )
     print_result(result, path)
 
@@ -152,6 +156,7 @@ def baselines_run_command(
     share_seed: seed_option("Which held-out users make up that share.") = 0,
     clip_model: ClipModel = None,
     clip_checkpoint: ClipCheckpoint = None,
+    strict_metrics: StrictMetrics = False,
 ):
     """Run a baseline on a task and write one Result JSON per split.
 
@@ -160,7 +165,9 @@ def baselines_run_command(
     from unimp_bench.baselines.runner import run_baseline
     from unimp_bench.data.transfer import REGIMES, FinetuneSettings, transfer_gain
 
-    settings = scoring_settings(tie_rule, clip_model=clip_model, clip_checkpoint=clip_checkpoint)
+    settings = scoring_settings(
+        tie_rule, clip_model=clip_model, clip_checkpoint=clip_checkpoint, strict_metrics=strict_metrics
+    )
     if finetune not in (*REGIMES, "both"):
         raise UnimpError(f"--finetune must be one of {', '.join(REGIMES)} or both, not {finetune!r}")
     regimes = REGIMES if finetune == "both" else (finetune,)
@@ -320,6 +327,7 @@ def eval_command(
     bertscore_layers: BertscoreLayers = None,
     clip_model: ClipModel = None,
     clip_checkpoint: ClipCheckpoint = None,
+    strict_metrics: StrictMetrics = False,
 ):
     """Evaluate a trained UniMP on one task and split: predictions Parquet + Result JSON.
 
@@ -358,7 +366,9 @@ def eval_command(
         split,
         out_dir,
         settings=settings,
-        scoring=scoring_settings(tie_rule, bertscore_model, bertscore_layers, clip_model, clip_checkpoint),
+        scoring=scoring_settings(
+            tie_rule, bertscore_model, bertscore_layers, clip_model, clip_checkpoint, strict_metrics
+        ),
         examples_dir=examples,
         seed=seed,
         method=method,

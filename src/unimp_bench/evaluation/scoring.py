@@ -16,6 +16,7 @@ honest; `ranked` lists are taken as given.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ from unimp_bench.metrics import (
 if TYPE_CHECKING:
     from unimp_bench.tasks import Task
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ScoringSettings:
@@ -46,6 +49,9 @@ class ScoringSettings:
     bertscore_model: str = "auto"  # auto | minilm | a local folder | a model in the Hugging Face cache
     bertscore_layers: int | None = None
     clip: ClipSettings = field(default_factory=ClipSettings)
+    # a metric whose system resource is absent (METEOR without WordNet) is an error instead of being
+    # recorded as missing
+    strict_metrics: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,13 @@ def _score_text(task: Task, joined: pl.DataFrame, inputs: ScoreInputs) -> tuple[
         scorer = (model.path, model.num_layers)
         used["bertscore_model"] = model.describe()
     hypotheses = [t or "" for t in joined["text"].to_list()]
-    return text_metrics(hypotheses, joined["review"].to_list(), task.metrics, scorer), used
+    missing: dict[str, str] | None = None if inputs.settings.strict_metrics else {}
+    scores = text_metrics(hypotheses, joined["review"].to_list(), task.metrics, scorer, missing)
+    if missing:
+        used["missing_metrics"] = missing
+        for name, reason in missing.items():
+            logger.warning("%s not computed: %s; --strict-metrics makes this an error", name, reason)
+    return scores, used
 
 
 def _score_image(task: Task, joined: pl.DataFrame, inputs: ScoreInputs) -> tuple[dict[str, float], dict]:

@@ -168,6 +168,20 @@ def test_bleu_and_rouge_hand_checked():
     assert scores["ROUGE-L"] == pytest.approx(0.8)
 
 
+def test_bleu1_is_the_clipped_unigram_precision_the_paper_reports_as_bleu():
+    """BLEU-1 = matched unigrams (each at most as often as in the reference) / hypothesis unigrams,
+    pooled over the corpus, with no brevity penalty: `precisions[0]` of HF evaluate's BLEU."""
+    # "the" four times against one "the" in the reference: 1 of 4 counts
+    assert text_metrics(["the the the the"], ["the cat"], ["BLEU-1"])["BLEU-1"] == pytest.approx(0.25)
+    # a one-word hypothesis of a three-word reference: precision 1 (BLEU-1 with a brevity penalty
+    # would be exp(1 - 3) = 0.135)
+    assert text_metrics(["the"], ["the cat sat"], ["BLEU-1"])["BLEU-1"] == pytest.approx(1.0)
+    # pooled, not averaged per example: (1 + 2) / (4 + 3), where the mean of 1/4 and 2/3 would differ
+    pooled = text_metrics(["the the the the", "a dog ran"], ["the cat", "a dog sat"], ["BLEU-1"])
+    assert pooled["BLEU-1"] == pytest.approx(3 / 7)
+    assert text_metrics([""], ["the cat"], ["BLEU-1"])["BLEU-1"] == 0.0
+
+
 def test_meteor_uses_wordnet_from_the_system_packages(wordnet):
     identical = text_metrics(["the cat sat on the mat"], ["the cat sat on the mat"], ["METEOR"])["METEOR"]
     # six matches in one chunk: F-mean 1, fragmentation penalty 0.5 * (1/6)^3

@@ -319,7 +319,7 @@ def test_leaderboard_is_one_row_per_method_task_split(synthetic_data, tmp_path):
         ("pop", "recommendation", "valid"),
     ]
     csv = pl.read_csv(tmp_path / "b.csv")
-    assert {"HR@5", "NDCG@10", "MRR@3", "MAE", "BLEU-4"} <= set(csv.columns)
+    assert {"HR@5", "NDCG@10", "MRR@3", "MAE", "BLEU-1"} <= set(csv.columns)
     pop_test = measured.filter((pl.col("method") == "pop") & (pl.col("split") == "test")).row(0, named=True)
     stored = read_result(next(results.glob("pop__recommendation__test__*.json")))
     assert pop_test["HR@10"] == stored.scores["HR@10"] and pop_test["n_examples"] == stored.n_examples
@@ -333,6 +333,9 @@ def test_leaderboard_is_one_row_per_method_task_split(synthetic_data, tmp_path):
     assert new_domain.height > 0 and new_domain["note"].str.contains("new_domain_finetune").all()
     assert reported.filter(pl.col("split") != "new_domain")["note"].is_null().all()
     assert "| paper (reported) |" in (tmp_path / "b.md").read_text()
+    # the paper's "BLEU" is its code's unigram precision: compared with BLEU-1, never BLEU-4
+    explanation = reported.filter((pl.col("method") == "UniMP") & (pl.col("task") == "explanation"))
+    assert explanation["BLEU-1"].to_list() == [0.1423] and "BLEU-4" not in explanation.columns
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     assert pl.read_csv(tmp_path / "long.csv").height == long_table(results, True).height
 

@@ -23,9 +23,10 @@ from unimp_bench.results import find_results, read_result
 MEASURED = "measured"
 REPORTED = "paper (reported)"
 PAPER_DATASET = "UniMP paper: Amazon (not byte-identical to ours)"
-# The paper's metric names where ours are more specific (documented assumption: the paper's BLEU is
-# BLEU-4 and its BERTScore the F1); its "ROUGE" does not say which variant, so it stays as is.
-PAPER_METRIC_ALIASES = {"BLEU": "BLEU-4", "BERTScore": "BERTScore-F1"}
+# The paper's metric names where ours are more specific. Its BLEU is the unigram precision its code
+# reports (`precisions[0]` of HF evaluate's BLEU: our BLEU-1, see metrics.py), not BLEU-4; its
+# BERTScore is the F1 (an assumption); its "ROUGE" does not say which variant, so it stays as is.
+PAPER_METRIC_ALIASES = {"BLEU": "BLEU-1", "BERTScore": "BERTScore-F1"}
 ROW_KEYS = ["source", "dataset", "method", "task", "task_version", "split", "n_examples"]
 LONG_SCHEMA = {
     "source": pl.String,

@@ -14,7 +14,12 @@ A target missing from a ranked list (or scored -inf) has rank infinity: it count
 every k. HR@k = 1 if rank <= k; NDCG@k = 1 / log2(rank + 1) if rank <= k (one relevant item, so the
 ideal DCG is 1); MRR@k = 1 / rank if rank <= k. Each is averaged over examples.
 
-Text metrics are on a 0-1 scale: BLEU-4 is sacrebleu's corpus BLEU / 100; ROUGE-1/2/L are
+Text metrics are on a 0-1 scale: BLEU-4 is sacrebleu's corpus BLEU / 100; BLEU-1 is the corpus's
+clipped unigram precision with no brevity penalty (sacrebleu's 13a tokens: matched unigrams, each
+counted at most as often as the reference has it, over the hypotheses' unigrams). That is
+`precisions[0]` of Hugging Face evaluate's BLEU, which the UniMP code (weitianxin/UniMP,
+pipeline/eval/eval_exp.py) reports as "BLEU", so the paper's BLEU column is compared with BLEU-1
+here, not with BLEU-4. ROUGE-1/2/L are
 rouge-score F-measures (Porter stemmer) averaged over examples; METEOR is nltk's sentence METEOR
 averaged over examples; BERTScore-P/R/F1 come from bert-score (model recorded by the caller).
 
@@ -40,6 +45,7 @@ RANKING_FAMILIES = ("HR", "NDCG", "MRR")
 RATING_METRICS = ("MAE", "RMSE")
 SET_METRICS = ("Precision", "Recall", "F1", "Precision-micro", "Recall-micro", "F1-micro")
 TEXT_METRICS = (
+    "BLEU-1",
     "BLEU-4",
     "ROUGE-1",
     "ROUGE-2",
@@ -213,6 +219,14 @@ def bleu4(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score / 100.0)
 
 
+def bleu1(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus clipped unigram precision, no brevity penalty (what the paper's code calls BLEU)."""
+    import sacrebleu
+
+    score = sacrebleu.corpus_bleu(list(hypotheses), [list(references)])
+    return score.counts[0] / score.totals[0] if score.totals[0] else 0.0
+
+
 def rouge(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     from rouge_score import rouge_scorer
 
@@ -278,6 +292,8 @@ def text_metrics(
     result: dict[str, float] = {}
     if not references:
         return {name: math.nan for name in wanted}
+    if "BLEU-1" in wanted:
+        result["BLEU-1"] = bleu1(hypotheses, references)
     if "BLEU-4" in wanted:
         result["BLEU-4"] = bleu4(hypotheses, references)
     if any(name.startswith("ROUGE") for name in wanted):

@@ -66,7 +66,7 @@ def test_score_writes_every_other_metric_and_the_leaderboard_says_missing(
     invoke("leaderboard", tmp_path / "results", "--csv", tmp_path / "b.csv", "--markdown", board)
     header, _, row = board.read_text().splitlines()[:3]
     cells = dict(zip(header.split(" | "), row.split(" | ")))
-    assert cells["METEOR"] == "missing" and cells["BLEU-4"] == "1.0000"
+    assert cells["METEOR"] == "missing" and cells["BLEU-4"] == "1.0000 [1.0000, 1.0000]"
     assert "not computed: METEOR (METEOR needs the WordNet database" in row
     assert pl.read_csv(tmp_path / "b.csv")["METEOR"].is_null().all()
 

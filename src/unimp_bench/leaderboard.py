@@ -21,6 +21,7 @@ from unimp_bench.resources import resource_dir
 from unimp_bench.results import find_results, read_result
 
 MEASURED = "measured"
+SEED_PATTERN = r"-seed\d+"  # methods whose names differ only here are seeds of one method
 REPORTED = "paper (reported)"
 PAPER_DATASET = "UniMP paper: Amazon (not byte-identical to ours)"
 # The paper's metric names where ours are more specific. Its BLEU is the unigram precision its code
@@ -39,6 +40,10 @@ LONG_SCHEMA = {
     "n_examples": pl.Int64,
     "metric": pl.String,
     "value": pl.Float64,
+    "low": pl.Float64,  # the bootstrap interval over examples (uncertainty.py), when the result has one
+    "high": pl.Float64,
+    "se": pl.Float64,  # standard error over seeds, on a row that aggregates a method's seeds
+    "seeds": pl.Int32,
     "origin": pl.String,  # the result file, or the paper's table
     "note": pl.String,  # why a method has no scores here ("not applicable: ..."), or a caveat of a paper row
 }
@@ -68,7 +73,9 @@ def measured_rows(folder: Path) -> pl.DataFrame:
         note = f"not applicable: {reason}" if reason else None
         if missing:  # scored, but some metrics could not be computed here (METEOR without WordNet)
             note = NOT_COMPUTED + "; ".join(f"{name} ({why})" for name, why in missing.items())
+        intervals = result.provenance.get("uncertainty", {}).get("intervals", {})
         for metric, value in result.scores.items():
+            low, high = intervals.get(metric, (None, None))
             rows.append(
                 {
                     "source": MEASURED,
@@ -80,14 +87,44 @@ def measured_rows(folder: Path) -> pl.DataFrame:
                     "split": result.split,
                     "n_examples": result.n_examples,
                     "metric": metric,
-                    "value": None
-                    if reason or math.isnan(value)
-                    else value,  # null, never NaN, in every export
+                    "value": None if reason or math.isnan(value) else value,  # null, never NaN
+                    "low": low,
+                    "high": high,
+                    "se": None,
+                    "seeds": None,
                     "origin": str(path.relative_to(folder)),
                     "note": note,
                 }
             )
-    return pl.DataFrame(rows, schema=LONG_SCHEMA)
+    return with_seed_means(pl.DataFrame(rows, schema=LONG_SCHEMA))
+
+
+def with_seed_means(long: pl.DataFrame) -> pl.DataFrame:
+    """The table plus one row per method whose results differ only in `-seedN` (two or more seeds of
+    it on the same dataset, task and split): the mean over seeds and its standard error."""
+    seeded = long.filter(pl.col("method").str.contains(SEED_PATTERN) & pl.col("value").is_not_null())
+    if seeded.is_empty():
+        return long
+    keys = ["source", "dataset", "dataset_hash", "task", "task_version", "split", "metric"]
+    means = (
+        seeded.with_columns(pl.col("method").str.replace_all(SEED_PATTERN, "").alias("base"))
+        .group_by(*keys, "base")
+        .agg(
+            pl.col("value").mean().alias("value"),
+            (pl.col("value").std() / pl.len().sqrt()).alias("se"),
+            pl.len().cast(pl.Int32).alias("seeds"),
+            pl.col("n_examples").first(),
+            pl.col("method").sort().str.join(", ").alias("origin"),
+        )
+        .filter(pl.col("seeds") >= 2)
+        .with_columns(
+            (pl.col("base") + " (mean of " + pl.col("seeds").cast(pl.String) + " seeds)").alias("method"),
+            pl.lit(None, pl.Float64).alias("low"),
+            pl.lit(None, pl.Float64).alias("high"),
+            pl.lit(None, pl.String).alias("note"),
+        )
+    )
+    return pl.concat([long, means.select(LONG_SCHEMA.keys()).cast(LONG_SCHEMA)])
 
 
 # a result's note when it was scored but some metrics could not be computed; their cells read "missing"
@@ -116,6 +153,10 @@ def paper_rows() -> pl.DataFrame:
                 "n_examples": None,
                 "metric": PAPER_METRIC_ALIASES.get(row["metric"], row["metric"]),
                 "value": float(row["value"]),
+                "low": None,
+                "high": None,
+                "se": None,
+                "seeds": None,
                 "origin": row["table"],
                 "note": PAPER_NOTES.get(row["table"]),
             }
@@ -151,10 +192,23 @@ def wide_table(long: pl.DataFrame) -> pl.DataFrame:
     wide = long.select(*keys, "metric", "value").pivot(
         on="metric", index=keys, values="value", aggregate_function=None
     )
+    # each metric's interval bounds and seed standard error, as `<metric> low|high|se` columns, where
+    # any row has them
+    spreads = []
+    for field in ("low", "high", "se"):
+        present = long.filter(pl.col(field).is_not_null())
+        if present.is_empty():
+            continue
+        part = present.select(*keys, pl.col("metric") + f" {field}", field).pivot(
+            on="metric", index=keys, values=field, aggregate_function=None
+        )
+        spreads += [c for c in part.columns if c not in keys]
+        wide = wide.join(part, on=keys, how="left", nulls_equal=True)
     source_order = pl.col("source").replace_strict(
         {MEASURED: 0, REPORTED: 1}, default=2, return_dtype=pl.Int8
     )
-    return wide.sort(source_order, "dataset", "task", "split", "method").select(*keys, *metrics)
+    columns = [c for m in metrics for c in (m, f"{m} low", f"{m} high", f"{m} se") if c == m or c in spreads]
+    return wide.sort(source_order, "dataset", "task", "split", "method").select(*keys, *columns)
 
 
 def _format(value) -> str:
@@ -166,16 +220,28 @@ def _format(value) -> str:
 
 
 def markdown(wide: pl.DataFrame) -> str:
-    header = "| " + " | ".join(wide.columns) + " |"
-    rule = "|" + "|".join("---" for _ in wide.columns) + "|"
+    """One cell per metric: the value with its 95% interval `[low, high]` over examples, or
+    `+- se` over seeds, where the result has them."""
+    spread = {c for c in wide.columns if " " in c and c.rsplit(" ", 1)[-1] in ("low", "high", "se")}
+    shown = [c for c in wide.columns if c not in spread]
+    header = "| " + " | ".join(shown) + " |"
+    rule = "|" + "|".join("---" for _ in shown) + "|"
     lines = [header, rule]
-    metric_columns = set(wide.columns) - {*ROW_KEYS, "origin", "note"}
+    metric_columns = set(shown) - {*ROW_KEYS, "origin", "note"}
     for row in wide.iter_rows(named=True):
         note = row.get("note") or ""
         blank = "missing" if note.startswith(NOT_COMPUTED) else "n/a" if note else ""
-        cells = [
-            blank if name in metric_columns and _format(v) == "" else _format(v) for name, v in row.items()
-        ]
+        cells = []
+        for name in shown:
+            cell = _format(row[name])
+            if name in metric_columns:
+                if cell == "":
+                    cell = blank
+                elif row.get(f"{name} low") is not None:
+                    cell += f" [{_format(row[f'{name} low'])}, {_format(row[f'{name} high'])}]"
+                elif row.get(f"{name} se") is not None:
+                    cell += f" +- {_format(row[f'{name} se'])}"
+            cells.append(cell)
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -228,6 +294,10 @@ def csv_bytes(frame: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+def compare_path(csv_path: Path) -> Path:
+    return csv_path.with_name(f"{csv_path.stem}.compare.csv")
+
+
 def export_leaderboard(
     folder: Path,
     csv_path: Path,
@@ -235,14 +305,24 @@ def export_leaderboard(
     plot_path: Path | None = None,
     long_path: Path | None = None,
     with_paper: bool = False,
+    compare_to: str | None = None,
 ) -> pl.DataFrame:
+    """Write the wide CSV (and the other views asked for). With `compare_to`, also every method paired
+    against that one (comparisons.py): `<csv stem>.compare.csv` and a section of the Markdown."""
     long = long_table(folder, with_paper)
     wide = wide_table(long)
+    section = ""
+    if compare_to:
+        from unimp_bench.comparisons import compare, compare_markdown
+
+        paired = compare(folder, compare_to)
+        write_bytes_atomic(compare_path(csv_path), csv_bytes(paired))
+        section = compare_markdown(paired)
     write_bytes_atomic(csv_path, csv_bytes(wide))
     if long_path:
         write_bytes_atomic(long_path, csv_bytes(long))
     if markdown_path:
-        write_bytes_atomic(markdown_path, markdown(wide).encode())
+        write_bytes_atomic(markdown_path, (markdown(wide) + section).encode())
     if plot_path:
         plot(long, plot_path)
     return wide

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unimp_bench.errors import MissingResource, UnimpError
+from unimp_bench.uncertainty import BLEU_COLUMNS, ExampleStatistics
 
 TIE_RULES = ("expected", "pessimistic", "optimistic")
 RANKING_FAMILIES = ("HR", "NDCG", "MRR")
@@ -123,6 +124,14 @@ def ranking_metrics(
     greater: np.ndarray, ties: np.ndarray, metrics: Iterable[str], tie_rule: str = "expected"
 ) -> dict[str, float]:
     """HR/NDCG/MRR@k averaged over examples, from each target's (greater, ties) counts."""
+    values = ranking_values(greater, ties, metrics, tie_rule)
+    return {name: float(v.mean()) if len(v) else math.nan for name, v in values.items()}
+
+
+def ranking_values(
+    greater: np.ndarray, ties: np.ndarray, metrics: Iterable[str], tie_rule: str = "expected"
+) -> dict[str, np.ndarray]:
+    """Each example's HR/NDCG/MRR@k (under the tie rule, an expectation over its ties)."""
     if tie_rule not in TIE_RULES:
         raise UnimpError(f"unknown tie rule {tie_rule!r}; choose one of {', '.join(TIE_RULES)}")
     greater = np.asarray(greater, dtype=np.float64)
@@ -135,7 +144,7 @@ def ranking_metrics(
     if any(p.family != "ranking" for p in parsed):
         raise UnimpError("ranking_metrics only computes HR@k, NDCG@k and MRR@k")
     if len(greater) == 0:
-        return {p.name: math.nan for p in parsed}
+        return {p.name: np.zeros(0) for p in parsed}
     max_k = max(p.k for p in parsed)
     # Under the expected rule the target's 1-based rank is uniform on greater+1 .. greater+ties+1,
     # so each metric is (1 / (ties + 1)) * sum of its gain over the ranks of that range within k.
@@ -148,7 +157,7 @@ def ranking_metrics(
         "MRR": 1.0 / positions,
     }
     cumulative = {family: np.cumsum(weight * gain, axis=1) for family, gain in gains.items()}
-    return {p.name: float(cumulative[p.name.split("@")[0]][:, p.k - 1].mean()) for p in parsed}
+    return {p.name: cumulative[p.name.split("@")[0]][:, p.k - 1] for p in parsed}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,16 +165,22 @@ def ranking_metrics(
 
 
 def rating_metrics(predicted: Sequence[float], actual: Sequence[float]) -> dict[str, float]:
+    values = rating_values(predicted, actual)
+    if len(values["abs_error"]) == 0:
+        return {"MAE": math.nan, "RMSE": math.nan}
+    return {"MAE": float(values["abs_error"].mean()), "RMSE": float(np.sqrt(values["squared_error"].mean()))}
+
+
+def rating_values(predicted: Sequence[float], actual: Sequence[float]) -> dict[str, np.ndarray]:
+    """Each example's absolute and squared error (MAE and RMSE follow from their means)."""
     predicted = np.asarray(predicted, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     if predicted.shape != actual.shape:
         raise UnimpError("predicted and actual ratings differ in length")
-    if len(actual) == 0:
-        return {"MAE": math.nan, "RMSE": math.nan}
     if not np.isfinite(predicted).all():
         raise UnimpError("predicted ratings must be finite numbers")
     error = predicted - actual
-    return {"MAE": float(np.abs(error).mean()), "RMSE": float(np.sqrt((error**2).mean()))}
+    return {"abs_error": np.abs(error), "squared_error": error**2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,33 +188,31 @@ def rating_metrics(predicted: Sequence[float], actual: Sequence[float]) -> dict[
 
 
 def set_metrics(selected: Sequence[Iterable[int]], positives: Sequence[Iterable[int]]) -> dict[str, float]:
-    if len(selected) != len(positives):
-        raise UnimpError("selections and positive sets differ in length")
+    values = set_values(selected, positives)
     if len(positives) == 0:
         return {name: math.nan for name in SET_METRICS}
-    precision, recall, f1 = [], [], []
-    tp_all = fp_all = fn_all = 0
+    statistics = ExampleStatistics(values, SET_METRICS)
+    return {name: statistics.value(name) for name in SET_METRICS}
+
+
+def set_values(
+    selected: Sequence[Iterable[int]], positives: Sequence[Iterable[int]]
+) -> dict[str, np.ndarray]:
+    """Each example's precision, recall and F1 (macro metrics are their means) and its counts of true
+    and false positives and false negatives (micro metrics pool them)."""
+    if len(selected) != len(positives):
+        raise UnimpError("selections and positive sets differ in length")
+    rows = []
     for chosen, relevant in zip(selected, positives):
         chosen, relevant = set(chosen), set(relevant)
-        tp = len(chosen & relevant)
-        fp = len(chosen - relevant)
-        fn = len(relevant - chosen)
-        tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
+        tp, fp, fn = len(chosen & relevant), len(chosen - relevant), len(relevant - chosen)
         p = tp / len(chosen) if chosen else 0.0
         r = tp / len(relevant) if relevant else 0.0
-        precision.append(p)
-        recall.append(r)
-        f1.append(2 * p * r / (p + r) if p + r else 0.0)
-    micro_p = tp_all / (tp_all + fp_all) if tp_all + fp_all else 0.0
-    micro_r = tp_all / (tp_all + fn_all) if tp_all + fn_all else 0.0
-    return {
-        "Precision": float(np.mean(precision)),
-        "Recall": float(np.mean(recall)),
-        "F1": float(np.mean(f1)),
-        "Precision-micro": micro_p,
-        "Recall-micro": micro_r,
-        "F1-micro": 2 * micro_p * micro_r / (micro_p + micro_r) if micro_p + micro_r else 0.0,
-    }
+        rows.append((p, r, 2 * p * r / (p + r) if p + r else 0.0, tp, fp, fn, len(chosen), len(relevant)))
+    names = ("Precision", "Recall", "F1", "true_positives", "false_positives", "false_negatives",
+             "selected_count", "positive_count")  # fmt: skip
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
+    return {name: table[:, i] for i, name in enumerate(names)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,57 +226,56 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def bleu4(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    import sacrebleu
+def bleu_statistics(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each example's sacrebleu statistics (13a tokens): hypothesis and reference length, and per
+    n-gram order 1-4 the clipped matches and the hypothesis n-grams. Corpus BLEU-4 is sacrebleu's
+    score of their sums (what corpus_bleu computes); BLEU-1 is matches_1 / total_1."""
+    from sacrebleu.metrics import BLEU
 
-    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score / 100.0)
-
-
-def bleu1(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus clipped unigram precision, no brevity penalty (what the paper's code calls BLEU)."""
-    import sacrebleu
-
-    score = sacrebleu.corpus_bleu(list(hypotheses), [list(references)])
-    return score.counts[0] / score.totals[0] if score.totals[0] else 0.0
+    rows = BLEU()._extract_corpus_statistics(list(hypotheses), [list(references)])
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), len(BLEU_COLUMNS))
+    return {name: table[:, i] for i, name in enumerate(BLEU_COLUMNS)}
 
 
-def rouge(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+def rouge_values(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each example's ROUGE-1/2/L F-measure (Porter stemmer)."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    totals = {"ROUGE-1": 0.0, "ROUGE-2": 0.0, "ROUGE-L": 0.0}
+    rows = []
     for hypothesis, reference in zip(hypotheses, references):
         scores = scorer.score(reference, hypothesis)
-        totals["ROUGE-1"] += scores["rouge1"].fmeasure
-        totals["ROUGE-2"] += scores["rouge2"].fmeasure
-        totals["ROUGE-L"] += scores["rougeL"].fmeasure
-    n = max(len(references), 1)
-    return {name: value / n for name, value in totals.items()}
+        rows.append((scores["rouge1"].fmeasure, scores["rouge2"].fmeasure, scores["rougeL"].fmeasure))
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), 3)
+    return {"ROUGE-1": table[:, 0], "ROUGE-2": table[:, 1], "ROUGE-L": table[:, 2]}
 
 
-def meteor(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+def meteor_values(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """Each example's nltk METEOR (raises MissingResource without WordNet)."""
     from nltk.translate.meteor_score import meteor_score
 
     from unimp_bench.text_resources import wordnet_reader
 
     wordnet = wordnet_reader()
-    scores = [
-        meteor_score([words(reference)], words(hypothesis), wordnet=wordnet)
-        for hypothesis, reference in zip(hypotheses, references)
-    ]
-    return float(np.mean(scores)) if scores else math.nan
+    return np.array(
+        [
+            meteor_score([words(reference)], words(hypothesis), wordnet=wordnet)
+            for hypothesis, reference in zip(hypotheses, references)
+        ],
+        dtype=np.float64,
+    )
 
 
-def bertscore(
+def bertscore_values(
     hypotheses: Sequence[str],
     references: Sequence[str],
     model_path: str,
     num_layers: int,
     batch_size: int = 64,
-) -> dict[str, float]:
-    """Mean BERTScore P/R/F1. An empty hypothesis or reference (a model that generated nothing)
-    scores 0: there is no token to match, and bert-score's own empty-string path needs a tokenizer
-    method transformers 5 removed."""
+) -> dict[str, np.ndarray]:
+    """Each example's BERTScore P/R/F1. An empty hypothesis or reference (a model that generated
+    nothing) scores 0: there is no token to match, and bert-score's own empty-string path needs a
+    tokenizer method transformers 5 removed."""
     from bert_score import BERTScorer
 
     pairs = [i for i, (h, r) in enumerate(zip(hypotheses, references)) if h.strip() and r.strip()]
@@ -272,8 +284,37 @@ def bertscore(
         scorer = BERTScorer(model_type=model_path, num_layers=num_layers, batch_size=batch_size, lang="en")
         scored = scorer.score([hypotheses[i] for i in pairs], [references[i] for i in pairs])
         totals[:, pairs] = np.stack([t.numpy() for t in scored])
-    precision, recall, f1 = totals.mean(axis=1) if len(hypotheses) else (math.nan,) * 3
-    return {"BERTScore-P": float(precision), "BERTScore-R": float(recall), "BERTScore-F1": float(f1)}
+    return {"BERTScore-P": totals[0], "BERTScore-R": totals[1], "BERTScore-F1": totals[2]}
+
+
+def text_values(
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    metrics: Iterable[str],
+    bertscore_model: tuple[str, int] | None = None,
+    missing: dict[str, str] | None = None,
+) -> dict[str, np.ndarray]:
+    """The per-example statistics of the requested text metrics (see text_metrics)."""
+    if len(hypotheses) != len(references):
+        raise UnimpError("hypotheses and references differ in length")
+    wanted = list(metrics)
+    columns: dict[str, np.ndarray] = {}
+    if any(name.startswith("BLEU") for name in wanted):
+        columns |= bleu_statistics(hypotheses, references)
+    if any(name.startswith("ROUGE") for name in wanted):
+        columns |= rouge_values(hypotheses, references)
+    if "METEOR" in wanted:
+        try:
+            columns["METEOR"] = meteor_values(hypotheses, references)
+        except MissingResource as error:
+            if missing is None:
+                raise
+            missing["METEOR"] = str(error)
+    if any(name.startswith("BERTScore") for name in wanted):
+        if bertscore_model is None:
+            raise UnimpError("BERTScore needs a scorer model")
+        columns |= bertscore_values(hypotheses, references, *bertscore_model)
+    return columns
 
 
 def text_metrics(
@@ -286,30 +327,16 @@ def text_metrics(
     """The requested text metrics; `bertscore_model` is (model folder, layer) when BERTScore is asked.
     A metric whose system resource is absent (METEOR without WordNet) raises MissingResource, or,
     when a `missing` dict is given, is NaN and its reason goes into that dict."""
-    if len(hypotheses) != len(references):
-        raise UnimpError("hypotheses and references differ in length")
     wanted = list(metrics)
-    result: dict[str, float] = {}
     if not references:
+        if len(hypotheses):
+            raise UnimpError("hypotheses and references differ in length")
         return {name: math.nan for name in wanted}
-    if "BLEU-1" in wanted:
-        result["BLEU-1"] = bleu1(hypotheses, references)
-    if "BLEU-4" in wanted:
-        result["BLEU-4"] = bleu4(hypotheses, references)
-    if any(name.startswith("ROUGE") for name in wanted):
-        result.update(rouge(hypotheses, references))
-    if "METEOR" in wanted:
-        try:
-            result["METEOR"] = meteor(hypotheses, references)
-        except MissingResource as error:
-            if missing is None:
-                raise
-            missing["METEOR"], result["METEOR"] = str(error), math.nan
-    if any(name.startswith("BERTScore") for name in wanted):
-        if bertscore_model is None:
-            raise UnimpError("BERTScore needs a scorer model")
-        result.update(bertscore(hypotheses, references, *bertscore_model))
-    return {name: result[name] for name in wanted}
+    statistics = ExampleStatistics(
+        text_values(hypotheses, references, wanted, bertscore_model, missing), tuple(wanted)
+    )
+    scorable = statistics.formulas
+    return {name: statistics.value(name) if name in scorable else math.nan for name in wanted}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,10 +354,15 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 def paired_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Mean cosine similarity of row i of `a` with row i of `b` (CLIP-I: generated vs target image,
     CLIP-T: generated image vs its query text)."""
+    return float(paired_cosines(a, b).mean())
+
+
+def paired_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of row i of `a` with row i of `b`, per row."""
     a, b = _unit(a), _unit(b)
     if a.shape != b.shape:
         raise UnimpError("paired embeddings differ in shape")
-    return float((a * b).sum(axis=1).mean())
+    return (a * b).sum(axis=1)
 
 
 def shared_query_diversity(embeddings: np.ndarray, queries: list[str]) -> tuple[float, int]:

@@ -99,12 +99,20 @@ def leaderboard_command(
     with_paper: Annotated[
         bool, typer.Option("--with-paper", help="Add the paper's reported numbers, marked as such.")
     ] = False,
+    compare_to: Annotated[
+        str | None,
+        typer.Option(
+            "--compare",
+            help="Pair every method with this one on the same examples: difference, paired-bootstrap "
+            "interval and permutation p-value per metric (CSV.compare.csv and the Markdown).",
+        ),
+    ] = None,
 ):
     """Collect Result JSONs into one comparable table.
 
     Example: unimp-bench leaderboard results --csv board.csv --markdown board.md --with-paper
     """
-    from unimp_bench.leaderboard import export_leaderboard
+    from unimp_bench.leaderboard import compare_path, export_leaderboard
 
     wide = export_leaderboard(
         results,
@@ -113,7 +121,10 @@ def leaderboard_command(
         plot_path=plot_path,
         long_path=long_path,
         with_paper=with_paper,
+        compare_to=compare_to,
     )
+    if compare_to:
+        out.print(f"Wrote {compare_path(csv_path)}: every method paired with {compare_to}.", highlight=False)
     measured = wide.filter(wide["source"] == "measured").height
     out.print(
         f"Wrote {csv_path}: {measured} measured row(s), {wide.height - measured} reported row(s).",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
 
 from unimp_bench import __version__
@@ -9,6 +11,10 @@ from unimp_bench.examples import ExampleSet
 from unimp_bench.fileio import file_sha256
 from unimp_bench.results import Result, write_result
 from unimp_bench.tasks import Task
+from unimp_bench.uncertainty import ExampleStatistics
+
+STATISTICS_FOLDER = "statistics"  # per-example statistics of each result, under its results folder
+ExampleRecord = tuple[list[str], ExampleStatistics]  # example ids and their statistics, in one order
 
 
 def examples_provenance(example_set: ExampleSet, task: Task, split: str) -> dict:
@@ -77,8 +83,11 @@ def record_scores(
     predictions_file: Path,
     out: Path,
     checkpoint: str | None = None,
+    statistics: ExampleRecord | None = None,
 ) -> tuple[Result, Path]:
-    """The scored Result, written under `out`; returns it and its path."""
+    """The scored Result, written under `out`; returns it and its path. With the per-example
+    statistics, they are written to `out/statistics/` and the result gets a bootstrap interval per
+    metric (uncertainty.py)."""
     result = build_result(
         method,
         task,
@@ -91,7 +100,39 @@ def record_scores(
         predictions_file=predictions_file,
         checkpoint=checkpoint,
     )
+    if statistics is not None:
+        result = with_uncertainty(result, out, *statistics)
     return result, write_result(result, out)
+
+
+def with_uncertainty(
+    result: Result, out: Path, example_ids: list[str], statistics: ExampleStatistics
+) -> Result:
+    """The result with its per-example statistics saved and a seeded bootstrap interval per metric."""
+    import io
+
+    from unimp_bench.fileio import write_bytes_atomic
+    from unimp_bench.uncertainty import LEVEL, RESAMPLES, SEED, bootstrap_intervals
+
+    name = result.file_name().removesuffix(".json") + ".parquet"
+    buffer = io.BytesIO()
+    statistics.frame(example_ids).write_parquet(buffer, compression="zstd")
+    path = out / STATISTICS_FOLDER / name
+    write_bytes_atomic(path, buffer.getvalue())
+    intervals = {
+        metric: interval
+        for metric, interval in bootstrap_intervals(statistics).items()
+        if not math.isnan(result.scores.get(metric, math.nan))
+    }
+    uncertainty = {
+        "method": "percentile bootstrap over examples",
+        "resamples": RESAMPLES,
+        "seed": SEED,
+        "level": LEVEL,
+        "intervals": intervals,
+        "statistics": {"file": f"{STATISTICS_FOLDER}/{name}", "sha256": file_sha256(path)},
+    }
+    return replace(result, provenance=result.provenance | {"uncertainty": uncertainty})
 
 
 def not_applicable_result(

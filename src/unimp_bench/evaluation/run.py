@@ -22,8 +22,8 @@ from unimp_bench.evaluation.predictions import (
     write_predictions,
 )
 from unimp_bench.evaluation.predictor import Predictor
-from unimp_bench.evaluation.records import not_applicable_result, record_scores
-from unimp_bench.evaluation.scoring import ScoreInputs, ScoringSettings
+from unimp_bench.evaluation.records import ExampleRecord, not_applicable_result, record_scores
+from unimp_bench.evaluation.scoring import ScoreInputs, ScoringSettings, scores_of
 from unimp_bench.examples import ExampleSet
 from unimp_bench.results import Result
 from unimp_bench.tasks import Task
@@ -38,10 +38,30 @@ def score_predictions(
     predictions_root: Path | None = None,
     embedder: ClipEmbedder | None = None,
 ) -> tuple[dict[str, float], dict]:
+    """The task's scores of the predictions and the metric settings used."""
+    scores, used, _ = score_with_statistics(
+        task, examples, predictions, settings, dataset_root, predictions_root, embedder
+    )
+    return scores, used
+
+
+def score_with_statistics(
+    task: Task,
+    examples: pl.DataFrame,
+    predictions: pl.DataFrame,
+    settings: ScoringSettings,
+    dataset_root: Path | None = None,
+    predictions_root: Path | None = None,
+    embedder: ClipEmbedder | None = None,
+) -> tuple[dict[str, float], dict, ExampleRecord]:
+    """The scores, the metric settings used, and the per-example statistics they come from (with the
+    example ids, for intervals and paired tests)."""
     joined = align(examples, rename_conflicts(examples, predictions))
-    return task.kind.family.score(
+    statistics, used = task.kind.family.score(
         task, joined, ScoreInputs(settings, dataset_root, predictions_root, embedder)
     )
+    extra = used.pop("group_scores", {})
+    return scores_of(task, statistics, extra), used, (joined["example_id"].to_list(), statistics)
 
 
 def _score_and_record(
@@ -56,7 +76,7 @@ def _score_and_record(
     settings: ScoringSettings,
     out: Path,
 ) -> tuple[Result, Path]:
-    scores, used = score_predictions(
+    scores, used, statistics = score_with_statistics(
         task,
         examples,
         predictions,
@@ -65,7 +85,17 @@ def _score_and_record(
         predictions_path.resolve().parent,
     )
     return record_scores(
-        method, task, split, example_set, len(examples), config, scores, used, predictions_path, out
+        method,
+        task,
+        split,
+        example_set,
+        len(examples),
+        config,
+        scores,
+        used,
+        predictions_path,
+        out,
+        statistics=statistics,
     )
 
 

@@ -28,14 +28,15 @@ import polars as pl
 from unimp_bench.clip_scoring import ClipEmbedder, ClipSettings
 from unimp_bench.errors import UnimpError
 from unimp_bench.metrics import (
-    paired_cosine,
-    ranking_metrics,
-    rating_metrics,
-    set_metrics,
+    paired_cosines,
+    ranking_values,
+    rating_values,
+    set_values,
     shared_query_diversity,
     target_rank_from_list,
-    text_metrics,
+    text_values,
 )
+from unimp_bench.uncertainty import ExampleStatistics
 
 if TYPE_CHECKING:
     from unimp_bench.tasks import Task
@@ -64,8 +65,20 @@ class ScoreInputs:
     embedder: ClipEmbedder | None = None
 
 
-# a scorer: (task, examples joined with predictions, inputs) -> (metrics, the metric settings used)
-Scorer = Callable[["Task", pl.DataFrame, ScoreInputs], tuple[dict[str, float], dict]]
+# a scorer: (task, examples joined with predictions, inputs) -> the per-example statistics of the
+# task's metrics (each metric follows from their sums: uncertainty.py) and the metric settings used
+Scorer = Callable[["Task", pl.DataFrame, ScoreInputs], tuple[ExampleStatistics, dict]]
+
+
+def scores_of(task: Task, statistics: ExampleStatistics, extra: dict[str, float] | None = None) -> dict:
+    """Every metric of the task, from its statistics (NaN where one could not be computed: no
+    examples, or a missing resource), or from `extra` for the metrics that are not sums (Diversity)."""
+    formulas, extra = statistics.formulas, extra or {}
+    return {
+        name: extra[name] if name in extra else statistics.value(name) if name in formulas and statistics.n
+        else float("nan")
+        for name in task.metrics
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -97,12 +110,14 @@ def _score_ranking(task: Task, joined: pl.DataFrame, inputs: ScoreInputs) -> tup
         )
         ties = np.zeros(len(greater))
     tie_rule = inputs.settings.tie_rule
-    return ranking_metrics(greater, ties, task.metrics, tie_rule), {"tie_rule": tie_rule}
+    values = ranking_values(greater, ties, task.metrics, tie_rule)
+    return ExampleStatistics(values, tuple(task.metrics)), {"tie_rule": tie_rule}
 
 
 def _score_rating(task: Task, joined: pl.DataFrame, inputs: ScoreInputs) -> tuple[dict[str, float], dict]:
     # the example's own `rating` is the truth; the prediction's was renamed rating_right by the join
-    return rating_metrics(joined["rating_right"], joined["rating"]), {}
+    values = rating_values(joined["rating_right"], joined["rating"])
+    return ExampleStatistics(values, tuple(task.metrics)), {}
 
 
 def _score_set(task: Task, joined: pl.DataFrame, inputs: ScoreInputs) -> tuple[dict[str, float], dict]:
@@ -111,8 +126,7 @@ def _score_set(task: Task, joined: pl.DataFrame, inputs: ScoreInputs) -> tuple[d
     outside = sum(1 for chosen, allowed in zip(selected, candidates) if not set(chosen) <= set(allowed))
     if outside:
         raise UnimpError(f"{outside} selections name items that are not among their candidates")
-    scores = set_metrics(selected, joined["positives"].to_list())
-    return {name: scores[name] for name in task.metrics}, {}
+    return ExampleStatistics(set_values(selected, joined["positives"].to_list()), tuple(task.metrics)), {}
 
 
 def _score_text(task: Task, joined: pl.DataFrame, inputs: ScoreInputs) -> tuple[dict[str, float], dict]:
@@ -126,12 +140,12 @@ def _score_text(task: Task, joined: pl.DataFrame, inputs: ScoreInputs) -> tuple[
         used["bertscore_model"] = model.describe()
     hypotheses = [t or "" for t in joined["text"].to_list()]
     missing: dict[str, str] | None = None if inputs.settings.strict_metrics else {}
-    scores = text_metrics(hypotheses, joined["review"].to_list(), task.metrics, scorer, missing)
+    values = text_values(hypotheses, joined["review"].to_list(), task.metrics, scorer, missing)
     if missing:
         used["missing_metrics"] = missing
         for name, reason in missing.items():
             logger.warning("%s not computed: %s; --strict-metrics makes this an error", name, reason)
-    return scores, used
+    return ExampleStatistics(values, tuple(task.metrics)), used
 
 
 def _score_image(task: Task, joined: pl.DataFrame, inputs: ScoreInputs) -> tuple[dict[str, float], dict]:
@@ -145,13 +159,13 @@ def _score_image(task: Task, joined: pl.DataFrame, inputs: ScoreInputs) -> tuple
     generated_embeddings = embedder.images(generated)
     queries = joined["query"].to_list()
     spread, groups = shared_query_diversity(generated_embeddings, queries)
-    scores = {
-        "CLIP-I": paired_cosine(generated_embeddings, embedder.images(targets)),
-        "CLIP-T": paired_cosine(generated_embeddings, embedder.texts(queries)),
-        "Diversity": spread,
+    values = {
+        "CLIP-I": paired_cosines(generated_embeddings, embedder.images(targets)),
+        "CLIP-T": paired_cosines(generated_embeddings, embedder.texts(queries)),
     }
     used["diversity"] = f"across users sharing a query: {groups} queries with two or more examples"
-    return {name: scores[name] for name in task.metrics}, used
+    used["group_scores"] = {"Diversity": spread}  # not a sum over examples: no interval
+    return ExampleStatistics(values, tuple(task.metrics)), used
 
 
 RANKING = MetricFamily(

@@ -127,11 +127,9 @@ def main() -> None:
     for folder in args.results:
         for path in sorted(folder.glob("*.json")):
             result = json.loads(path.read_text())
-            if result["task"] != "image_generation" or "predictions_file" not in result["provenance"]:
-                continue
-            predictions_file = Path(result["provenance"]["predictions_file"])
-            if not predictions_file.is_absolute():
-                predictions_file = folder / predictions_file
+            if result["task"] != "image_generation" or "predictions" not in result["provenance"]:
+                continue  # not applicable, or another task
+            predictions_file = folder / "predictions" / result["provenance"]["predictions"]["file"]
             split = result["split"]
             splits.add(split)
             examples = pl.read_parquet(args.examples / "image_generation" / f"{split}.parquet")
@@ -149,7 +147,7 @@ def main() -> None:
         examples = pl.read_parquet(args.examples / "image_generation" / f"{split}.parquet").sort("example_id")
         blank = np.zeros((SIZE, SIZE, 3), np.float32)  # a history item without an image
         last = [catalog.get(h[-1], blank) for h in examples["history"]]
-        reference = score(examples, last, catalog, item_style)
+        reference = score(examples.drop("retrieved"), last, catalog, item_style)  # it retrieves nothing
         rows.append({"method": "last-history-image", "split": split, **reference})
         shares = np.bincount([item_style[t] for t in examples["target_item"]]) / examples.height
         rows.append({"method": "chance", "split": split, "style_match": float((shares**2).sum())})

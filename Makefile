@@ -10,18 +10,19 @@ install:  ## virtual environment + the project with its dev tools (DeepSpeed wit
 	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q -e '.[dev]'
 	@$(MAKE) --no-print-directory system-packages
 
-WORDNET_PACKAGES := wordnet-base wordnet-sense-index
-
-system-packages:  ## WordNet (METEOR): apt-get as root, else the command to run (METEOR is recorded as missing until then)
-	@if [ -f /usr/share/wordnet/index.sense ] && [ -f /usr/share/wordnet/data.noun ]; then \
+system-packages:  ## WordNet (METEOR) and Chromium (the HTML report's rendering test): apt-get as root, else the command to run
+	@missing=""; \
+	{ [ -f /usr/share/wordnet/index.sense ] && [ -f /usr/share/wordnet/data.noun ]; } || missing="wordnet-base wordnet-sense-index"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then \
 		:; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing $(WORDNET_PACKAGES) (METEOR's WordNet)"; \
+		echo "installing$$missing"; \
 		{ DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(WORDNET_PACKAGES) >/dev/null; } || \
-		echo "apt-get could not install $(WORDNET_PACKAGES); METEOR is recorded as missing until they are installed"; \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } || \
+		echo "apt-get could not install$$missing: METEOR is recorded as missing and the Chromium test skips until they are"; \
 	else \
-		echo "METEOR needs WordNet: run 'sudo apt-get install $(WORDNET_PACKAGES)' (until then METEOR is recorded as missing and its tests skip)"; \
+		echo "optional system packages: run 'sudo apt-get install$$missing' (until then METEOR is recorded as missing and the tests that need them skip)"; \
 	fi
 
 test:  ## the fast offline suite (what CI runs)

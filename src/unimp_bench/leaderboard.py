@@ -174,7 +174,7 @@ def long_table(folder: Path, with_paper: bool = False) -> pl.DataFrame:
     return table
 
 
-def _metric_order(name: str) -> tuple:
+def metric_order(name: str) -> tuple:
     fixed = [*RATING_METRICS, *SET_METRICS, *TEXT_METRICS, *IMAGE_METRICS]
     try:
         parsed = parse_metric(name)
@@ -187,7 +187,7 @@ def _metric_order(name: str) -> tuple:
 
 def wide_table(long: pl.DataFrame) -> pl.DataFrame:
     """One row per source x dataset x method x task x split, one column per metric."""
-    metrics = sorted(long["metric"].unique().to_list(), key=_metric_order)
+    metrics = sorted(long["metric"].unique().to_list(), key=metric_order)
     keys = [*ROW_KEYS, "origin", "note"]
     wide = long.select(*keys, "metric", "value").pivot(
         on="metric", index=keys, values="value", aggregate_function=None
@@ -262,7 +262,7 @@ def plot(long: pl.DataFrame, path: Path) -> None:
         panel = measured.filter(
             (pl.col("dataset") == dataset) & (pl.col("task") == task) & (pl.col("split") == split)
         )
-        metrics = sorted(panel["metric"].unique().to_list(), key=_metric_order)
+        metrics = sorted(panel["metric"].unique().to_list(), key=metric_order)
         scored = panel.filter(pl.col("value").is_not_null() & pl.col("value").is_not_nan())
         methods = sorted(scored["method"].unique().to_list())
         # a not-applicable method has no bar; the panel's title names it

@@ -107,6 +107,23 @@ def leaderboard_command(
             "interval and permutation p-value per metric (CSV.compare.csv and the Markdown).",
         ),
     ] = None,
+    html_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write a self-contained HTML report: tables with intervals, charts, training "
+            "curves (--run), dataset statistics (--data) and contact sheets.",
+        ),
+    ] = None,
+    runs: Annotated[
+        list[Path] | None, typer.Option("--run", help="A training run folder whose curves the report shows.")
+    ] = None,
+    datasets: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data", help="A dataset whose statistics the report shows next to the paper's Table 5."
+        ),
+    ] = None,
 ):
     """Collect Result JSONs into one comparable table.
 
@@ -125,6 +142,11 @@ def leaderboard_command(
     )
     if compare_to:
         out.print(f"Wrote {compare_path(csv_path)}: every method paired with {compare_to}.", highlight=False)
+    if html_path:
+        from unimp_bench.report import write_report
+
+        write_report(results, html_path, runs=runs or [], datasets=datasets or [])
+        out.print(f"Wrote {html_path}.", highlight=False)
     measured = wide.filter(wide["source"] == "measured").height
     out.print(
         f"Wrote {csv_path}: {measured} measured row(s), {wide.height - measured} reported row(s).",

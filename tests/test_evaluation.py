@@ -454,6 +454,8 @@ def test_demo_with_model_puts_unimp_on_the_leaderboard(tmp_path):
     assert zero_shot.filter(pl.col("method") == "UniMP-run")["HR@10"].is_not_null().all()
     assert board.filter(pl.col("method") == "pop+finetune")["HR@10"].is_not_null().all()
     assert "n/a" in result.output and (tmp_path / "demo" / "leaderboard.png").exists()
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert "<svg" in report and "paper interactions" in report
     # the summary names every method, task and split whole (tab-separated in a pipe)
     assert "\npop+finetune\trecommendation\tnew_domain_finetune\t" in result.output
 

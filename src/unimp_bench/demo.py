@@ -14,6 +14,7 @@ from unimp_bench.errors import UnimpError
 from unimp_bench.evaluation.checkpoint import evaluate_checkpoint
 from unimp_bench.examples import build_examples
 from unimp_bench.leaderboard import export_leaderboard
+from unimp_bench.report import write_report
 from unimp_bench.tasks import registry
 from unimp_bench.training.launcher import run_training
 
@@ -63,7 +64,9 @@ def run_demo(
             evaluate_checkpoint(
                 task, run, data, split, results, examples_dir=examples, show_progress=show_progress
             )
-    say(f"{stages}/{stages} writing the leaderboard")
-    return export_leaderboard(
+    say(f"{stages}/{stages} writing the leaderboard and the report")
+    board = export_leaderboard(
         results, out / "leaderboard.csv", out / "leaderboard.md", out / "leaderboard.png"
     )
+    write_report(results, out / "report.html", runs=[out / "run"] if model_steps else [], datasets=[data])
+    return board

@@ -455,5 +455,6 @@ def demo_command(
         rows.append([row["method"], row["task"], row["split"], str(row["n_examples"]), *values])
     print_listing(["method", "task", "split", "examples", *headline], rows, whole=("method", "task", "split"))
     out.print(
-        f"Leaderboard: {out_dir / 'leaderboard.csv'} (also .md and .png); results in {out_dir / 'results'}."
+        f"Leaderboard: {out_dir / 'leaderboard.csv'} (also .md and .png); report: {out_dir / 'report.html'}; "
+        f"results in {out_dir / 'results'}."
     )

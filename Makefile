@@ -38,8 +38,8 @@ lint:
 bench:  ## performance figures (JSON lines), not tests
 	$(BIN)/python benchmarks/prepare.py
 
-demo:  ## the embedded default: synthetic corpus -> dataset -> examples -> baselines -> leaderboard (demo/)
-	$(BIN)/unimp-bench demo --out demo --overwrite
+demo:  ## the embedded default: synthetic corpus -> dataset -> examples -> tiny UniMP -> baselines -> leaderboard + report (demo/)
+	$(BIN)/unimp-bench demo --out demo
 
 clean:
 	rm -rf data/synthetic demo bench-out .pytest_cache

@@ -426,38 +426,49 @@ def test_one_checkpoint_folder_of_a_run_can_be_evaluated(run, synthetic_data, sy
 
 
 @pytest.mark.slow
-def test_demo_with_model_puts_unimp_on_the_leaderboard(tmp_path):
-    result = CliRunner().invoke(
-        app, ["demo", "--out", str(tmp_path / "demo"), "--with-model", "--model-steps", "3"]
-    )
+def test_the_demo_puts_unimp_next_to_the_baselines_and_resumes(tmp_path):
+    """`demo` trains and evaluates the tiny UniMP on every task and split beside the baselines, with
+    intervals, a report; run again it skips every stage; --quick drops the model's rows."""
+    demo = ["demo", "--out", str(tmp_path / "demo"), "--model-steps", "3", "--finetune-steps", "2"]
+    result = CliRunner().invoke(app, demo)
     assert result.exit_code == 0, result.output
     board = pl.read_csv(tmp_path / "demo" / "leaderboard.csv")
-    unimp = board.filter(pl.col("method") == "UniMP-run")
-    assert sorted(unimp["task"].unique()) == [
-        "explanation",
-        "preference",
-        "recommendation",
-        "search",
-        "selection",
-    ]
+    unimp = board.filter(pl.col("method") == "UniMP-tiny")
+    tasks = ["explanation", "preference", "recommendation", "search", "selection"]
+    assert sorted(unimp["task"].unique()) == tasks
     assert sorted(unimp.filter(pl.col("task") == "recommendation")["split"]) == [
         "new_domain",
         "new_user",
         "test",
     ]
-    assert board.filter(pl.col("method") == "pop").height > 0
+    finetuned = board.filter(pl.col("method") == "UniMP-tiny+finetune")
+    assert finetuned["split"].to_list() == ["new_domain_finetune"] and finetuned["HR@10"].is_not_null().all()
+    methods = set(board["method"])
+    assert {"pop", "uniform", "SASRec", "BPR", "vbpr-thumbnail", "content-knn", "bm25"} <= methods
+    assert {"user-mean", "item-mean", "review-retrieval", "pop+finetune"} <= methods
+    assert unimp["HR@10 low"].is_not_null().any()  # intervals reach the leaderboard
     # zero-shot: pop's held-out-domain row is n/a (with the reason); the tiny UniMP's content item
     # rows rank that domain's items, which no training example held
     zero_shot = board.filter(pl.col("split") == "new_domain", pl.col("task") == "recommendation")
     pop = zero_shot.filter(pl.col("method") == "pop")
     assert pop["HR@10"].is_null().all() and pop["note"].str.contains("zero-shot").all()
-    assert zero_shot.filter(pl.col("method") == "UniMP-run")["HR@10"].is_not_null().all()
-    assert board.filter(pl.col("method") == "pop+finetune")["HR@10"].is_not_null().all()
+    assert zero_shot.filter(pl.col("method") == "UniMP-tiny")["HR@10"].is_not_null().all()
     assert "n/a" in result.output and (tmp_path / "demo" / "leaderboard.png").exists()
     report = (tmp_path / "demo" / "report.html").read_text()
-    assert "<svg" in report and "paper interactions" in report
+    assert "<svg" in report and "paper interactions" in report and "run-finetune" in report
     # the summary names every method, task and split whole (tab-separated in a pipe)
     assert "\npop+finetune\trecommendation\tnew_domain_finetune\t" in result.output
+
+    again = CliRunner().invoke(app, demo)
+    assert again.exit_code == 0 and again.output.count("up to date, skipped") == 5, again.output
+    quick = CliRunner().invoke(app, [*demo, "--quick"])  # no model stage; the rest is up to date
+    assert quick.exit_code == 0 and "training" not in quick.output
+    assert quick.output.count("up to date, skipped") == 3 and "4/4 writing the leaderboard" in quick.output
+    elsewhere = tmp_path / "mine"
+    (elsewhere / "notes.txt").parent.mkdir()
+    (elsewhere / "notes.txt").write_text("keep")
+    refused = CliRunner().invoke(app, ["demo", "--out", str(elsewhere), "--quick"])
+    assert refused.exit_code == 1 and "is not a demo folder" in refused.output
 
 
 @pytest.mark.parametrize("fusion", ["early", "inline", "late"])

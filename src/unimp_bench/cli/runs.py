@@ -422,28 +422,36 @@ def eval_command(
 @app.command("demo")
 @friendly_errors
 def demo_command(
-    out_dir: out_option("Folder for the dataset, examples, results and leaderboard.") = Path("demo"),
-    overwrite: Overwrite = False,
-    with_model: Annotated[
+    out_dir: out_option("Folder for the dataset, examples, runs, results, leaderboard and report.") = Path(
+        "demo"
+    ),
+    quick: Annotated[
         bool,
-        typer.Option(
-            "--with-model", help="Also train the tiny UniMP on the CPU and evaluate it on every task."
-        ),
+        typer.Option("--quick", help="Skip the model: prepare, build, baselines, leaderboard (a minute)."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo every stage, even those whose outputs are up to date.")
     ] = False,
     model_steps: Annotated[
-        int, typer.Option(min=1, help="Optimizer steps of that training (600: about 6 CPU minutes).")
-    ] = 600,
+        int, typer.Option(min=1, help="Optimizer steps of the tiny UniMP's multi-task training.")
+    ] = 300,
+    finetune_steps: Annotated[
+        int, typer.Option(min=1, help="Steps fine-tuning it on the held-out domain (new_domain_finetune).")
+    ] = 60,
 ):
-    """Run the whole benchmark on the embedded synthetic corpus (CPU, about a minute; with
-    --with-model about ten).
+    """Run the whole benchmark on the embedded synthetic corpus on the CPU: prepare, build, train and
+    evaluate the tiny UniMP on every task, the baselines, the leaderboard and an HTML report. Run
+    again, stages whose outputs are up to date are skipped.
 
-    Example: unimp-bench demo --out demo --overwrite --with-model
+    Example: unimp-bench demo --out demo
     """
-    from unimp_bench.demo import run_demo
+    from unimp_bench.demo import DemoSettings, run_demo
     from unimp_bench.tasks import registry
 
-    steps = model_steps if with_model else None
-    wide = run_demo(out_dir, overwrite, out.print, show_progress=show_progress(), model_steps=steps)
+    settings = DemoSettings(
+        model_steps=0 if quick else model_steps, finetune_steps=finetune_steps, force=force
+    )
+    wide = run_demo(out_dir, out.print, settings, show_progress=show_progress())
     headline = [m for m in ("HR@10", "NDCG@10", "MAE", "F1", "ROUGE-L") if m in wide.columns]
     rows = []
     for row in wide.iter_rows(named=True):

@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument(
         "--with-model",
         action="store_true",
-        help="also `demo --with-model`: a tiny UniMP trained and evaluated",
+        help="also `demo` with its model: a tiny UniMP trained (4 steps) and evaluated",
     )
     args = parser.parse_args()
     report = {}
@@ -104,7 +104,7 @@ def main() -> None:
             report["real"] = dataset_hashes("real", real, work)
         if args.with_model:
             demo = work / "demo"
-            cli("demo", "--out", str(demo), "--with-model", "--model-steps", "4")
+            cli("demo", "--out", str(demo), "--model-steps", "4", "--finetune-steps", "2")
             report["demo"] = results_hashes(demo / "results")
     print(json.dumps(report, indent=1, sort_keys=True))
 

@@ -241,7 +241,7 @@ def test_explanations_respect_the_length_cap_and_rescore_identically(
     from unimp_bench.evaluation.scoring import ScoringSettings
     from unimp_bench.tasks import registry
 
-    scores, used = score_predictions(
+    scores, used, _ = score_predictions(
         registry().get("explanation"), examples, predictions.select("example_id", "text"), ScoringSettings()
     )
     for name, value in scores.items():

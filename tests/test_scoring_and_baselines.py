@@ -60,12 +60,12 @@ def test_rating_and_set_predictions_are_scored_against_the_examples(synthetic_ex
     preference = registry().get("preference")
     examples = example_set.load(preference, "test")
     predictions = examples.select("example_id", (pl.col("rating") - 1.0).alias("rating"))
-    scores, _ = score_predictions(preference, examples, predictions, ScoringSettings())
+    scores, _, _ = score_predictions(preference, examples, predictions, ScoringSettings())
     assert scores == {"MAE": pytest.approx(1.0), "RMSE": pytest.approx(1.0)}
     selection = registry().get("selection")
     examples = example_set.load(selection, "test")
     everything = examples.select("example_id", pl.col("candidates").alias("selected"))
-    scores, _ = score_predictions(selection, examples, everything, ScoringSettings())
+    scores, _, _ = score_predictions(selection, examples, everything, ScoringSettings())
     assert scores["Recall"] == 1.0 and scores["Precision"] == pytest.approx(0.1)  # 1 positive of 10
     outside = examples.select("example_id", pl.lit([10_000]).alias("selected"))
     with pytest.raises(UnimpError, match="not among their candidates"):
@@ -79,7 +79,7 @@ def test_explanation_predictions_get_every_text_metric_and_the_scorer_is_recorde
     task = registry().get("explanation")
     examples = example_set.load(task, "new_user")
     echo = examples.select("example_id", pl.col("review").alias("text"))
-    scores, used = score_predictions(task, examples, echo, ScoringSettings(bertscore_model="minilm"))
+    scores, used, _ = score_predictions(task, examples, echo, ScoringSettings(bertscore_model="minilm"))
     assert set(scores) == set(task.metrics)
     assert scores["BLEU-4"] == pytest.approx(1.0) and scores["ROUGE-L"] == pytest.approx(1.0)
     assert scores["BERTScore-F1"] == pytest.approx(1.0, abs=1e-4)
@@ -115,7 +115,7 @@ def test_image_generation_predictions_are_scored_with_clip_embeddings(
     copied = examples.select(
         "example_id", pl.concat_str(pl.lit(str(synthetic_data) + "/"), "target_image").alias("image")
     )
-    scores, _ = score_predictions(
+    scores, _, _ = score_predictions(
         task, examples, copied, ScoringSettings(), synthetic_data, tmp_path, embedder
     )
     assert scores["CLIP-I"] == pytest.approx(1.0, abs=1e-5)

@@ -15,7 +15,7 @@ from unimp_bench.data.transfer import FinetuneSettings, candidates_tag, describe
 from unimp_bench.errors import UnimpError
 from unimp_bench.evaluation.predictions import align, load_examples_to_score, write_predictions
 from unimp_bench.evaluation.records import not_applicable_result, record_scores
-from unimp_bench.evaluation.run import score_with_statistics
+from unimp_bench.evaluation.run import score_predictions
 from unimp_bench.evaluation.scoring import ScoringSettings
 from unimp_bench.evaluation.shards import predictions_key, sharded_predictions
 from unimp_bench.examples import ExampleSet, examples_for
@@ -111,7 +111,7 @@ def evaluate_checkpoint(
             show_progress,
         )
         predictions_path = write_predictions(predictions, out / "predictions" / f"{stem}.parquet")
-        scores, used, statistics = score_with_statistics(
+        scores, used, statistics = score_predictions(
             task, examples, predictions, scoring, dataset.root, predictions_path.parent
         )
         scores |= extra_model_scores(task, examples, predictions)

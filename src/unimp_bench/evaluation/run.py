@@ -37,22 +37,6 @@ def score_predictions(
     dataset_root: Path | None = None,
     predictions_root: Path | None = None,
     embedder: ClipEmbedder | None = None,
-) -> tuple[dict[str, float], dict]:
-    """The task's scores of the predictions and the metric settings used."""
-    scores, used, _ = score_with_statistics(
-        task, examples, predictions, settings, dataset_root, predictions_root, embedder
-    )
-    return scores, used
-
-
-def score_with_statistics(
-    task: Task,
-    examples: pl.DataFrame,
-    predictions: pl.DataFrame,
-    settings: ScoringSettings,
-    dataset_root: Path | None = None,
-    predictions_root: Path | None = None,
-    embedder: ClipEmbedder | None = None,
 ) -> tuple[dict[str, float], dict, ExampleRecord]:
     """The scores, the metric settings used, and the per-example statistics they come from (with the
     example ids, for intervals and paired tests)."""
@@ -76,7 +60,7 @@ def _score_and_record(
     settings: ScoringSettings,
     out: Path,
 ) -> tuple[Result, Path]:
-    scores, used, statistics = score_with_statistics(
+    scores, used, statistics = score_predictions(
         task,
         examples,
         predictions,

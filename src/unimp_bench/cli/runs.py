@@ -427,7 +427,7 @@ def demo_command(
     ),
     quick: Annotated[
         bool,
-        typer.Option("--quick", help="Skip the model: prepare, build, baselines, leaderboard (a minute)."),
+        typer.Option("--quick", help="Skip the model: prepare, build, baselines, leaderboard."),
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Redo every stage, even those whose outputs are up to date.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from unimp_bench.errors import UnimpError
@@ -84,8 +85,6 @@ def _paired_rows(common: dict, base: tuple, mine: tuple) -> list[dict]:
     shared = [(position[e], row) for row, e in enumerate(my_ids) if e in position]
     if not shared:
         return [{**common, "note": "no examples in common"}]
-    import numpy as np
-
     left = my_stats.select(np.array([m for _, m in shared]))
     right = base_stats.select(np.array([b for b, _ in shared]))
     rows = []

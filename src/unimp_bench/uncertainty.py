@@ -132,18 +132,14 @@ class ExampleStatistics:
         return ExampleStatistics({k: v[rows] for k, v in self.columns.items()}, self.metrics)
 
 
-def merge(parts: list[ExampleStatistics]) -> ExampleStatistics:
-    columns: dict[str, np.ndarray] = {}
-    metrics: list[str] = []
-    for part in parts:
-        columns |= part.columns
-        metrics += [m for m in part.metrics if m not in metrics]
-    return ExampleStatistics(columns, tuple(metrics))
+def _chunk_size(n: int, resamples: int) -> int:
+    """Resamples drawn at once, so that a chunk holds at most _CHUNK_CELLS example weights."""
+    return max(1, min(resamples, _CHUNK_CELLS // max(n, 1)))
 
 
 def _weights(n: int, resamples: int, rng: np.random.Generator):
     """Chunks of resample weights [b, n]: how often each example is drawn in each resample."""
-    chunk = max(1, min(resamples, _CHUNK_CELLS // max(n, 1)))
+    chunk = _chunk_size(n, resamples)
     done = 0
     while done < resamples:
         size = min(chunk, resamples - done)
@@ -198,8 +194,9 @@ def paired_test(
     tail = (1 - level) / 2
     low, high = np.quantile(differences, [tail, 1 - tail])
     extreme = 0
-    for start in range(0, resamples, max(1, _CHUNK_CELLS // max(n, 1))):
-        size = min(resamples - start, max(1, _CHUNK_CELLS // max(n, 1)))
+    chunk = _chunk_size(n, resamples)
+    for start in range(0, resamples, chunk):
+        size = min(resamples - start, chunk)
         swap = rng.integers(0, 2, size=(size, n)).astype(np.float64)  # 1: this example's a and b swap
         sums_a = (1 - swap) @ left + swap @ right
         sums_b = swap @ left + (1 - swap) @ right

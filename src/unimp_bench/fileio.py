@@ -30,6 +30,15 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def write_parquet_atomic(frame, path: Path, **options) -> None:
+    """A polars DataFrame as zstd Parquet (`options` go to write_parquet), written atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", **options)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
 def write_json_atomic(path: Path, payload) -> None:
     write_bytes_atomic(
         path, (json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()

@@ -3,7 +3,6 @@ written atomically (a Result cites the file's sha256)."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import polars as pl
 from unimp_bench.errors import UnimpError
 from unimp_bench.evaluation.scoring import MetricFamily
 from unimp_bench.examples import ExampleSet
-from unimp_bench.fileio import write_bytes_atomic
+from unimp_bench.fileio import write_parquet_atomic
 from unimp_bench.tasks import Task
 
 
@@ -92,9 +91,7 @@ def rename_conflicts(examples: pl.DataFrame, predictions: pl.DataFrame) -> pl.Da
 
 def write_predictions(frame: pl.DataFrame, path: Path) -> Path:
     """Predictions as Parquet, written atomically (the Result cites this file's sha256)."""
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression="zstd", statistics=False)
-    write_bytes_atomic(path, buffer.getvalue())
+    write_parquet_atomic(frame, path, statistics=False)
     return path
 
 

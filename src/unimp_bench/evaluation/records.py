@@ -109,16 +109,12 @@ def with_uncertainty(
     result: Result, out: Path, example_ids: list[str], statistics: ExampleStatistics
 ) -> Result:
     """The result with its per-example statistics saved and a seeded bootstrap interval per metric."""
-    import io
-
-    from unimp_bench.fileio import write_bytes_atomic
+    from unimp_bench.fileio import write_parquet_atomic
     from unimp_bench.uncertainty import LEVEL, RESAMPLES, SEED, bootstrap_intervals
 
     name = result.file_name().removesuffix(".json") + ".parquet"
-    buffer = io.BytesIO()
-    statistics.frame(example_ids).write_parquet(buffer, compression="zstd")
     path = out / STATISTICS_FOLDER / name
-    write_bytes_atomic(path, buffer.getvalue())
+    write_parquet_atomic(statistics.frame(example_ids), path)
     intervals = {
         metric: interval
         for metric, interval in bootstrap_intervals(statistics).items()

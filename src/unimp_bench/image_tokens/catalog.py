@@ -22,7 +22,13 @@ import torch
 
 from unimp_bench.data.contract import open_dataset
 from unimp_bench.errors import UnimpError
-from unimp_bench.fileio import file_sha256, read_json, write_bytes_atomic, write_json_atomic
+from unimp_bench.fileio import (
+    file_sha256,
+    read_json,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 from unimp_bench.image_tokens.tokenizer import (
     DESCRIPTION_FILE,
     ImageTokenizer,
@@ -115,9 +121,7 @@ def encode_catalog_images(
         schema={"item_idx": pl.Int32, "codes": pl.List(pl.Int32)},
     )
     out = tokens_folder(data)
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression="zstd")
-    write_bytes_atomic(out / CODES_FILE, buffer.getvalue())
+    write_parquet_atomic(frame, out / CODES_FILE)
     manifest = {
         "dataset_content_hash": dataset.manifest["content_hash"],
         "tokenizer": {

@@ -12,7 +12,7 @@ install:  ## virtual environment + the project with its dev tools (DeepSpeed wit
 
 system-packages:  ## WordNet (METEOR) and Chromium (the HTML report's rendering test): apt-get as root, else the command to run
 	@missing=""; \
-	{ [ -f /usr/share/wordnet/index.sense ] && [ -f /usr/share/wordnet/data.noun ]; } || missing="wordnet-base wordnet-sense-index"; \
+	{ [ -f /usr/share/wordnet/index.sense ] && [ -f /usr/share/wordnet/data.noun ]; } || missing=" wordnet-base wordnet-sense-index"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -z "$$missing" ]; then \
 		:; \

@@ -496,3 +496,40 @@ def test_a_chosen_method_name_keeps_the_option_tags(run, synthetic_data, synthet
         assert result.exit_code == 0, result.output
     names = sorted(path.name.split("__")[0] for path in tmp_path.glob("*.json"))
     assert names == ["mine", "mine-mismatch_images_0.5-first_3"]  # (file names: + becomes -)
+
+
+@pytest.mark.parametrize("task", ["recommendation", "explanation"])
+def test_two_cpu_processes_give_the_predictions_and_scores_of_one(
+    task, run, synthetic_data, synthetic_examples, tmp_path, monkeypatch
+):
+    """--processes 2: rank r predicts shards r, r+2, ...; the merged file is byte for byte the
+    one-process file. The launching process predicts nothing itself (it would fail here)."""
+    from unimp_bench.models import predictor as evaluation
+
+    options = ("--limit", "20", "--shard-size", "6")  # 4 shards: 0 and 2 on rank 0, 1 and 3 on rank 1
+    one, one_predictions, _ = evaluate(
+        run, synthetic_data, synthetic_examples, tmp_path / "one", task, *options
+    )
+
+    def refused(self, task, examples):
+        raise UnimpError("the launching process predicted a shard itself")
+
+    monkeypatch.setattr(evaluation.UniMPPredictor, "predict", refused)
+    two, two_predictions, _ = evaluate(
+        run, synthetic_data, synthetic_examples, tmp_path / "two", task, *options, "--processes", "2"
+    )
+    files = [out / "predictions" / payload["provenance"]["predictions"]["file"] for out, payload in
+             ((tmp_path / "one", one), (tmp_path / "two", two))]  # fmt: skip
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert two_predictions.equals(one_predictions) and len(two_predictions) == 20
+    assert two["scores"] == one["scores"] and two["method"] == one["method"]
+    assert not any((tmp_path / "two" / "predictions" / ".partial").glob("*/shard_*"))
+
+
+def test_parallel_evaluation_options_are_checked(run, synthetic_data, synthetic_examples, tmp_path):
+    args = ["eval", "--task", "recommendation", "--checkpoint", str(run), "--data", str(synthetic_data)]
+    args += ["--examples", str(synthetic_examples), "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, [*args, "--processes", "2", "--gpus", "1"])
+    assert result.exit_code == 1 and "--processes splits a CPU evaluation" in result.output
+    result = CliRunner().invoke(app, [*args, "--hostfile", str(tmp_path / "hosts")])
+    assert result.exit_code == 1 and "hostfile" in result.output and "does not exist" in result.output

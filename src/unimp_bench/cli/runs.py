@@ -361,14 +361,29 @@ def eval_command(
     clip_model: ClipModel = None,
     clip_checkpoint: ClipCheckpoint = None,
     strict_metrics: StrictMetrics = False,
+    gpus: Annotated[
+        int,
+        typer.Option(
+            "--gpus", min=0, help="Predict the shards on this many GPUs per host (DeepSpeed launcher)."
+        ),
+    ] = 0,
+    hostfile: Annotated[
+        Path | None, typer.Option("--hostfile", help="DeepSpeed hostfile: every GPU of every host is a rank.")
+    ] = None,
+    processes: Annotated[
+        int, typer.Option("--processes", min=1, help="Predict the shards in this many CPU processes.")
+    ] = 1,
 ):
     """Evaluate a trained UniMP on one task and split: predictions Parquet + Result JSON.
 
     An interrupted evaluation resumes from its finished shards when run again with the same options.
+    With --gpus, --hostfile or --processes every rank predicts every N-th shard; the predictions and
+    the result are those of one process.
 
     Example: unimp-bench eval --task recommendation --checkpoint runs/tiny --data data/synthetic --limit 100
     """
     from unimp_bench.evaluation.checkpoint import evaluate_checkpoint
+    from unimp_bench.evaluation.parallel import Parallel
     from unimp_bench.models.predictor import ModelEvalSettings
     from unimp_bench.robustness import Perturbation
 
@@ -406,6 +421,7 @@ def eval_command(
         seed=seed,
         method=method,
         show_progress=show_progress(),
+        parallel=Parallel(gpus, hostfile, processes),
     )
     if report["reused_shards"]:
         out.print(f"resumed: {report['reused_shards']} shard(s) were already done")

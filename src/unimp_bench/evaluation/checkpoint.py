@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from unimp_bench.config import from_mapping
+from unimp_bench.config import from_mapping, to_mapping
 from unimp_bench.data.contract import open_dataset
 from unimp_bench.data.transfer import FinetuneSettings, candidates_tag, describe_candidates
 from unimp_bench.errors import UnimpError
+from unimp_bench.evaluation.parallel import Parallel, ShardJob, launch_ranks
 from unimp_bench.evaluation.predictions import align, load_examples_to_score, write_predictions
 from unimp_bench.evaluation.records import not_applicable_result, record_scores
 from unimp_bench.evaluation.run import score_predictions
@@ -51,9 +52,12 @@ def evaluate_checkpoint(
     seed: int = 0,
     method: str | None = None,
     show_progress: bool = False,
+    parallel: Parallel = Parallel(),
 ) -> tuple[Result, Path, dict]:
     """`unimp-bench eval`: a trained UniMP on one task and split; writes predictions and a Result.
-    Returns the result, its path and a run report (shards reused, perturbation counts)."""
+    Returns the result, its path and a run report (shards reused, perturbation counts). With
+    `parallel` the shards are predicted by several ranks (evaluation/parallel.py), with the same
+    predictions and result."""
     from unimp_bench.models.export import WEIGHTS_FILE, load_exported, resolve_export
     from unimp_bench.models.predictor import UniMPPredictor
 
@@ -91,7 +95,8 @@ def evaluate_checkpoint(
                 method, task, split, example_set, len(examples), reason, predictor.config(), out
             )
             return result, path, {"reused_shards": 0, "robustness": {}}
-        _ = predictor.store  # encode the images now, before the shards' progress bar takes the console
+        if not parallel.active:  # the ranks load the model themselves
+            _ = predictor.store  # encode the images now, before the shards' progress bar takes the console
         if settings.limit is not None:
             examples = examples.head(settings.limit)
         attributes, has_image = [], np.zeros(0, dtype=bool)  # unperturbed runs need no item texts
@@ -102,6 +107,17 @@ def evaluate_checkpoint(
         predictor.image_folder = (out / "predictions", f"{stem}.images")  # image_generation writes there
         partial = out / "predictions" / ".partial" / stem
         key = predictions_key(export / WEIGHTS_FILE, example_set, task, split, settings, method)
+        job = ShardJob(
+            export=str(export.resolve()),
+            data=str(data_dir.resolve()),
+            task=task.name,
+            method=method,
+            settings=to_mapping(settings),
+            partial=str(partial.resolve()),
+            image_root=str((out / "predictions").resolve()),
+            image_folder=f"{stem}.images",
+            device="cuda" if parallel.on_gpus else "cpu",
+        )
         predictions, reused = sharded_predictions(
             lambda chunk: predictor.predict(task, chunk),
             examples,
@@ -109,6 +125,7 @@ def evaluate_checkpoint(
             key,
             settings.shard_size,
             show_progress,
+            ranks=(lambda: launch_ranks(job, examples, parallel)) if parallel.active else None,
         )
         predictions_path = write_predictions(predictions, out / "predictions" / f"{stem}.parquet")
         scores, used, statistics = score_predictions(

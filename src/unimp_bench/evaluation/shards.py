@@ -33,6 +33,14 @@ def predictions_key(
     }
 
 
+def shard_count(examples: int, shard_size: int) -> int:
+    return max(1, -(-examples // shard_size))
+
+
+def shard_path(partial: Path, index: int) -> Path:
+    return partial / f"shard_{index:05d}.parquet"
+
+
 def sharded_predictions(
     predict: Callable[[pl.DataFrame], pl.DataFrame],
     examples: pl.DataFrame,
@@ -40,27 +48,30 @@ def sharded_predictions(
     key: dict,
     shard_size: int,
     show_progress: bool,
+    ranks: Callable[[], None] | None = None,
 ) -> tuple[pl.DataFrame, int]:
     """Predictions shard by shard; each finished shard is written atomically under `partial`, so an
     interrupted evaluation resumes at the first missing shard (if `key`, what determines the
-    predictions, is unchanged; otherwise the old shards are discarded). Returns (predictions, shards
-    reused)."""
+    predictions, is unchanged; otherwise the old shards are discarded). `ranks`, when given, computes
+    the missing shards in other processes (evaluation/parallel.py) before they are read here in order;
+    any still missing after it are computed here. Returns (predictions, shards done before this call)."""
     key_path = partial / "key.json"
     if partial.exists() and (not key_path.is_file() or read_json(key_path, "delete it") != key):
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     write_json_atomic(key_path, key)
-    shards, reused = [], 0
-    count = max(1, -(-len(examples) // shard_size))
+    count = shard_count(len(examples), shard_size)
+    chunks = [examples.slice(index * shard_size, shard_size) for index in range(count)]
+    reused = sum(saved_shard(shard_path(partial, i), chunk) is not None for i, chunk in enumerate(chunks))
+    if ranks is not None and reused < count:
+        ranks()
+    shards = []
     with ProgressReporter(show_progress) as progress:
         bar = progress.add("evaluating", len(examples))
-        for index in range(count):
-            path = partial / f"shard_{index:05d}.parquet"
-            chunk = examples.slice(index * shard_size, shard_size)
-            shard = _saved_shard(path, chunk)
-            if shard is not None:
-                reused += 1
-            else:
+        for index, chunk in enumerate(chunks):
+            path = shard_path(partial, index)
+            shard = saved_shard(path, chunk)
+            if shard is None:
                 shard = predict(chunk)
                 write_predictions(shard, path)
             shards.append(shard)
@@ -68,7 +79,7 @@ def sharded_predictions(
     return pl.concat(shards, how="vertical"), reused
 
 
-def _saved_shard(path: Path, chunk: pl.DataFrame) -> pl.DataFrame | None:
+def saved_shard(path: Path, chunk: pl.DataFrame) -> pl.DataFrame | None:
     """A finished shard of an earlier run, or None when there is none or it is damaged (unreadable, or
     not the predictions of exactly this chunk's examples): a damaged one is removed and recomputed."""
     if not path.is_file():

@@ -69,6 +69,12 @@ def _single_process_environment() -> None:
             "LOCAL_RANK": "0",
         }
     )
+    # a lone process has no peer to share memory with: DeepSpeed's shared-memory all-reduce op would
+    # only cost its first compile on each machine (51 s on 2 cores). Its compatibility table is one
+    # cached dict that DeepSpeed reads when it starts the communication backend.
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def deepspeed_config(config: TrainConfig) -> dict:

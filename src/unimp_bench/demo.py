@@ -44,8 +44,8 @@ STAMPS = ".demo"
 
 @dataclass(frozen=True)
 class DemoSettings:
-    model_steps: int = 300  # optimizer steps of the tiny UniMP; 0 (--quick): no model
-    finetune_steps: int = 60  # steps fine-tuning it on the held-out domain's train part
+    model_steps: int = 240  # optimizer steps of the tiny UniMP; 0 (--quick): no model
+    finetune_steps: int = 48  # steps fine-tuning it on the held-out domain's train part
     force: bool = False
 
     def __post_init__(self) -> None:

@@ -156,6 +156,7 @@ class WindowStats:
 
     loss: float = 0.0
     micro_batches: int = 0
+    examples: int = 0
     tokens: int = 0
     truncated: int = 0
     task_sum: dict[str, float] = field(default_factory=dict)
@@ -167,6 +168,7 @@ class WindowStats:
     def add(self, parts, batch) -> None:
         self.loss += float(parts.total.detach())
         self.micro_batches += 1
+        self.examples += len(batch.input_ids)
         self.tokens += batch.tokens
         self.truncated += batch.truncated
         for task, value in parts.task_sum.items():
@@ -482,6 +484,13 @@ class Trainer:
         window.add(parts, batch)
 
 
+def _peak_rss_gib() -> float:
+    """The largest resident memory of this process so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def _log_record(window: WindowStats, step: int, stage: str, epoch: float, engine) -> dict:
     elapsed = max(1e-9, time.perf_counter() - window.started)
     record = {
@@ -491,8 +500,12 @@ def _log_record(window: WindowStats, step: int, stage: str, epoch: float, engine
         "loss": window.loss / max(1, window.micro_batches),
         "lr": float(engine.get_lr()[0]),
         "tokens_per_s": window.tokens / elapsed,
+        "tokens_per_example": window.tokens / max(1, window.examples),
         "truncated_examples": window.truncated,
+        "peak_rss_gib": _peak_rss_gib(),
     }
+    if engine.device.type == "cuda":  # the most this rank's GPU held since the start
+        record["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(engine.device) / 2**30
     for task in sorted(window.task_sum):
         record[f"loss/{task}"] = window.task_sum[task] / max(1, window.task_count[task])
     if window.context_count:

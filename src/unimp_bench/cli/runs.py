@@ -30,6 +30,7 @@ from unimp_bench.cli.common import (
     show_progress,
     split_list,
 )
+from unimp_bench.demo import DemoSettings  # the defaults of `demo`s options (a light import)
 from unimp_bench.errors import UnimpError
 
 ResultsOut = out_option("Folder for the Result JSONs and predictions.")
@@ -450,10 +451,10 @@ def demo_command(
     ] = False,
     model_steps: Annotated[
         int, typer.Option(min=1, help="Optimizer steps of the tiny UniMP's multi-task training.")
-    ] = 300,
+    ] = DemoSettings.model_steps,
     finetune_steps: Annotated[
         int, typer.Option(min=1, help="Steps fine-tuning it on the held-out domain (new_domain_finetune).")
-    ] = 60,
+    ] = DemoSettings.finetune_steps,
 ):
     """Run the whole benchmark on the embedded synthetic corpus on the CPU: prepare, build, train and
     evaluate the tiny UniMP on every task, the baselines, the leaderboard and an HTML report. Run
@@ -461,7 +462,7 @@ def demo_command(
 
     Example: unimp-bench demo --out demo
     """
-    from unimp_bench.demo import DemoSettings, run_demo
+    from unimp_bench.demo import run_demo
     from unimp_bench.tasks import registry
 
     settings = DemoSettings(

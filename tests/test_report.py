@@ -25,8 +25,13 @@ def report_inputs(synthetic_data, synthetic_examples, tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     results = root / "results"
     run_baseline(
-        "pop", "recommendation", synthetic_data, results, ["valid", "test"], examples_dir=synthetic_examples
-    )
+        "pop",
+        "recommendation",
+        synthetic_data,
+        results,
+        ["valid", "test", "new_domain"],
+        examples_dir=synthetic_examples,
+    )  # new_domain: not applicable to pop (no training interaction of those items)
     run_baseline("bm25", "search", synthetic_data, results, ["test"], examples_dir=synthetic_examples)
     # a contact sheet as an image-generation eval links it from its result's config
     path = next(results.glob("bm25__search__test__*.json"))
@@ -51,6 +56,8 @@ def test_the_report_is_one_self_contained_file(report_inputs):
     page = report_inputs.read_text()
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page)  # nothing fetched
     assert page.count("<table>") >= 4  # recommendation valid/test, search test, a dataset
+    # a not-applicable row says so in its cells, with the reason on the row
+    assert "<td class=note>n/a</td>" in page and "not applicable" in page
     # every measured score with its 95% interval over examples
     assert re.search(r"<td>0\.\d{4} <span class=note>\[0\.\d{4}, 0\.\d{4}\]</span></td>", page)
     # the paper's rows: in the tables only, marked as reported on other data

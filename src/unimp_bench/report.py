@@ -22,7 +22,7 @@ import polars as pl
 from unimp_bench import __version__
 from unimp_bench.errors import UnimpError
 from unimp_bench.fileio import write_bytes_atomic
-from unimp_bench.leaderboard import MEASURED, REPORTED, long_table, metric_order
+from unimp_bench.leaderboard import MEASURED, NOT_COMPUTED, REPORTED, long_table, metric_order
 from unimp_bench.results import find_results, read_result
 
 STYLE = """
@@ -82,11 +82,16 @@ def _tables(long: pl.DataFrame) -> str:
                 label = html.escape(method) + (
                     " (paper, reported on other data)" if source == REPORTED else ""
                 )
-                values = "".join(
-                    f"<td>{_cell(*(cells[m][k] for k in ('value', 'low', 'high', 'se')))}</td>"
-                    if m in cells else "<td></td>"
+                # a row with a note and no score says why, as the Markdown table does
+                blank = "missing" if note.startswith(NOT_COMPUTED) else "n/a" if note else ""
+                shown = [
+                    _cell(*(cells[m][k] for k in ("value", "low", "high", "se"))) if m in cells else ""
                     for m in metrics
-                )  # fmt: skip
+                ]
+                values = "".join(
+                    f"<td>{text}</td>" if text else f"<td class=note>{blank}</td>" if blank else "<td></td>"
+                    for text in shown
+                )
                 title = f' title="{html.escape(note)}"' if note else ""
                 body.append(f"<tr{css}{title}><td>{label}</td>{values}</tr>")
         parts.append(

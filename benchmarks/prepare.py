@@ -73,12 +73,17 @@ def _gzip(payload: bytes) -> bytes:
 
 
 def generate(folder: Path, reviews: int, drive_by_share: float, extra_drive_by: int, seed: int = 0) -> None:
-    """Write <Domain>.json.gz and meta_<Domain>.json.gz for the seven domains."""
-    rng = np.random.default_rng(seed)
+    """Write <Domain>.json.gz and meta_<Domain>.json.gz for the seven domains. Each domain has its own
+    generator and its files are written atomically, so an interrupted run resumes at the first domain
+    whose files are missing (a large corpus takes tens of minutes)."""
     folder.mkdir(parents=True, exist_ok=True)
-    texts, summaries = _texts(rng, 20000, 40, 110), _texts(rng, 500, 2, 6)
+    texts_rng = np.random.default_rng(seed)
+    texts, summaries = _texts(texts_rng, 20000, 40, 110), _texts(texts_rng, 500, 2, 6)
     per_domain = reviews // len(DOMAINS)
     for d, domain in enumerate(DOMAINS):
+        if (folder / f"{domain}.json.gz").exists() and (folder / f"meta_{domain}.json.gz").exists():
+            continue
+        rng = np.random.default_rng([seed, d])
         n_items = max(50, per_domain // 25)
         core = int(per_domain * (1 - drive_by_share))
         # core users: 5..30 purchases, items drawn with a popularity skew
@@ -105,7 +110,7 @@ def generate(folder: Path, reviews: int, drive_by_share: float, extra_drive_by: 
                 texts,
                 summaries,
             )
-        (folder / f"{domain}.json.gz").write_bytes(_gzip(payload))
+        _write_atomic(folder / f"{domain}.json.gz", _gzip(payload))
         meta = [
             json.dumps(
                 {
@@ -121,7 +126,13 @@ def generate(folder: Path, reviews: int, drive_by_share: float, extra_drive_by: 
             )
             for i in range(n_items * 3)
         ]
-        (folder / f"meta_{domain}.json.gz").write_bytes(_gzip(("\n".join(meta) + "\n").encode()))
+        _write_atomic(folder / f"meta_{domain}.json.gz", _gzip(("\n".join(meta) + "\n").encode()))
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(payload)
+    partial.replace(path)
 
 
 def _inflate_once(path: str) -> int:
@@ -199,7 +210,7 @@ def main() -> None:
     base = REPO / "bench-out" / f"prepare-{args.reviews}-{args.drive_by_share}"
     corpora = {"base": base / "raw"} | ({} if args.skip_2x else {"2x": base / "raw-2x"})
     for name, folder in corpora.items():
-        if not (folder / f"meta_{DOMAINS[-1]}.json.gz").exists():
+        if not all((folder / f"meta_{d}.json.gz").exists() for d in DOMAINS):
             started = time.perf_counter()
             generate(folder, args.reviews, args.drive_by_share, args.reviews if name == "2x" else 0)
             print(

@@ -62,15 +62,19 @@ def sharded_predictions(
     write_json_atomic(key_path, key)
     count = shard_count(len(examples), shard_size)
     chunks = [examples.slice(index * shard_size, shard_size) for index in range(count)]
-    reused = sum(saved_shard(shard_path(partial, i), chunk) is not None for i, chunk in enumerate(chunks))
+    saved = [saved_shard(shard_path(partial, i), chunk) for i, chunk in enumerate(chunks)]
+    reused = sum(shard is not None for shard in saved)
     if ranks is not None and reused < count:
-        ranks()
+        ranks()  # then read only what the ranks added
+        saved = [
+            shard if shard is not None else saved_shard(shard_path(partial, i), chunk)
+            for i, (shard, chunk) in enumerate(zip(saved, chunks))
+        ]
     shards = []
     with ProgressReporter(show_progress) as progress:
         bar = progress.add("evaluating", len(examples))
-        for index, chunk in enumerate(chunks):
+        for index, (chunk, shard) in enumerate(zip(chunks, saved)):
             path = shard_path(partial, index)
-            shard = saved_shard(path, chunk)
             if shard is None:
                 shard = predict(chunk)
                 write_predictions(shard, path)

@@ -1,11 +1,13 @@
 """Hand-computed k-core, de-duplication, ordering and split cases through the full prepare pipeline."""
 
+import numpy as np
 import polars as pl
 import pytest
 
 from helpers import TIME0, joined_interactions, review, write_lines
 from unimp_bench.data.api import prepare_amazon_dataset
-from unimp_bench.data.kcore import drop_duplicate_pairs, k_core
+from unimp_bench.data.kcore import collapse_copies, drop_duplicate_pairs, k_core
+from unimp_bench.data.reviews import TextSpill
 
 
 def test_k_core_cascades_until_stable():
@@ -36,6 +38,75 @@ def test_duplicates_keep_earliest_and_ties_keep_file_order():
     )
     kept = drop_duplicate_pairs(frame).sort("user_id")
     assert kept["rating"].to_list() == [3.0, 5.0]  # earliest time, then earliest line
+
+
+def _random_reviews(seed: int, ids: pl.DataType) -> pl.DataFrame:
+    """Many repeated users, items, times and texts, so copies, duplicate pairs and deep cascades occur."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    return pl.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in rng.zipf(1.6, n) % 400],
+            "asin": [f"i{i}" for i in rng.zipf(1.4, n) % 300],
+            "ts_ms": rng.integers(0, 40, n) * 1000,
+            "text_key": pl.Series(rng.integers(0, 4, n), dtype=pl.UInt64).replace(0, None),
+            "order": rng.permutation(n) + 1,
+        }
+    ).with_columns(pl.col("user_id", "asin").cast(ids))
+
+
+def _reference_k_core(frame: pl.DataFrame, k: int) -> tuple[pl.DataFrame, int]:
+    """The definition, as window counts: drop users and items below k, round after round."""
+    rounds = 0
+    while True:
+        rounds += 1
+        kept = frame.filter((pl.len().over("user_id") >= k) & (pl.len().over("asin") >= k))
+        if kept.height == frame.height:
+            return kept, rounds
+        frame = kept
+
+
+@pytest.mark.parametrize("ids", [pl.String, pl.Categorical])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_k_core_equals_the_window_count_definition(ids, seed):
+    frame = _random_reviews(seed, ids)
+    for k in (2, 3, 5, 8):
+        kept, rounds = k_core(frame, k)
+        expected, expected_rounds = _reference_k_core(frame, k)
+        assert rounds == expected_rounds and rounds > 2  # the cascade takes several rounds here
+        assert kept.equals(expected)  # same rows, same order
+
+
+@pytest.mark.parametrize("ids", [pl.String, pl.Categorical])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_copies_and_duplicate_pairs_equal_their_plain_definitions(ids, seed):
+    frame = _random_reviews(seed, ids)
+    kept, variants = collapse_copies(frame)
+    # the plain definition: the first line of each (user, time, non-empty text) group stays
+    first = pl.col("order").min().over("user_id", "ts_ms", "text_key")
+    expected = frame.filter(pl.col("text_key").is_null() | (pl.col("order") == first))
+    assert kept.equals(expected)
+    assert 0 < variants.height and frame.height - kept.height > 100
+    deduplicated = drop_duplicate_pairs(kept)
+    plain = kept.sort("ts_ms", "order").unique(["user_id", "asin"], keep="first", maintain_order=True)
+    assert deduplicated.equals(plain.sort("order"))
+    assert kept.height - deduplicated.height > 100
+
+
+def test_text_spill_returns_the_texts_of_the_asked_lines(tmp_path):
+    spill = TextSpill(tmp_path / "texts.arrow")
+    for first in (1, 101, 201):  # three chunks; line 150 was invalid and never written
+        lines = [n for n in range(first, first + 100) if n != 150]
+        spill.write(
+            pl.DataFrame({"line": lines, "review_text": [f"text {n}" for n in lines], "summary": None})
+        )
+    texts = spill.read(pl.Series([3, 100, 101, 299]))
+    assert texts["line"].to_list() == [3, 100, 101, 299]
+    assert texts["review_text"].to_list() == ["text 3", "text 100", "text 101", "text 299"]
+    assert spill.read(pl.Series([], dtype=pl.Int64)).height == 0
+    for missing in ([150], [5, 301]):
+        with pytest.raises(ValueError, match="lacks the texts"):
+            spill.read(pl.Series(missing))
 
 
 def test_pipeline_splits_positions_and_tie_order(tmp_path):

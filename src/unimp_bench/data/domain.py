@@ -1,5 +1,6 @@
-"""The work of one domain, run in a worker process: parse, de-duplicate, meta join, k-core, then texts and
-meta of the survivors only. It imports nothing beyond the readers, so workers start quickly."""
+"""The work of one domain, run in a worker process: parse (texts to a spill file), de-duplicate, meta
+join, k-core, then texts and meta of the survivors only. It imports nothing beyond the readers, so
+workers start quickly."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from unimp_bench.data.meta import ITEM_SCHEMA, index_meta, read_meta
 from unimp_bench.data.raw_files import RawFile, StreamInfo
 from unimp_bench.data.recipe import Recipe
 from unimp_bench.data.rejects import RejectLog
-from unimp_bench.data.reviews import read_review_keys, read_review_texts
+from unimp_bench.data.reviews import TextSpill, read_review_keys
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,9 @@ class DomainSources:
 
     @property
     def bytes_to_read(self) -> int:
-        """Stored bytes the two passes read at most: reviews and meta, twice each."""
-        return 2 * sum(f.path.stat().st_size for f in (self.reviews, self.meta) if f is not None)
+        """Stored bytes the passes read at most: reviews once, meta twice."""
+        meta = 0 if self.meta is None else self.meta.path.stat().st_size
+        return self.reviews.path.stat().st_size + 2 * meta
 
 
 @dataclass
@@ -119,38 +121,44 @@ def process_domain(
     """
     meter = _ByteMeter(report)
     review_rejects, meta_rejects = RejectLog(), RejectLog()
-    keys, review_info = read_review_keys(sources.reviews, review_rejects, meter.next_pass())
-    stats: dict = {
-        "review_lines": review_info.all_lines,
-        "valid_reviews": keys.height,
-    }
-    keys, variants = collapse_copies(keys.rename({"line": "order"}))
-    stats["review_copies_collapsed"] = stats["valid_reviews"] - keys.height
-    collapsed = keys.height
-    keys = drop_duplicate_pairs(keys).drop("text_key")
-    stats["duplicate_pairs_removed"] = collapsed - keys.height
-    source_entries = [_source_entry(sources.reviews, review_info, sources.name)]
+    spill = TextSpill(staging / f"{index:03d}.texts.arrow")
+    try:
+        keys, review_info = read_review_keys(sources.reviews, review_rejects, meter.next_pass(), spill)
+        stats: dict = {
+            "review_lines": review_info.all_lines,
+            "valid_reviews": keys.height,
+        }
+        keys, variants = collapse_copies(keys.rename({"line": "order"}))
+        stats["review_copies_collapsed"] = stats["valid_reviews"] - keys.height
+        collapsed = keys.height
+        keys = drop_duplicate_pairs(keys).drop("text_key")
+        stats["duplicate_pairs_removed"] = collapsed - keys.height
+        source_entries = [_source_entry(sources.reviews, review_info, sources.name)]
 
-    line_of: dict[str, int] = {}
-    if sources.meta is not None:
-        wanted = set(keys["asin"].unique().to_list())
-        line_of, meta_info = index_meta(sources.meta, wanted, meta_rejects, meter.next_pass())
-        source_entries.append(_source_entry(sources.meta, meta_info, sources.name))
-        if recipe.items_without_meta == "drop":
-            before = keys.height
-            keys = keys.filter(pl.col("asin").is_in(list(line_of)))
-            stats["reviews_of_items_without_meta_removed"] = before - keys.height
-    stats["meta_file"] = sources.meta is not None
+        line_of: dict[str, int] = {}
+        if sources.meta is not None:
+            wanted = set(keys["asin"].unique().to_list())
+            line_of, meta_info = index_meta(sources.meta, wanted, meta_rejects, meter.next_pass())
+            source_entries.append(_source_entry(sources.meta, meta_info, sources.name))
+            if recipe.items_without_meta == "drop":
+                before = keys.height
+                keys = keys.filter(pl.col("asin").is_in(list(line_of)))
+                stats["reviews_of_items_without_meta_removed"] = before - keys.height
+        stats["meta_file"] = sources.meta is not None
 
-    keys, rounds = k_core(keys, recipe.k_core)
-    keys = keys.with_columns(pl.col("user_id", "asin").cast(pl.String))  # survivors only, from here on
-    stats["k_core_rounds"] = rounds
-    stats["after_k_core"] = keys.height
+        keys, rounds = k_core(keys, recipe.k_core)
+        keys = keys.with_columns(pl.col("user_id", "asin").cast(pl.String))  # survivors only, from here on
+        stats["k_core_rounds"] = rounds
+        stats["after_k_core"] = keys.height
 
-    texts = read_review_texts(sources.reviews, keys["order"].sort(), meter.next_pass())
-    interactions = keys.join(texts.rename({"line": "order"}), on="order", how="left").with_columns(
-        pl.lit(sources.name).alias("domain")
-    )
+        texts = spill.read(keys["order"].sort())
+        interactions = keys.join(texts.rename({"line": "order"}), on="order", how="left").with_columns(
+            pl.lit(sources.name).alias("domain")
+        )
+        del texts
+    finally:
+        spill.close()
+        spill.path.unlink(missing_ok=True)
     surviving_items = keys.select("asin").unique().sort("asin")
     if sources.meta is not None:
         line_of = {a: line_of[a] for a in surviving_items["asin"] if a in line_of}

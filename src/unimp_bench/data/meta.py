@@ -75,7 +75,6 @@ class _Index:
     def __init__(self, raw: RawFile, wanted: set[str], rejects: RejectLog):
         self.raw, self.wanted, self.rejects = raw, wanted, rejects
         self.key = ID_KEY[raw.release]
-        self.wanted_ids = pl.Series(sorted(wanted), dtype=pl.String)
         self.first_line_of: dict[str, int] = {}
 
     def found(self, line: int, item) -> None:
@@ -108,13 +107,10 @@ class _Index:
             parsed = read_native(span, schema, (self.key,))
             if parsed is None:
                 return None
-            ids = parsed.get_column(self.key)
-            lines = np.arange(first, first + parsed.height, dtype=np.int64)
-            for line in lines[ids.is_null().to_numpy()].tolist():
-                self.found(line, None)
-            wanted = ids.is_in(self.wanted_ids.implode()).fill_null(False).to_numpy()
-            if wanted.any():
-                for line, item in zip(lines[wanted].tolist(), ids.filter(wanted).to_list()):
+            # a set lookup a line: polars' is_in would hash every wanted id again for each span
+            wanted = self.wanted
+            for line, item in enumerate(parsed.get_column(self.key).to_list(), start=first):
+                if item is None or item in wanted:
                     self.found(line, item)
             return parsed.head(0)
 

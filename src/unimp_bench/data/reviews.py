@@ -1,11 +1,13 @@
-"""Reading review files in two passes: keys for every line first, texts only for the lines that survive.
+"""Reading review files: keys for every line, texts kept on disk and read back for the survivors only.
 
-Pass 1 (`read_review_keys`) parses user, item, rating and time of every line; the k-core decides which
-lines survive; pass 2 (`read_review_texts`) parses the review text and summary of those lines only, so
-memory follows the surviving data, not the raw size. Chunks go through polars' native NDJSON reader;
-a chunk it refuses (malformed JSON, wrong types, invalid UTF-8, blank lines) is halved until the bad
-lines sit in small spans that are read line by line, so every bad line is counted by reason (with its
-line number) and every good line still lands.
+`read_review_keys` parses user, item, rating, time, review text and summary of every line; it keeps
+the keys (and a hash of the texts) in memory and, given a `TextSpill`, appends the texts of the valid
+lines to a file on disk as it goes. The k-core then decides which lines survive, and
+`TextSpill.read` gathers the texts of those lines only, so memory follows the surviving data, not the
+raw size, and the raw file is inflated and parsed once. Chunks go through polars' native NDJSON
+reader; a chunk it refuses (malformed JSON, wrong types, invalid UTF-8, blank lines) is halved until
+the bad lines sit in small spans that are read line by line, so every bad line is counted by reason
+(with its line number) and every good line still lands.
 
 Types do not depend on neighbouring lines: polars would turn any JSON value into a string column's
 text (a list `["B00"]`, `true`), so a span is accepted natively only when every id key in it holds a
@@ -20,17 +22,14 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from unimp_bench.data.json_lines import loads_object, parse_in_halves, read_native
-from unimp_bench.data.raw_files import (
-    RawFile,
-    StreamInfo,
-    iter_line_chunks,
-    iter_selected_lines,
-    split_lines,
-)
+from unimp_bench.data.raw_files import RawFile, StreamInfo, iter_line_chunks, split_lines
 from unimp_bench.data.rejects import RejectLog
 
 
@@ -81,7 +80,6 @@ _RAW_KEY_SCHEMA = {
 # review times accepted, in seconds: Amazon's first reviews are from 1995; later than 2100 is a bug
 TIME_RANGE_S = (631_152_000, 4_102_444_800)  # 1990-01-01 .. 2100-01-01 UTC
 _INT64_MAX = 2**63 - 1
-TEXT_SCHEMA = {"line": pl.Int64, "review_text": pl.String, "summary": pl.String}
 
 
 def _key_read_schema(fields: ReviewFields) -> dict:
@@ -113,11 +111,12 @@ def _normalize_keys(frame: pl.DataFrame, fields: ReviewFields, first_line: int) 
 
 def _text_key() -> pl.Expr:
     """A 64-bit hash of (review text, summary), what tells a copy of a review apart from another review
-    of the same user and time (pass 1 keeps the hash, never the texts); null when both are empty, so
-    rating-only reviews are never taken for copies of each other."""
+    of the same user and time (only the hash stays in memory, never the texts); null when both are
+    empty, so rating-only reviews are never taken for copies of each other. The two texts are hashed
+    apart with different seeds and combined, which costs a quarter of hashing them joined."""
     text, summary = pl.col("text_raw").fill_null(""), pl.col("summary_raw").fill_null("")
-    joined = pl.concat_str([text, summary], separator="\x00")
-    return pl.when((text != "") | (summary != "")).then(joined.hash(seed=15)).otherwise(None)
+    both = text.hash(seed=15) ^ summary.hash(seed=16)
+    return pl.when((text != "") | (summary != "")).then(both).otherwise(None)
 
 
 def _reason_expr(fields: ReviewFields) -> pl.Expr:
@@ -142,9 +141,12 @@ def _reason_expr(fields: ReviewFields) -> pl.Expr:
     )
 
 
-def _valid_keys(part: pl.DataFrame, fields: ReviewFields, rejects: RejectLog, file_name: str) -> pl.DataFrame:
+def _valid_keys(
+    part: pl.DataFrame, fields: ReviewFields, rejects: RejectLog, file_name: str, texts: bool
+) -> pl.DataFrame:
     """The valid rows of a parsed span, ids as Categorical (4 bytes a row, as pass 1 holds every
-    review's keys); the other rows are counted by reason with their line numbers. One query a span."""
+    review's keys), plus `review_text` and `summary` when `texts`; the other rows are counted by
+    reason with their line numbers. One query a span."""
     checked = part.select(
         pl.col("user_id", "asin").cast(pl.Categorical),
         pl.col("rating_raw").cast(pl.Float32).alias("rating"),
@@ -152,6 +154,7 @@ def _valid_keys(part: pl.DataFrame, fields: ReviewFields, rejects: RejectLog, fi
         _text_key().alias("text_key"),
         "line",
         _reason_expr(fields).alias("reason"),
+        *([pl.col("text_raw").alias("review_text"), pl.col("summary_raw").alias("summary")] if texts else []),
     )
     reason = checked.get_column("reason")
     if reason.null_count() < checked.height:
@@ -235,9 +238,8 @@ def _keys_line_by_line(
         rows["asin"].append(item)
         rows["rating_raw"].append(rating)
         rows["ts_raw"].append(None if time is None else int(time))
-        for column, key in (("text_raw", fields.text), ("summary_raw", fields.summary)):
-            value = record.get(key)
-            rows[column].append(value if isinstance(value, str) else None)
+        rows["text_raw"].append(_as_text(record.get(fields.text)))
+        rows["summary_raw"].append(_as_text(record.get(fields.summary)))
         rows["line"].append(line_no)
     return pl.DataFrame(rows, schema=_RAW_KEY_SCHEMA)
 
@@ -257,17 +259,74 @@ def _parse_keys(
     return parse_in_halves(span, first_line, native, by_line)
 
 
+class TextSpill:
+    """The review texts of every valid line, appended to an uncompressed Arrow file as pass 1 parses
+    them (one record batch a chunk, lines ascending), then read back for the surviving lines only:
+    the texts of a domain go to disk once, never to memory all at once, and the raw file is never
+    inflated or parsed a second time. The file is the caller's to delete."""
+
+    SCHEMA = pa.schema(
+        [("line", pa.int64()), ("review_text", pa.large_string()), ("summary", pa.large_string())]
+    )
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._writer: pa.ipc.RecordBatchFileWriter | None = pa.ipc.new_file(str(path), self.SCHEMA)
+
+    def write(self, part: pl.DataFrame) -> None:
+        table = part.select("line", "review_text", "summary").to_arrow(compat_level=pl.CompatLevel.oldest())
+        self._writer.write_table(table.cast(self.SCHEMA))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def read(self, lines: pl.Series) -> pl.DataFrame:
+        """`line`, `review_text`, `summary` of the given (sorted, written) line numbers, in that order.
+        One record batch at a time is read (not mapped: mapped pages would count as this process's
+        memory), so memory holds the surviving texts plus one chunk's."""
+        self.close()
+        wanted = lines.to_numpy()
+        parts, position = [], 0
+        with pa.OSFile(str(self.path)) as source:
+            reader = pa.ipc.open_file(source)
+            for index in range(reader.num_record_batches):
+                batch = reader.get_batch(index)
+                written = batch.column(0).to_numpy()
+                if not len(written) or position >= len(wanted):
+                    continue
+                stop = int(np.searchsorted(wanted, written[-1], side="right"))
+                picked = wanted[position:stop]
+                at = np.searchsorted(written, picked)
+                if not np.array_equal(written[np.minimum(at, len(written) - 1)], picked):
+                    raise ValueError(f"{self.path.name} lacks the texts of some surviving lines")
+                parts.append(batch.take(at))
+                position = stop
+        if position < len(wanted):
+            raise ValueError(f"{self.path.name} lacks the texts of some surviving lines")
+        return pl.from_arrow(pa.Table.from_batches(parts, schema=self.SCHEMA))
+
+
 def read_review_keys(
-    raw: RawFile, rejects: RejectLog, on_bytes: Callable[[int], None] | None = None
+    raw: RawFile,
+    rejects: RejectLog,
+    on_bytes: Callable[[int], None] | None = None,
+    texts: TextSpill | None = None,
 ) -> tuple[pl.DataFrame, StreamInfo]:
-    """Pass 1: user, item (both Categorical), rating, time (ms) and line number of every valid line."""
+    """User, item (both Categorical), rating, time (ms), text hash and line number of every valid
+    line; with `texts`, each valid line's review text and summary are appended to it on the way."""
     fields = FIELDS[raw.release]
     schema = _key_read_schema(fields)
     info = StreamInfo(on_bytes=on_bytes)
     parts = []
     for first_line, chunk in iter_line_chunks(raw.path, info):
         for part in _parse_keys(chunk, first_line, fields, schema, rejects, raw.path.name):
-            parts.append(_valid_keys(part, fields, rejects, raw.path.name))
+            valid = _valid_keys(part, fields, rejects, raw.path.name, texts is not None)
+            if texts is not None:
+                texts.write(valid)
+                valid = valid.drop("review_text", "summary")
+            parts.append(valid)
     info.record_damage(rejects, raw.path.name)
     if not parts:
         return pl.DataFrame(schema=KEY_SCHEMA), info
@@ -278,34 +337,3 @@ def _as_text(value) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else str(value)
-
-
-def read_review_texts(
-    raw: RawFile, lines: pl.Series, on_bytes: Callable[[int], None] | None = None
-) -> pl.DataFrame:
-    """Pass 2: review text and summary of the given (sorted, 1-based) line numbers only."""
-    fields = FIELDS[raw.release]
-    schema = {fields.text: pl.String, fields.summary: pl.String}
-    parts = []
-    for picked, selected in iter_selected_lines(raw.path, lines.to_numpy(), on_bytes):
-        try:
-            parsed = pl.read_ndjson(b"\n".join(selected), schema=schema)
-            if parsed.height != len(selected):
-                raise ValueError("line count mismatch")
-        except Exception:
-            records = [loads_object(line.decode("utf-8")) for line in selected]  # lines that passed pass 1
-            parsed = pl.DataFrame(
-                {
-                    fields.text: [_as_text(r.get(fields.text)) for r in records],
-                    fields.summary: [_as_text(r.get(fields.summary)) for r in records],
-                },
-                schema=schema,
-            )
-        parts.append(
-            parsed.select(
-                pl.Series("line", picked, dtype=pl.Int64),
-                pl.col(fields.text).alias("review_text"),
-                pl.col(fields.summary).alias("summary"),
-            )
-        )
-    return pl.concat(parts) if parts else pl.DataFrame(schema=TEXT_SCHEMA)

@@ -13,9 +13,13 @@ Each method runs in its own child process (peak RSS measured by the OS), in the 
   inflate_twice  only inflating every review file twice (2 processes): the floor of any two-pass reader
   polars_quick   benchmarks/polars_quick_reference.py: polars' NDJSON reader on the four key fields and
                  the 5-core, nothing else (no validation, meta, texts, splits): the speed to beat
+  ours_before    with --before-src SRC: `prepare amazon` from another checkout's src/ (e.g. a git
+                 worktree of an earlier commit), the "faster than before" reference in the same run
 
-Prints one JSON line per figure, memory also as bytes per raw review. Usage:
+Prints one JSON line per figure: wall seconds, CPU seconds (user + system, all processes of the run),
+peak RSS of the largest process, also as bytes per raw review. Usage:
 python benchmarks/prepare.py [--reviews 1000000] [--skip-naive] [--skip-2x] [--repeats 3]
+    [--before-src ../wt-old/src]
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from isal import igzip, isal_zlib
+from isal import isal_zlib
 
 REPO = Path(__file__).resolve().parents[1]
 DOMAINS = [
@@ -173,23 +177,39 @@ def _child(method: str, raw: Path, out: Path) -> None:
     print(json.dumps({"seconds": time.perf_counter() - started, "surviving": total}))
 
 
-def _measure(method: str, raw: Path, out: Path) -> dict:
+def _measure(method: str, raw: Path, out: Path, src: Path | None = None) -> dict:
+    env = os.environ | ({"PYTHONPATH": str(src)} if src else {})
     process = subprocess.Popen(
         [sys.executable, __file__, "--child", method, "--raw", str(raw), "--out", str(out)],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     _, status, usage = os.wait4(process.pid, 0)
     stdout = process.stdout.read()
-    if status != 0:
-        raise SystemExit(f"{method} failed with status {status}")
+    if status != 0:  # reported, and the other runs go on (a killed run is a finding at large sizes)
+        signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        why = {9: "killed (SIGKILL: out of memory?)"}.get(signal_number, f"exit status {status}")
+        return {"failed": why, "seconds": usage.ru_utime, "peak_rss_mib": usage.ru_maxrss / 1024}
     result = json.loads(stdout.strip().splitlines()[-1])
     result["peak_rss_mib"] = usage.ru_maxrss / 1024  # the largest process of the child's tree
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime  # the child and the workers it waited for
     return result
 
 
+def _count_lines(path: Path) -> int:
+    """Lines of a gzip file, inflated block by block: this process stays small, since each measured
+    child is forked from it and a forked child's peak RSS starts at its parent's."""
+    inflater = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
+    lines = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            lines += inflater.decompress(block).count(b"\n")
+    return lines
+
+
 def _raw_reviews(folder: Path) -> int:
-    return sum(igzip.decompress((folder / f"{d}.json.gz").read_bytes()).count(b"\n") for d in DOMAINS)
+    return sum(_count_lines(folder / f"{d}.json.gz") for d in DOMAINS)
 
 
 def main() -> None:
@@ -200,6 +220,7 @@ def main() -> None:
     parser.add_argument("--skip-2x", action="store_true", help="no 2x corpus (ours_2x, naive_2x)")
     parser.add_argument("--skip-polars-quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3, help="runs of ours; the median is reported")
+    parser.add_argument("--before-src", type=Path, help="src/ of an earlier checkout, run as ours_before")
     parser.add_argument("--child")
     parser.add_argument("--raw", type=Path)
     parser.add_argument("--out", type=Path)
@@ -220,21 +241,28 @@ def main() -> None:
             )
     counts = {name: _raw_reviews(folder) for name, folder in corpora.items()}
     runs = {"inflate_twice": ("inflate_twice", "base"), "ours": ("ours", "base")}
+    runs |= {"ours_before": ("ours", "base")} if args.before_src else {}
     runs |= {} if args.skip_polars_quick else {"polars_quick": ("polars_quick", "base")}
     runs |= {} if args.skip_2x else {"ours_2x": ("ours", "2x")}
     if not args.skip_naive:
         runs |= {"naive": ("naive", "base")} | ({} if args.skip_2x else {"naive_2x": ("naive", "2x")})
     results = {}
     for label, (method, corpus) in runs.items():
+        src = args.before_src.resolve() if label == "ours_before" else None
         repeats = [
-            _measure(method, corpora[corpus], base / f"out-{label}")
+            _measure(method, corpora[corpus], base / f"out-{label}", src)
             for _ in range(args.repeats if method == "ours" else 1)
         ]
         result = sorted(repeats, key=lambda r: r["seconds"])[len(repeats) // 2]  # the median run
+        if "failed" in result:
+            print(json.dumps({"figure": f"{label}.failed", "value": result["failed"]}), flush=True)
+            print(json.dumps({"figure": f"{label}.peak_rss_mib", "value": round(result["peak_rss_mib"], 1)}))
+            continue
         results[label] = result
         figures = {
             "raw_reviews": counts[corpus],
             "seconds": round(result["seconds"], 2),
+            "cpu_seconds": round(result["cpu_seconds"], 2),
             "reviews_per_second": round(counts[corpus] / result["seconds"]),
             "peak_rss_mib": round(result["peak_rss_mib"], 1),
             "peak_rss_bytes_per_raw_review": round(result["peak_rss_mib"] * 2**20 / counts[corpus], 1),
@@ -247,10 +275,15 @@ def main() -> None:
     def ratio(name: str, numerator: float, denominator: float) -> None:
         print(json.dumps({"figure": name, "value": round(numerator / denominator, 2)}))
 
+    if "ours" not in results:
+        return
     ratio("ours_seconds_over_inflate_twice", results["ours"]["seconds"], results["inflate_twice"]["seconds"])
-    if "polars_quick" in results:
-        quick = results["polars_quick"]["seconds"]
-        ratio("ours_seconds_over_polars_quick", results["ours"]["seconds"], quick)
+    for reference in ("polars_quick", "ours_before"):
+        if reference in results:
+            for unit in ("seconds", "cpu_seconds"):
+                ratio(f"ours_{unit}_over_{reference}", results["ours"][unit], results[reference][unit])
+            if results[reference]["surviving"] != results["ours"]["surviving"]:
+                print(json.dumps({"note": f"{reference} keeps other rows (see surviving_interactions)"}))
     if "ours_2x" in results:
         ratio(
             "peak_rss_ratio_ours_2x_raw_over_1x",

@@ -156,3 +156,41 @@ def test_every_survivor_meets_k_within_its_domain(tmp_path, k):
     frame = joined_interactions(tmp_path / "data")
     assert frame.group_by("user_id").len()["len"].min() >= k
     assert frame.group_by("asin").len()["len"].min() >= k
+
+
+def test_interactions_written_in_small_buckets_equal_one_bucket(tmp_path, monkeypatch):
+    # The texts reach interactions.parquet through buckets of final positions (ordered_write.py).
+    # Buckets of 16 rows (one row group each) must give the same table as one bucket for everything.
+    from unimp_bench.data import ordered_write
+
+    rng = np.random.default_rng(0)
+    for domain, users in (("Toys_and_Games_5.json", 40), ("Office_Products_5.json", 25)):
+        records = [
+            review(
+                f"{domain[:1]}{u}", f"i{i}", int(rng.integers(0, 1000)), text=f"text {u} {i} {rng.random()}"
+            )
+            for u in range(users)
+            for i in rng.choice(12, size=6, replace=False).tolist()
+        ]
+        write_lines(tmp_path / "raw" / domain, records)
+    prepare_amazon_dataset(tmp_path / "raw", tmp_path / "one", k_core=2)
+    monkeypatch.setattr(ordered_write, "ROW_GROUP", 16)
+    monkeypatch.setattr(ordered_write, "BUCKET_TEXT_BYTES", 1)
+    prepare_amazon_dataset(tmp_path / "raw", tmp_path / "many", k_core=2)
+    one = pl.read_parquet(tmp_path / "one" / "interactions.parquet")
+    many = pl.read_parquet(tmp_path / "many" / "interactions.parquet")
+    assert one.height == 390 and many.equals(one)
+    assert pq_row_groups(tmp_path / "many" / "interactions.parquet") == -(-one.height // 16)
+    # each row carries its own review: the text names the user and item of the row
+    joined = joined_interactions(tmp_path / "many")
+    assert all(
+        t.startswith(f"text {u[1:]} {a[1:]} ")
+        for u, a, t in joined.select("user_id", "asin", "review_text").iter_rows()
+    )
+    assert not list((tmp_path / "many").glob(".work*"))
+
+
+def pq_row_groups(path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_row_groups

@@ -36,9 +36,14 @@ class DomainSources:
 
 @dataclass
 class DomainResult:
+    """A domain's survivors in the staging folder: `interactions_path` holds their keys and ratings,
+    ordered by raw line; `texts_path` their texts, row for row; `items_path` their items."""
+
     name: str
     interactions_path: Path
+    texts_path: Path
     items_path: Path
+    text_bytes: int  # of the surviving texts, what the combining step sizes its buckets by
     stats: dict
     sources: list[dict]
     rejects: dict[str, RejectLog] = field(default_factory=dict)
@@ -121,7 +126,7 @@ def process_domain(
     """
     meter = _ByteMeter(report)
     review_rejects, meta_rejects = RejectLog(), RejectLog()
-    spill = TextSpill(staging / f"{index:03d}.texts.arrow")
+    spill = TextSpill(staging / f"{index:03d}.spill.arrow")  # every valid line's texts, until the k-core
     try:
         keys, review_info = read_review_keys(sources.reviews, review_rejects, meter.next_pass(), spill)
         stats: dict = {
@@ -151,11 +156,9 @@ def process_domain(
         stats["k_core_rounds"] = rounds
         stats["after_k_core"] = keys.height
 
-        texts = spill.read(keys["order"].sort())
-        interactions = keys.join(texts.rename({"line": "order"}), on="order", how="left").with_columns(
-            pl.lit(sources.name).alias("domain")
-        )
-        del texts
+        keys = keys.sort("order")  # row for row with the texts file, which follows the raw lines
+        texts_path = staging / f"{index:03d}.texts.arrow"
+        text_bytes = spill.copy(keys["order"].to_numpy(), texts_path)
     finally:
         spill.close()
         spill.path.unlink(missing_ok=True)
@@ -178,15 +181,16 @@ def process_domain(
         staging / f"{index:03d}.interactions.arrow",
         staging / f"{index:03d}.items.arrow",
     )
-    # Plain large_string columns (not string views): write_interactions memory-maps and takes from them.
-    interactions.write_ipc(
-        interactions_path, compression="uncompressed", compat_level=pl.CompatLevel.oldest()
+    keys.with_columns(pl.lit(sources.name).alias("domain")).write_ipc(
+        interactions_path, compression="uncompressed"
     )
     items.write_ipc(items_path, compression="uncompressed")
     return DomainResult(
         sources.name,
         interactions_path,
+        texts_path,
         items_path,
+        text_bytes,
         stats,
         source_entries,
         {"reviews": review_rejects, "meta": meta_rejects},

@@ -1,11 +1,12 @@
 """`prepare amazon`: raw review dumps -> the fixed benchmark dataset (DESIGN.md section 3).
 
-Per domain (in parallel worker processes): pass 1 reads the keys of every review, duplicates keep the
-earliest, items without meta leave (recipe), the iterative k-core runs, then pass 2 reads the texts and
-meta of the survivors only. The domains are then combined: user and item ids become seeded random
-permutations, users get their group (new_domain, a seeded new_user share, train), each history is
-ordered by time (ties: raw file order) and split leave-last-out. Everything is written to a staging
-folder that replaces the output only once complete.
+Per domain (in parallel worker processes): one pass reads the keys of every review into memory and
+its texts into a spill file, copies collapse, duplicates keep the earliest, items without meta leave
+(recipe), the iterative k-core runs, then the texts and meta of the survivors only are read. The
+domains are then combined: user and item ids become seeded random permutations, users get their group
+(new_domain, a seeded new_user share, train), each history is ordered by time (ties: raw file order)
+and split leave-last-out; ordered_write.py writes the interactions in that order with bounded memory.
+Everything is written to a staging folder that replaces the output only once complete.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from unimp_bench.data.domain import (
     process_domain_in_worker,
 )
 from unimp_bench.data.kcore import chronological_positions, leave_last_out
+from unimp_bench.data.ordered_write import write_interactions
 from unimp_bench.data.raw_files import RawFile, discover
 from unimp_bench.data.recipe import Recipe
 from unimp_bench.data.rejects import RejectLog
@@ -101,7 +103,7 @@ def _run_domains(
 
     The progress bar counts the stored bytes the passes have read, across all domains.
     """
-    task = progress.add("read raw files (2 passes)", total=sum(plan.bytes_to_read for plan in plans))
+    task = progress.add("read raw files", total=sum(plan.bytes_to_read for plan in plans))
     sizes = [plan.reviews.path.stat().st_size for plan in plans]
     if workers <= 1 or len(plans) == 1 or sum(sizes) < PARALLEL_MIN_BYTES:
         report = functools.partial(progress.advance, task) if progress.enabled else None
@@ -274,39 +276,19 @@ def domain_statistics(items: pl.DataFrame, interactions: pl.DataFrame) -> pl.Dat
     )
 
 
-ROW_GROUP = 1 << 16
-
-
-def write_interactions(path: Path, placement: pl.DataFrame, results: list[DomainResult]) -> None:
-    """interactions.parquet in the order of `placement`, 64k rows per row group.
-
-    Each row group gathers its ratings and texts from the per-domain files by row number inside one
-    streaming sink, so the texts are held once (the sources) plus the groups in flight, never twice.
-    """
-    sources = pl.concat(
-        [pl.read_ipc(r.interactions_path, columns=["rating", "review_text", "summary"]) for r in results],
-        rechunk=False,
-    ).lazy()
-    groups = []
-    for start in range(0, placement.height, ROW_GROUP):
-        part = placement.slice(start, ROW_GROUP)
-        groups.append(
-            pl.concat([part.lazy(), sources.select(pl.all().gather(part["row"]))], how="horizontal")
-        )
-    frame = pl.concat(groups) if groups else pl.concat([placement.lazy(), sources.clear()], how="horizontal")
-    frame.select(list(COLUMNS["interactions.parquet"])).sink_parquet(
-        path, compression="zstd", row_group_size=ROW_GROUP
-    )
-
-
 def write_dataset(
-    out: Path, items: pl.DataFrame, users: pl.DataFrame, placement: pl.DataFrame, results: list[DomainResult]
+    out: Path,
+    items: pl.DataFrame,
+    users: pl.DataFrame,
+    placement: pl.DataFrame,
+    results: list[DomainResult],
+    work: Path,
 ) -> None:
     items.select(list(COLUMNS["items.parquet"])).sort("item_idx").write_parquet(
         out / "items.parquet", compression="zstd"
     )
     users.write_parquet(out / "users.parquet", compression="zstd")
-    write_interactions(out / "interactions.parquet", placement, results)
+    write_interactions(out / "interactions.parquet", placement, results, work)
 
 
 def build(
@@ -339,7 +321,7 @@ def build(
     results = [r for r in results if r.name not in emptied]
     items, users, placement = combine(results, recipe)
     items, image_report, image_failures = _attach_images(items, out, images, progress)
-    write_dataset(out, items, users, placement, results)
+    write_dataset(out, items, users, placement, results, work)
     for path in work.iterdir():
         path.unlink()
     work.rmdir()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,30 +282,45 @@ class TextSpill:
             self._writer.close()
             self._writer = None
 
-    def read(self, lines: pl.Series) -> pl.DataFrame:
-        """`line`, `review_text`, `summary` of the given (sorted, written) line numbers, in that order.
-        One record batch at a time is read (not mapped: mapped pages would count as this process's
-        memory), so memory holds the surviving texts plus one chunk's."""
+    def batches(self, lines: np.ndarray) -> Iterator[pa.RecordBatch]:
+        """The rows of the given (sorted, written) line numbers, in that order, one record batch of
+        the file at a time (read, not mapped: mapped pages would count as this process's memory)."""
         self.close()
-        wanted = lines.to_numpy()
-        parts, position = [], 0
+        position = 0
         with pa.OSFile(str(self.path)) as source:
             reader = pa.ipc.open_file(source)
             for index in range(reader.num_record_batches):
+                if position >= len(lines):
+                    break
                 batch = reader.get_batch(index)
                 written = batch.column(0).to_numpy()
-                if not len(written) or position >= len(wanted):
+                if not len(written):
                     continue
-                stop = int(np.searchsorted(wanted, written[-1], side="right"))
-                picked = wanted[position:stop]
+                stop = int(np.searchsorted(lines, written[-1], side="right"))
+                picked = lines[position:stop]
                 at = np.searchsorted(written, picked)
                 if not np.array_equal(written[np.minimum(at, len(written) - 1)], picked):
-                    raise ValueError(f"{self.path.name} lacks the texts of some surviving lines")
-                parts.append(batch.take(at))
+                    break
+                if len(picked):
+                    yield batch.take(at)
                 position = stop
-        if position < len(wanted):
+        if position < len(lines):
             raise ValueError(f"{self.path.name} lacks the texts of some surviving lines")
+
+    def read(self, lines: pl.Series) -> pl.DataFrame:
+        """`line`, `review_text`, `summary` of the given (sorted, written) line numbers, in memory."""
+        parts = list(self.batches(lines.to_numpy()))
         return pl.from_arrow(pa.Table.from_batches(parts, schema=self.SCHEMA))
+
+    def copy(self, lines: np.ndarray, path: Path) -> int:
+        """Write the rows of the given (sorted) line numbers to a new Arrow file, batch by batch, so
+        a domain's surviving texts are never all in memory; returns the bytes of text written."""
+        text_bytes = 0
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, self.SCHEMA) as writer:
+            for batch in self.batches(lines):
+                writer.write_batch(batch)
+                text_bytes += sum(column.nbytes for column in batch.columns[1:])
+        return text_bytes
 
 
 def read_review_keys(

@@ -12,12 +12,13 @@ the while.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
+from polars.io.plugins import register_io_source
 
 from unimp_bench.data.contract import COLUMNS
 from unimp_bench.data.domain import DomainResult
@@ -83,8 +84,9 @@ def write_interactions(
     del destination
 
     columns = COLUMNS["interactions.parquet"]
-    schema = pl.DataFrame(schema=columns).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
-    with pq.ParquetWriter(str(path), schema, compression="zstd", compression_level=3) as writer:
+
+    def ordered(with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
+        """The rows in final order, a bucket at a time (polars pulls them as the sink writes)."""
         for b, bucket in enumerate(buckets):
             part = placement.slice(b * bucket_rows, bucket_rows)
             if bucket.exists():
@@ -99,7 +101,10 @@ def write_interactions(
                     texts.select(_TEXT_COLUMNS),
                 ],
                 how="horizontal",
-            ).select(list(columns))
-            writer.write_table(
-                frame.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema), row_group_size=ROW_GROUP
-            )
+            ).select(list(columns) if with_columns is None else with_columns)
+            yield frame if predicate is None else frame.filter(predicate)
+
+    # polars encodes the row groups on its threads while the next bucket is prepared here
+    register_io_source(ordered, schema=columns).sink_parquet(
+        path, compression="zstd", row_group_size=ROW_GROUP
+    )

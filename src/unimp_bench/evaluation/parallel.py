@@ -117,7 +117,7 @@ def run_rank(job_path: Path, rank: int, world: int) -> int:
 
     from unimp_bench.data.contract import open_dataset
     from unimp_bench.evaluation.predictions import write_predictions
-    from unimp_bench.evaluation.shards import saved_shard, shard_count, shard_path
+    from unimp_bench.evaluation.shards import saved_shard, shard_chunks, shard_path
     from unimp_bench.models.export import load_exported
     from unimp_bench.models.predictor import ModelEvalSettings, UniMPPredictor
     from unimp_bench.tasks import registry
@@ -126,12 +126,11 @@ def run_rank(job_path: Path, rank: int, world: int) -> int:
     settings = from_mapping(ModelEvalSettings, job.settings, "eval settings")
     partial = Path(job.partial)
     examples = pl.read_parquet(partial / EXAMPLES_FILE)
-    count = shard_count(len(examples), settings.shard_size)
+    chunks = shard_chunks(examples, settings.shard_size)
     todo = []
-    for index in shards_of_rank(count, rank, world):
-        chunk = examples.slice(index * settings.shard_size, settings.shard_size)
-        if saved_shard(shard_path(partial, index), chunk) is None:
-            todo.append((index, chunk))
+    for index in shards_of_rank(len(chunks), rank, world):
+        if saved_shard(shard_path(partial, index), chunks[index]) is None:
+            todo.append((index, chunks[index]))
     if not todo:
         return 0
     task = registry().get(job.task)

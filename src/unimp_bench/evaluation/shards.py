@@ -37,6 +37,11 @@ def shard_count(examples: int, shard_size: int) -> int:
     return max(1, -(-examples // shard_size))
 
 
+def shard_chunks(examples: pl.DataFrame, shard_size: int) -> list[pl.DataFrame]:
+    """The examples of each shard, in order (zero-copy slices); every process cuts them this way."""
+    return [examples.slice(i * shard_size, shard_size) for i in range(shard_count(len(examples), shard_size))]
+
+
 def shard_path(partial: Path, index: int) -> Path:
     return partial / f"shard_{index:05d}.parquet"
 
@@ -60,8 +65,8 @@ def sharded_predictions(
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     write_json_atomic(key_path, key)
-    count = shard_count(len(examples), shard_size)
-    chunks = [examples.slice(index * shard_size, shard_size) for index in range(count)]
+    chunks = shard_chunks(examples, shard_size)
+    count = len(chunks)
     saved = [saved_shard(shard_path(partial, i), chunk) for i, chunk in enumerate(chunks)]
     reused = sum(shard is not None for shard in saved)
     if ranks is not None and reused < count:

@@ -38,13 +38,12 @@ def collapse_copies(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     marked = frame.filter(pl.Series(candidates)).with_columns(
         pl.col("order").min().over(group).alias("_first")
     )
-    is_copy = pl.col("text_key").is_not_null() & (pl.col("order") != pl.col("_first"))
+    copies = marked.filter(pl.col("text_key").is_not_null() & (pl.col("order") != pl.col("_first")))
     kept_asin = marked.filter(pl.col("order") == pl.col("_first")).select(
         "_first", pl.col("asin").cast(pl.String).alias("kept")
     )
     variants = (
-        marked.filter(is_copy)
-        .select("_first", pl.col("asin").cast(pl.String))
+        copies.select("_first", pl.col("asin").cast(pl.String))
         .join(kept_asin, on="_first")
         .filter(pl.col("asin") != pl.col("kept"))
         .group_by("kept")
@@ -52,8 +51,7 @@ def collapse_copies(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         .rename({"kept": "asin"})
         .sort("asin")
     )
-    copies = marked.filter(is_copy).get_column("order")
-    return frame.filter(~pl.col("order").is_in(copies.implode())), variants
+    return frame.filter(~pl.col("order").is_in(copies.get_column("order").implode())), variants
 
 
 def drop_duplicate_pairs(frame: pl.DataFrame) -> pl.DataFrame:

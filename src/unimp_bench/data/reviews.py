@@ -1,13 +1,14 @@
 """Reading review files: keys for every line, texts kept on disk and read back for the survivors only.
 
 `read_review_keys` parses user, item, rating, time, review text and summary of every line; it keeps
-the keys (and a hash of the texts) in memory and, given a `TextSpill`, appends the texts of the valid
-lines to a file on disk as it goes. The k-core then decides which lines survive, and
-`TextSpill.read` gathers the texts of those lines only, so memory follows the surviving data, not the
-raw size, and the raw file is inflated and parsed once. Chunks go through polars' native NDJSON
-reader; a chunk it refuses (malformed JSON, wrong types, invalid UTF-8, blank lines) is halved until
-the bad lines sit in small spans that are read line by line, so every bad line is counted by reason
-(with its line number) and every good line still lands.
+the keys (and a hash of the texts) in memory and, given a `TextSpill`, appends the texts of the
+valid lines to a file on disk as it goes. The k-core then decides which lines survive, and
+`TextSpill.copy` writes the texts of those lines only, batch by batch, to the domain's texts file,
+so memory follows the surviving data, not the raw size, and the raw file is inflated and parsed
+once. Chunks go through polars' native NDJSON reader; a chunk it refuses (malformed JSON, wrong
+types, invalid UTF-8, blank lines) is halved until the bad lines sit in small spans that are read
+line by line, so every bad line is counted by reason (with its line number) and every good line
+still lands.
 
 Types do not depend on neighbouring lines: polars would turn any JSON value into a string column's
 text (a list `["B00"]`, `true`), so a span is accepted natively only when every id key in it holds a

@@ -180,6 +180,7 @@ def _child(method: str, raw: Path, out: Path) -> None:
 
 def _measure(method: str, raw: Path, out: Path, src: Path | None = None) -> dict:
     env = os.environ | ({"PYTHONPATH": str(src)} if src else {})
+    started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, __file__, "--child", method, "--raw", str(raw), "--out", str(out)],
         stdout=subprocess.PIPE,
@@ -191,7 +192,11 @@ def _measure(method: str, raw: Path, out: Path, src: Path | None = None) -> dict
     if status != 0:  # reported, and the other runs go on (a killed run is a finding at large sizes)
         signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         why = {9: "killed (SIGKILL: out of memory?)"}.get(signal_number, f"exit status {status}")
-        return {"failed": why, "seconds": usage.ru_utime, "peak_rss_mib": usage.ru_maxrss / 1024}
+        return {
+            "failed": why,
+            "seconds": time.perf_counter() - started,
+            "peak_rss_mib": usage.ru_maxrss / 1024,
+        }
     result = json.loads(stdout.strip().splitlines()[-1])
     result["peak_rss_mib"] = usage.ru_maxrss / 1024  # the largest process of the child's tree
     result["cpu_seconds"] = usage.ru_utime + usage.ru_stime  # the child and the workers it waited for

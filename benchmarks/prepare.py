@@ -13,6 +13,8 @@ Each method runs in its own child process (peak RSS measured by the OS), in the 
   inflate_twice  only inflating every review file twice (2 processes): the floor of any two-pass reader
   polars_quick   benchmarks/polars_quick_reference.py: polars' NDJSON reader on the four key fields and
                  the 5-core, nothing else (no validation, meta, texts, splits): the speed to beat
+  polars_quick_texts  the same, also reading the two review texts and keeping them through the
+                 5-core: the floor of any pipeline whose output holds the texts, as ours does
   ours_before    with --before-src SRC: `prepare amazon` from another checkout's src/ (e.g. a git
                  worktree of an earlier commit), the "faster than before" reference in the same run
 
@@ -159,11 +161,11 @@ def _child(method: str, raw: Path, out: Path) -> None:
         for domain in DOMAINS:
             frame = naive_reference.prepare(raw / f"{domain}.json.gz", raw / f"meta_{domain}.json.gz", k=5)
             total += len(frame)
-    elif method == "polars_quick":
+    elif method in ("polars_quick", "polars_quick_texts"):
         sys.path.insert(0, str(REPO / "benchmarks"))
         import polars_quick_reference
 
-        total = polars_quick_reference.quick_prepare(raw, k=5)
+        total = polars_quick_reference.quick_prepare(raw, k=5, texts=method == "polars_quick_texts")
     elif method == "inflate_twice":  # the floor of a two-pass reader: inflate every review file twice
         from concurrent.futures import ProcessPoolExecutor
 
@@ -257,7 +259,8 @@ def main() -> None:
     counts = {name: _raw_reviews(folder) for name, folder in corpora.items()}
     runs = {"inflate_twice": ("inflate_twice", "base"), "ours": ("ours", "base")}
     runs |= {"ours_before": ("ours", "base")} if args.before_src else {}
-    runs |= {} if args.skip_polars_quick else {"polars_quick": ("polars_quick", "base")}
+    if not args.skip_polars_quick:
+        runs |= {name: (name, "base") for name in ("polars_quick", "polars_quick_texts")}
     runs |= {} if args.skip_2x else {"ours_2x": ("ours", "2x")}
     if not args.skip_naive:
         runs |= {"naive": ("naive", "base")} | ({} if args.skip_2x else {"naive_2x": ("naive", "2x")})
@@ -293,7 +296,7 @@ def main() -> None:
     if "ours" not in results:
         return
     ratio("ours_seconds_over_inflate_twice", results["ours"]["seconds"], results["inflate_twice"]["seconds"])
-    for reference in ("polars_quick", "ours_before"):
+    for reference in ("polars_quick", "polars_quick_texts", "ours_before"):
         if reference in results:
             for unit in ("seconds", "cpu_seconds"):
                 ratio(f"ours_{unit}_over_{reference}", results["ours"][unit], results[reference][unit])

@@ -283,12 +283,13 @@ def write_dataset(
     placement: pl.DataFrame,
     results: list[DomainResult],
     work: Path,
+    workers: int = 2,
 ) -> None:
     items.select(list(COLUMNS["items.parquet"])).sort("item_idx").write_parquet(
         out / "items.parquet", compression="zstd"
     )
     users.write_parquet(out / "users.parquet", compression="zstd")
-    write_interactions(out / "interactions.parquet", placement, results, work)
+    write_interactions(out / "interactions.parquet", placement, results, work, threads=workers)
 
 
 def build(
@@ -321,7 +322,7 @@ def build(
     results = [r for r in results if r.name not in emptied]
     items, users, placement = combine(results, recipe)
     items, image_report, image_failures = _attach_images(items, out, images, progress)
-    write_dataset(out, items, users, placement, results, work)
+    write_dataset(out, items, users, placement, results, work, workers)
     for path in work.iterdir():
         path.unlink()
     work.rmdir()

@@ -5,7 +5,7 @@ gzip reviews + meta, review lines of realistic length (~450 bytes). Core users b
 users review once or twice and never survive the 5-core, like most users of the full Amazon dumps.
 Each method runs in its own child process (peak RSS measured by the OS), in the same benchmark run:
 
-  ours        unimp-bench prepare (2 worker processes)
+  ours        unimp-bench prepare (2 worker processes, or --workers)
   ours_2x     ours on the same corpus plus as many again drive-by reviews that the k-core removes:
               its peak memory should stay close to `ours` (memory follows the surviving data)
   naive       benchmarks/naive_reference.py: json.loads per line into pandas, Python loops for k-core
@@ -151,7 +151,7 @@ def _inflate_once(path: str) -> int:
     return total
 
 
-def _child(method: str, raw: Path, out: Path) -> None:
+def _child(method: str, raw: Path, out: Path, workers: int) -> None:
     started = time.perf_counter()
     if method == "naive":
         sys.path.insert(0, str(REPO / "benchmarks"))
@@ -175,16 +175,17 @@ def _child(method: str, raw: Path, out: Path) -> None:
     else:
         from unimp_bench.data.api import prepare_amazon_dataset
 
-        manifest = prepare_amazon_dataset(raw, out, k_core=5, workers=2, overwrite=True)
+        manifest = prepare_amazon_dataset(raw, out, k_core=5, workers=workers, overwrite=True)
         total = manifest["totals"]["interactions"]
     print(json.dumps({"seconds": time.perf_counter() - started, "surviving": total}))
 
 
-def _measure(method: str, raw: Path, out: Path, src: Path | None = None) -> dict:
+def _measure(method: str, raw: Path, out: Path, workers: int, src: Path | None = None) -> dict:
     env = os.environ | ({"PYTHONPATH": str(src)} if src else {})
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, __file__, "--child", method, "--raw", str(raw), "--out", str(out)],
+        [sys.executable, __file__, "--child", method, "--raw", str(raw), "--out", str(out)]
+        + ["--workers", str(workers)],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -229,12 +230,13 @@ def main() -> None:
     parser.add_argument("--skip-polars-quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3, help="runs of ours; the median is reported")
     parser.add_argument("--before-src", type=Path, help="src/ of an earlier checkout, run as ours_before")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of ours (and ours_before)")
     parser.add_argument("--child")
     parser.add_argument("--raw", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.raw, args.out)
+        _child(args.child, args.raw, args.out, args.workers)
         return
     base = REPO / "bench-out" / f"prepare-{args.reviews}-{args.drive_by_share}"
     corpora = {"base": base / "raw"} | ({} if args.skip_2x else {"2x": base / "raw-2x"})
@@ -268,7 +270,7 @@ def main() -> None:
     for label, (method, corpus) in runs.items():
         src = args.before_src.resolve() if label == "ours_before" else None
         repeats = [
-            _measure(method, corpora[corpus], base / f"out-{label}", src)
+            _measure(method, corpora[corpus], base / f"out-{label}", args.workers, src)
             for _ in range(args.repeats if method == "ours" else 1)
         ]
         result = sorted(repeats, key=lambda r: r["seconds"])[len(repeats) // 2]  # the median run

@@ -79,61 +79,80 @@ def _gzip(payload: bytes) -> bytes:
     return packer.compress(payload) + packer.flush()
 
 
-def generate(folder: Path, reviews: int, drive_by_share: float, extra_drive_by: int, seed: int = 0) -> None:
-    """Write <Domain>.json.gz and meta_<Domain>.json.gz for the seven domains. Each domain has its own
-    generator and its files are written atomically, so an interrupted run resumes at the first domain
-    whose files are missing (a large corpus takes tens of minutes)."""
+def generate(
+    folder: Path, reviews: int, drive_by_share: float, extra_drive_by: int, seed: int = 0, processes: int = 2
+) -> None:
+    """Write <Domain>.json.gz and meta_<Domain>.json.gz for the seven domains, `processes` domains at a
+    time. Each domain has its own generator and its files are written atomically, so an interrupted
+    run resumes at the domains whose files are missing (a large corpus takes tens of minutes)."""
     folder.mkdir(parents=True, exist_ok=True)
+    missing = [
+        d
+        for d, domain in enumerate(DOMAINS)
+        if not ((folder / f"{domain}.json.gz").exists() and (folder / f"meta_{domain}.json.gz").exists())
+    ]
+    jobs = [(folder, d, reviews, drive_by_share, extra_drive_by, seed) for d in missing]
+    if processes <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            _generate_domain(*job)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_generate_domain, *zip(*jobs)))
+
+
+def _generate_domain(
+    folder: Path, d: int, reviews: int, drive_by_share: float, extra_drive_by: int, seed: int
+) -> None:
+    domain = DOMAINS[d]
     texts_rng = np.random.default_rng(seed)
     texts, summaries = _texts(texts_rng, 20000, 40, 110), _texts(texts_rng, 500, 2, 6)
     per_domain = reviews // len(DOMAINS)
-    for d, domain in enumerate(DOMAINS):
-        if (folder / f"{domain}.json.gz").exists() and (folder / f"meta_{domain}.json.gz").exists():
-            continue
-        rng = np.random.default_rng([seed, d])
-        n_items = max(50, per_domain // 25)
-        core = int(per_domain * (1 - drive_by_share))
-        # core users: 5..30 purchases, items drawn with a popularity skew
-        lengths = rng.integers(5, 31, size=core // 12 + 1)
-        lengths = lengths[: np.searchsorted(np.cumsum(lengths), core) + 1]
-        users = np.repeat(np.arange(len(lengths)) + d * 10_000_000, lengths)[:core]
-        items = (rng.zipf(1.3, size=len(users)) % n_items) + d * 1_000_000
-        drive = per_domain - len(users)
-        drive_users = rng.integers(5_000_000, 9_000_000, size=drive) + d * 10_000_000
-        drive_items = rng.integers(0, n_items * 3, size=drive) + d * 1_000_000  # many never-core items
-        all_users = np.concatenate([users, drive_users])
-        all_items = np.concatenate([items, drive_items])
-        order = rng.permutation(len(all_users))
-        times = rng.integers(1_100_000_000, 1_540_000_000, size=len(all_users))
-        payload = _review_lines(rng, all_users[order], all_items[order], times, texts, summaries)
-        if extra_drive_by:  # the same corpus plus reviews the k-core removes (own generator: base unchanged)
-            extra_rng = np.random.default_rng([seed, d, 1])
-            n = extra_drive_by // len(DOMAINS)
-            payload += _review_lines(
-                extra_rng,
-                extra_rng.integers(10_000_000, 90_000_000, size=n) + d * 100_000_000,
-                extra_rng.integers(0, n_items * 3, size=n) + d * 1_000_000,
-                extra_rng.integers(1_100_000_000, 1_540_000_000, size=n),
-                texts,
-                summaries,
-            )
-        _write_atomic(folder / f"{domain}.json.gz", _gzip(payload))
-        meta = [
-            json.dumps(
-                {
-                    "category": [domain, f"Sub {i % 17}"],
-                    "description": [texts[i % len(texts)]],
-                    "title": f"Product {i} {summaries[i % len(summaries)]}",
-                    "also_buy": [],
-                    "brand": f"Brand{i % 97}",
-                    "price": f"${(i % 500) / 7:.2f}" if i % 5 else "",
-                    "asin": f"B{d * 1_000_000 + i:09d}",
-                    "image": [f"https://images.example.invalid/{i}.jpg"],
-                }
-            )
-            for i in range(n_items * 3)
-        ]
-        _write_atomic(folder / f"meta_{domain}.json.gz", _gzip(("\n".join(meta) + "\n").encode()))
+    rng = np.random.default_rng([seed, d])
+    n_items = max(50, per_domain // 25)
+    core = int(per_domain * (1 - drive_by_share))
+    # core users: 5..30 purchases, items drawn with a popularity skew
+    lengths = rng.integers(5, 31, size=core // 12 + 1)
+    lengths = lengths[: np.searchsorted(np.cumsum(lengths), core) + 1]
+    users = np.repeat(np.arange(len(lengths)) + d * 10_000_000, lengths)[:core]
+    items = (rng.zipf(1.3, size=len(users)) % n_items) + d * 1_000_000
+    drive = per_domain - len(users)
+    drive_users = rng.integers(5_000_000, 9_000_000, size=drive) + d * 10_000_000
+    drive_items = rng.integers(0, n_items * 3, size=drive) + d * 1_000_000  # many never-core items
+    all_users = np.concatenate([users, drive_users])
+    all_items = np.concatenate([items, drive_items])
+    order = rng.permutation(len(all_users))
+    times = rng.integers(1_100_000_000, 1_540_000_000, size=len(all_users))
+    payload = _review_lines(rng, all_users[order], all_items[order], times, texts, summaries)
+    if extra_drive_by:  # the same corpus plus reviews the k-core removes (own generator: base unchanged)
+        extra_rng = np.random.default_rng([seed, d, 1])
+        n = extra_drive_by // len(DOMAINS)
+        payload += _review_lines(
+            extra_rng,
+            extra_rng.integers(10_000_000, 90_000_000, size=n) + d * 100_000_000,
+            extra_rng.integers(0, n_items * 3, size=n) + d * 1_000_000,
+            extra_rng.integers(1_100_000_000, 1_540_000_000, size=n),
+            texts,
+            summaries,
+        )
+    _write_atomic(folder / f"{domain}.json.gz", _gzip(payload))
+    meta = [
+        json.dumps(
+            {
+                "category": [domain, f"Sub {i % 17}"],
+                "description": [texts[i % len(texts)]],
+                "title": f"Product {i} {summaries[i % len(summaries)]}",
+                "also_buy": [],
+                "brand": f"Brand{i % 97}",
+                "price": f"${(i % 500) / 7:.2f}" if i % 5 else "",
+                "asin": f"B{d * 1_000_000 + i:09d}",
+                "image": [f"https://images.example.invalid/{i}.jpg"],
+            }
+        )
+        for i in range(n_items * 3)
+    ]
+    _write_atomic(folder / f"meta_{domain}.json.gz", _gzip(("\n".join(meta) + "\n").encode()))
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:

@@ -13,7 +13,6 @@ the while.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,57 +34,36 @@ def _bucket_rows(rows: int, text_bytes: int, bucket_text_bytes: int) -> int:
     return max(1, int(bucket_text_bytes / per_row) // ROW_GROUP) * ROW_GROUP
 
 
-def _deal_domain(result: DomainResult, destination: np.ndarray, bucket_rows: int, parts: list[Path]) -> int:
-    """Append one domain's surviving texts, with their final positions (`dest`), to its part file of
-    each bucket; returns the rows dealt."""
+def _deal_texts(
+    results: list[DomainResult], destination: np.ndarray, bucket_rows: int, buckets: list[Path]
+) -> None:
+    """Append every surviving text, with its final position (`dest`), to the file of its bucket."""
     schema = pa.schema([("dest", pa.int64())] + [(c, pa.large_string()) for c in _TEXT_COLUMNS])
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     offset = 0
     try:
-        with pa.OSFile(str(result.texts_path)) as source:
-            reader = pa.ipc.open_file(source)
-            for index in range(reader.num_record_batches):
-                batch = reader.get_batch(index)
-                dest = destination[offset : offset + batch.num_rows]
-                offset += batch.num_rows
-                bucket = dest // bucket_rows
-                order = np.argsort(bucket, kind="stable")
-                bounds = np.searchsorted(bucket[order], np.arange(len(parts) + 1))
-                dealt = pa.RecordBatch.from_arrays(
-                    [pa.array(dest)] + [batch.column(c) for c in _TEXT_COLUMNS], schema=schema
-                )
-                for b in np.flatnonzero(np.diff(bounds)).tolist():
-                    if b not in writers:
-                        writers[b] = pa.ipc.new_stream(str(parts[b]), schema)
-                    writers[b].write_batch(dealt.take(order[bounds[b] : bounds[b + 1]]))
+        for result in results:
+            with pa.OSFile(str(result.texts_path)) as source:
+                reader = pa.ipc.open_file(source)
+                for index in range(reader.num_record_batches):
+                    batch = reader.get_batch(index)
+                    dest = destination[offset : offset + batch.num_rows]
+                    offset += batch.num_rows
+                    bucket = dest // bucket_rows
+                    order = np.argsort(bucket, kind="stable")
+                    bounds = np.searchsorted(bucket[order], np.arange(len(buckets) + 1))
+                    dealt = pa.RecordBatch.from_arrays(
+                        [pa.array(dest)] + [batch.column(c) for c in _TEXT_COLUMNS], schema=schema
+                    )
+                    for b in np.flatnonzero(np.diff(bounds)).tolist():
+                        if b not in writers:
+                            writers[b] = pa.ipc.new_stream(str(buckets[b]), schema)
+                        writers[b].write_batch(dealt.take(order[bounds[b] : bounds[b + 1]]))
     finally:
         for writer in writers.values():
             writer.close()
-    return offset
-
-
-def _deal_texts(
-    results: list[DomainResult],
-    rows: list[int],
-    destination: np.ndarray,
-    bucket_rows: int,
-    parts: list[list[Path]],
-    threads: int,
-) -> None:
-    """Every surviving text to the part file of its bucket (parts[domain][bucket]), the domains on
-    `threads` threads: reading, sorting, taking and writing Arrow data run outside the GIL."""
-    starts = np.cumsum([0] + rows)
-    if starts[-1] != len(destination):
-        raise ValueError(f"the staged texts hold {starts[-1]} rows for {len(destination)} interactions")
-    jobs = [
-        (result, destination[starts[d] : starts[d + 1]], bucket_rows, parts[d])
-        for d, result in enumerate(results)
-    ]
-    with ThreadPoolExecutor(max(1, min(threads, len(jobs)))) as pool:
-        dealt = list(pool.map(lambda job: _deal_domain(*job), jobs))
-    for result, expected, got in zip(results, rows, dealt):
-        if got != expected:
-            raise ValueError(f"the staged texts of {result.name} hold {got} rows for {expected} interactions")
+    if offset != len(destination):
+        raise ValueError(f"the staged texts hold {offset} rows for {len(destination)} interactions")
 
 
 def write_interactions(
@@ -93,37 +71,28 @@ def write_interactions(
     placement: pl.DataFrame,
     results: list[DomainResult],
     work: Path,
-    threads: int = 2,
 ) -> None:
     """interactions.parquet in the order of `placement` (whose `row` numbers the rows of the domains'
-    staged files, concatenated in `results` order), ROW_GROUP rows per row group, zstd. The texts are
-    dealt on `threads` threads; the output does not depend on it."""
+    staged files, concatenated in `results` order), ROW_GROUP rows per row group, zstd."""
     rows = placement.height
     destination = np.empty(rows, dtype=np.int64)
     destination[placement.get_column("row").to_numpy()] = np.arange(rows)
-    staged = [pl.read_ipc(r.interactions_path, columns=["rating"]) for r in results]
-    ratings = pl.concat(staged)
+    ratings = pl.concat([pl.read_ipc(r.interactions_path, columns=["rating"]) for r in results])
     bucket_rows = _bucket_rows(rows, sum(r.text_bytes for r in results), BUCKET_TEXT_BYTES)
-    buckets = range(max(1, -(-rows // bucket_rows)))
-    parts = [[work / f"bucket-{b:05d}-{d:03d}.arrows" for b in buckets] for d in range(len(results))]
-    _deal_texts(results, [frame.height for frame in staged], destination, bucket_rows, parts, threads)
-    del staged
+    buckets = [work / f"bucket-{b:05d}.arrows" for b in range(max(1, -(-rows // bucket_rows)))]
+    _deal_texts(results, destination, bucket_rows, buckets)
     del destination
 
     columns = COLUMNS["interactions.parquet"]
 
     def ordered(with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
         """The rows in final order, a bucket at a time (polars pulls them as the sink writes)."""
-        for b in buckets:
+        for b, bucket in enumerate(buckets):
             part = placement.slice(b * bucket_rows, bucket_rows)
-            tables = []
-            for domain_parts in parts:  # the domains' texts of this bucket; sorting makes the order moot
-                if domain_parts[b].exists():
-                    with pa.OSFile(str(domain_parts[b])) as source:
-                        tables.append(pa.ipc.open_stream(source).read_all())
-                    domain_parts[b].unlink()
-            if tables:
-                texts = pl.from_arrow(pa.concat_tables(tables)).sort("dest")
+            if bucket.exists():
+                with pa.OSFile(str(bucket)) as source:
+                    texts = pl.from_arrow(pa.ipc.open_stream(source).read_all()).sort("dest")
+                bucket.unlink()
             else:  # no rows (an empty dataset)
                 texts = pl.DataFrame(schema={"dest": pl.Int64} | {c: pl.String for c in _TEXT_COLUMNS})
             frame = pl.concat(

@@ -283,13 +283,12 @@ def write_dataset(
     placement: pl.DataFrame,
     results: list[DomainResult],
     work: Path,
-    workers: int = 2,
 ) -> None:
     items.select(list(COLUMNS["items.parquet"])).sort("item_idx").write_parquet(
         out / "items.parquet", compression="zstd"
     )
     users.write_parquet(out / "users.parquet", compression="zstd")
-    write_interactions(out / "interactions.parquet", placement, results, work, threads=workers)
+    write_interactions(out / "interactions.parquet", placement, results, work)
 
 
 def build(
@@ -322,7 +321,7 @@ def build(
     results = [r for r in results if r.name not in emptied]
     items, users, placement = combine(results, recipe)
     items, image_report, image_failures = _attach_images(items, out, images, progress)
-    write_dataset(out, items, users, placement, results, work, workers)
+    write_dataset(out, items, users, placement, results, work)
     for path in work.iterdir():
         path.unlink()
     work.rmdir()

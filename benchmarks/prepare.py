@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,6 @@ def generate(
         for job in jobs:
             _generate_domain(*job)
         return
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(_generate_domain, *zip(*jobs)))
 
@@ -186,8 +185,6 @@ def _child(method: str, raw: Path, out: Path, workers: int) -> None:
 
         total = polars_quick_reference.quick_prepare(raw, k=5, texts=method == "polars_quick_texts")
     elif method == "inflate_twice":  # the floor of a two-pass reader: inflate every review file twice
-        from concurrent.futures import ProcessPoolExecutor
-
         paths = [str(raw / f"{domain}.json.gz") for domain in DOMAINS] * 2
         with ProcessPoolExecutor(2) as pool:
             total = sum(pool.map(_inflate_once, paths)) // 2

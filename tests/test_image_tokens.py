@@ -69,8 +69,6 @@ def test_same_images_and_seed_give_the_same_tokenizer_and_codes(tokenized, tmp_p
     first = (tokens_folder(tokenized) / "tokenizer" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert (again / "diffusion_pytorch_model.safetensors").read_bytes() == first
     # what else the weights depend on (the thread count orders the float sums) is recorded with them
-    import torch
-
     trained_with = json.loads((again / "unimp_tokenizer.json").read_text())["trained_with"]
     assert trained_with == {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
     # training wrote the codes of `again` into the dataset; put the module's tokenizer back
